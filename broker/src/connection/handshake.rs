@@ -1,0 +1,474 @@
+//! From the first byte to CONNACK: read CONNECT, check it, authenticate (plain or MQTT 5 enhanced),
+//! open the session and answer. A refusal here never creates or disturbs a session.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::aliases::{InboundAliases, OutboundAliases};
+use super::{Close, Connection, Io};
+use crate::broker::{Broker, NEVER_EXPIRES, SessionRequest};
+use crate::codec::{
+    self, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Packet,
+    ProtocolVersion, QoS, ReasonCode,
+};
+use crate::hook::{AuthDecision, AuthStep, ClientInfo, ConnectRequest};
+use crate::message::Message;
+use crate::session::{ClientId, PendingWill};
+
+/// Why no connection was established.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    /// CONNACK with a failure code was sent (or the v3 equivalent).
+    #[error("refused with CONNACK {0}")]
+    ConnAck(ReasonCode),
+    /// The input was not a usable CONNECT.
+    #[error("bad CONNECT: {0}")]
+    Malformed(DecodeError),
+    #[error("first packet was {0}, not CONNECT")]
+    FirstPacketNotConnect(&'static str),
+    #[error("no CONNECT in time")]
+    Timeout,
+    #[error("connection closed")]
+    Network,
+}
+
+/// Reads CONNECT and completes the handshake.
+pub(super) async fn accept<R, W>(
+    broker: &Arc<Broker>,
+    io: &mut Io<R, W>,
+    remote_addr: SocketAddr,
+    listener: Arc<str>,
+) -> Result<Connection, Refused>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let timeout = Duration::from_secs(broker.config.limits.connect_timeout_secs);
+    let connect = match tokio::time::timeout(timeout, read_connect(broker, io)).await {
+        Ok(result) => result?,
+        Err(_) => return Err(Refused::Timeout),
+    };
+    let protocol = connect.protocol;
+    let mut connack = ConnAckProperties::default();
+
+    let client_id = match assign_client_id(&connect) {
+        Ok(id) => id,
+        Err(reason) => return refuse(io, protocol, reason, "client identifier not valid").await,
+    };
+    if connect.client_id.is_empty() && protocol.is_v5() {
+        connack.assigned_client_identifier = Some(client_id.as_bytestring().clone()); // [MQTT-3.2.2-16]
+    }
+    let client = ClientInfo {
+        client_id,
+        username: connect.username.clone(),
+        protocol,
+        remote_addr,
+        listener,
+    };
+
+    let features = &broker.config.features;
+    if let Some(will) = &connect.will {
+        if will.qos > features.maximum_qos() {
+            return refuse(
+                io,
+                protocol,
+                ReasonCode::QOS_NOT_SUPPORTED,
+                "will QoS not supported",
+            )
+            .await;
+        }
+        if will.retain && !features.retain_available {
+            return refuse(
+                io,
+                protocol,
+                ReasonCode::RETAIN_NOT_SUPPORTED,
+                "retain not supported",
+            )
+            .await;
+        }
+    }
+
+    let auth_method = connect.properties.authentication_method.clone();
+    if let Some(method) = &auth_method {
+        let data = connect.properties.authentication_data.clone();
+        match enhanced_auth(broker, io, &client, method, data).await? {
+            Ok(data) => {
+                connack.authentication_method = Some(method.clone());
+                connack.authentication_data = data;
+            }
+            Err(reason) => {
+                crate::stats::Stats::add(&broker.stats.auth_failures, 1);
+                return refuse(io, protocol, reason, "authentication failed").await;
+            }
+        }
+    } else {
+        let request = ConnectRequest {
+            client: &client,
+            password: connect.password.as_deref(),
+        };
+        let refusal = match broker.hooks.authenticate(&request).await {
+            AuthDecision::Allow => None,
+            AuthDecision::Deny(reason) => Some(reason),
+            AuthDecision::Continue if broker.config.auth.allow_anonymous => None,
+            AuthDecision::Continue if connect.username.is_some() => {
+                Some(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+            }
+            AuthDecision::Continue => Some(ReasonCode::NOT_AUTHORIZED),
+        };
+        if let Some(reason) = refusal {
+            crate::stats::Stats::add(&broker.stats.auth_failures, 1);
+            info!(client_id = %client.client_id, %remote_addr, %reason, "authentication failed");
+            return refuse(io, protocol, reason, "not authorized").await;
+        }
+    }
+
+    let limits = &broker.config.limits;
+    let requested_expiry = if protocol.is_v5() {
+        connect.properties.session_expiry_interval.unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        NEVER_EXPIRES
+    };
+    let expiry = limits
+        .max_session_expiry_secs
+        .map_or(requested_expiry, |max| requested_expiry.min(max));
+    if expiry != requested_expiry && protocol.is_v5() {
+        connack.session_expiry_interval = Some(expiry); // [MQTT-3.2.2-?] tell the client what applies
+    }
+    let keep_alive = match limits.server_keep_alive {
+        Some(server) => {
+            if protocol.is_v5() {
+                connack.server_keep_alive = Some(server); // [MQTT-3.2.2-21]
+            }
+            server
+        }
+        None => connect.keep_alive,
+    };
+
+    let will = connect.will.as_ref().map(|will| PendingWill {
+        message: Message {
+            topic: will.topic.clone(),
+            payload: will.payload.clone(),
+            qos: will.qos,
+            retain: will.retain,
+            properties: crate::codec::PublishProperties {
+                payload_format_indicator: will.properties.payload_format_indicator,
+                content_type: will.properties.content_type.clone(),
+                response_topic: will.properties.response_topic.clone(),
+                correlation_data: will.properties.correlation_data.clone(),
+                user_properties: will.properties.user_properties.clone(),
+                ..Default::default()
+            },
+            expires_at: None,
+            publisher: None,
+            received_at: std::time::Instant::now(),
+        },
+        delay: will.properties.will_delay_interval.unwrap_or(0),
+    });
+    // The will's expiry interval runs from when it is published, so it is kept aside until then.
+    let will = will.map(|mut w| {
+        if let Some(interval) = connect
+            .will
+            .as_ref()
+            .and_then(|c| c.properties.message_expiry_interval)
+        {
+            w.message.properties.message_expiry_interval = Some(interval);
+        }
+        w
+    });
+
+    let attachment = broker.open_session(SessionRequest {
+        client_id: client.client_id.clone(),
+        protocol,
+        clean_start: connect.clean_start,
+        expiry_interval: expiry,
+        will,
+    });
+
+    if protocol.is_v5() {
+        connack.receive_maximum = std::num::NonZeroU16::new(limits.receive_maximum);
+        connack.maximum_packet_size = Some(limits.max_packet_size);
+        connack.topic_alias_maximum = Some(limits.topic_alias_maximum);
+        if features.maximum_qos() < QoS::ExactlyOnce {
+            connack.maximum_qos = Some(features.maximum_qos());
+        }
+        if !features.retain_available {
+            connack.retain_available = Some(false);
+        }
+        if !features.wildcard_subscriptions {
+            connack.wildcard_subscription_available = Some(false);
+        }
+        if !features.subscription_identifiers {
+            connack.subscription_identifiers_available = Some(false);
+        }
+        if !features.shared_subscriptions {
+            connack.shared_subscription_available = Some(false);
+        }
+    }
+    let packet = Packet::ConnAck(ConnAck {
+        session_present: attachment.session_present,
+        reason_code: ReasonCode::SUCCESS,
+        properties: connack,
+    });
+    let client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
+    let mut write_buf = BytesMut::with_capacity(256);
+    if codec::encode(&packet, protocol, client_max_packet_size, &mut write_buf).is_err() {
+        broker.detach(&attachment.session, attachment.generation, false);
+        return Err(Refused::Network);
+    }
+
+    let stats = &broker.stats;
+    stats
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    stats
+        .connections_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    for hook in broker.hooks.iter() {
+        hook.on_connect(&client, attachment.session_present);
+    }
+    crate::sys::client_notice(broker, &client, true);
+    info!(
+        client_id = %client.client_id, remote = %remote_addr, ?protocol,
+        clean_start = connect.clean_start, session_present = attachment.session_present,
+        "client connected"
+    );
+
+    let client_receive_maximum = connect
+        .properties
+        .receive_maximum
+        .map_or(u16::MAX, |r| r.get());
+    Ok(Connection {
+        broker: Arc::clone(broker),
+        protocol,
+        session: attachment.session,
+        control: attachment.control,
+        generation: attachment.generation,
+        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        last_received: Instant::now(),
+        connect_expiry: expiry,
+        inflight_window: usize::from(client_receive_maximum.min(limits.max_inflight)),
+        client_max_packet_size,
+        problem_information: connect
+            .properties
+            .request_problem_information
+            .unwrap_or(true),
+        inbound_aliases: InboundAliases::default(),
+        outbound_aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
+        reauth: None,
+        auth_method,
+        write_buf,
+        client,
+    })
+}
+
+/// Reads until a whole first packet is there; it must be CONNECT [MQTT-3.1.0-1].
+async fn read_connect<R, W>(broker: &Broker, io: &mut Io<R, W>) -> Result<Box<Connect>, Refused>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let max = broker.config.limits.max_packet_size;
+    loop {
+        let hint = codec::sniff_connect_version(&io.read_buf);
+        match codec::decode(&mut io.read_buf, ProtocolVersion::V5, max) {
+            Ok(Some(Packet::Connect(connect))) => return Ok(connect),
+            Ok(Some(other)) => return Err(Refused::FirstPacketNotConnect(other.kind())),
+            Ok(None) => {}
+            Err(error) => {
+                crate::stats::Stats::add(&broker.stats.protocol_errors, 1);
+                answer_bad_connect(io, hint, &error).await;
+                return Err(Refused::Malformed(error));
+            }
+        }
+        match io.fill().await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return Err(Refused::Network),
+        }
+    }
+}
+
+/// A CONNECT that could not be decoded: an unsupported level gets return code 0x01 in the 3.1.1
+/// format [MQTT-3.1.2-2]; a broken v5 CONNECT gets CONNACK with the reason code; v3 just a close.
+async fn answer_bad_connect<R, W>(
+    io: &mut Io<R, W>,
+    hint: Option<ProtocolVersion>,
+    error: &DecodeError,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let protocol = match (error, hint) {
+        (DecodeError::UnsupportedProtocol { .. }, _) => ProtocolVersion::V3_1_1,
+        (_, Some(ProtocolVersion::V5)) => ProtocolVersion::V5,
+        _ => return,
+    };
+    let mut buf = BytesMut::new();
+    let packet = connack_failure(error.reason_code());
+    if codec::encode(&packet, protocol, u32::MAX, &mut buf).is_ok() {
+        let _ = io.write_all(&mut buf).await;
+    }
+}
+
+fn connack_failure(reason: ReasonCode) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present: false, // [MQTT-3.2.2-6]
+        reason_code: reason,
+        properties: ConnAckProperties::default(),
+    })
+}
+
+/// Sends a refusing CONNACK and reports the refusal [MQTT-3.2.2-7].
+async fn refuse<R, W>(
+    io: &mut Io<R, W>,
+    protocol: ProtocolVersion,
+    reason: ReasonCode,
+    why: &'static str,
+) -> Result<Connection, Refused>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut packet = connack_failure(reason);
+    if let Packet::ConnAck(connack) = &mut packet {
+        connack.properties.reason_string = Some(ByteString::from_static(why));
+    }
+    let mut buf = BytesMut::new();
+    if codec::encode(&packet, protocol, u32::MAX, &mut buf).is_ok() {
+        let _ = io.write_all(&mut buf).await;
+    }
+    Err(Refused::ConnAck(reason))
+}
+
+/// The client identifier to use: the client's, or a fresh one for an empty identifier where the
+/// protocol allows that [MQTT-3.1.3-6], [MQTT-3.1.3-8].
+fn assign_client_id(connect: &Connect) -> Result<ClientId, ReasonCode> {
+    if !connect.client_id.is_empty() {
+        return Ok(ClientId::new(connect.client_id.clone()));
+    }
+    let allowed = match connect.protocol {
+        ProtocolVersion::V3_1 => false,
+        ProtocolVersion::V3_1_1 => connect.clean_start,
+        ProtocolVersion::V5 => true,
+    };
+    if !allowed {
+        return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    }
+    Ok(ClientId::new(format!("tern-{:016x}", fastrand::u64(..))))
+}
+
+/// Runs an MQTT 5 enhanced authentication exchange during CONNECT (4.12). The outer `Result` is for
+/// a broken exchange, the inner one for the verdict: success data, or the CONNACK reason code.
+async fn enhanced_auth<R, W>(
+    broker: &Broker,
+    io: &mut Io<R, W>,
+    client: &ClientInfo,
+    method: &ByteString,
+    mut data: Option<Bytes>,
+) -> Result<Result<Option<Bytes>, ReasonCode>, Refused>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Some(mut exchange) = broker.hooks.start_enhanced_auth(method, client) else {
+        debug!(client_id = %client.client_id, %method, "no hook knows this authentication method");
+        return Ok(Err(ReasonCode::BAD_AUTHENTICATION_METHOD));
+    };
+    let max = broker.config.limits.max_packet_size;
+    loop {
+        match exchange.step(data.take()).await {
+            AuthStep::Success(data) => return Ok(Ok(data)),
+            AuthStep::Failure(reason) => return Ok(Err(reason)),
+            AuthStep::Continue(challenge) => {
+                let packet = Packet::Auth(Auth {
+                    reason_code: ReasonCode::CONTINUE_AUTHENTICATION,
+                    properties: AuthProperties {
+                        authentication_method: Some(method.clone()),
+                        authentication_data: challenge,
+                        ..Default::default()
+                    },
+                });
+                let mut buf = BytesMut::new();
+                codec::encode(&packet, ProtocolVersion::V5, u32::MAX, &mut buf)
+                    .map_err(|_| Refused::Network)?;
+                io.write_all(&mut buf).await.map_err(|_| Refused::Network)?;
+            }
+        }
+        let reply = loop {
+            match codec::decode(&mut io.read_buf, ProtocolVersion::V5, max) {
+                Ok(Some(packet)) => break packet,
+                Ok(None) => match io.fill().await {
+                    Ok(true) => {}
+                    Ok(false) | Err(_) => return Err(Refused::Network),
+                },
+                Err(error) => return Err(Refused::Malformed(error)),
+            }
+        };
+        match reply {
+            Packet::Auth(auth)
+                if auth.reason_code == ReasonCode::CONTINUE_AUTHENTICATION
+                    && auth.properties.authentication_method.as_ref() == Some(method) =>
+            {
+                data = auth.properties.authentication_data;
+            }
+            _ => return Ok(Err(ReasonCode::PROTOCOL_ERROR)), // [MQTT-4.12.0-?] only AUTH may follow
+        }
+    }
+}
+
+impl Connection {
+    /// Handles AUTH after CONNACK: a client-initiated re-authentication (4.12.1).
+    pub(super) async fn on_auth(&mut self, auth: Auth) -> Result<(), Close> {
+        let same_method = auth.properties.authentication_method.is_some()
+            && auth.properties.authentication_method == self.auth_method;
+        if !same_method {
+            return Err(Close::protocol("AUTH without the method used at CONNECT")); // [MQTT-4.12.1-1]
+        }
+        let starting = auth.reason_code == ReasonCode::RE_AUTHENTICATE;
+        let continuing =
+            auth.reason_code == ReasonCode::CONTINUE_AUTHENTICATION && self.reauth.is_some();
+        if !starting && !continuing {
+            return Err(Close::protocol("unexpected AUTH reason code"));
+        }
+        let method = self.auth_method.clone().unwrap_or_default();
+        if starting {
+            self.reauth = self.broker.hooks.start_enhanced_auth(&method, &self.client);
+        }
+        let Some(exchange) = self.reauth.as_mut() else {
+            return Err(Close::Server(
+                ReasonCode::BAD_AUTHENTICATION_METHOD,
+                Cow::Borrowed("re-authentication unavailable"),
+            ));
+        };
+        let (reason, data) = match exchange.step(auth.properties.authentication_data).await {
+            AuthStep::Continue(data) => (ReasonCode::CONTINUE_AUTHENTICATION, data),
+            AuthStep::Success(data) => {
+                self.reauth = None;
+                (ReasonCode::SUCCESS, data)
+            }
+            AuthStep::Failure(reason) => {
+                return Err(Close::Server(
+                    reason,
+                    Cow::Borrowed("re-authentication failed"),
+                )); // [MQTT-4.12.1-2]
+            }
+        };
+        self.send(&Packet::Auth(Auth {
+            reason_code: reason,
+            properties: AuthProperties {
+                authentication_method: Some(method),
+                authentication_data: data,
+                ..Default::default()
+            },
+        }))
+    }
+}

@@ -1,0 +1,397 @@
+//! Applying what the client sends after CONNACK: PUBLISH and its acknowledgements, SUBSCRIBE,
+//! UNSUBSCRIBE, PINGREQ, DISCONNECT and AUTH. Each handler checks the session-dependent rules the
+//! codec cannot (aliases, receive maximum, packet ids, features) and answers into the write buffer.
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use bytestring::ByteString;
+
+use super::{Close, Connection};
+use crate::broker::NEVER_EXPIRES;
+use crate::codec::{
+    Ack, AckProperties, Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, RetainHandling,
+    SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+use crate::hook::Access;
+use crate::message::{Delivery, Message};
+use crate::session::SubscriptionRecord;
+use crate::stats::DropReason;
+use crate::topic::{self, SubscriptionFilter};
+
+impl Connection {
+    pub(super) async fn handle(&mut self, packet: Packet) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::PubAck(ack) => {
+                self.session.lock().inflight.complete(ack.packet_id, false);
+                Ok(())
+            }
+            Packet::PubRec(ack) => self.on_pubrec(ack),
+            Packet::PubRel(ack) => self.on_pubrel(ack),
+            Packet::PubComp(ack) => {
+                self.session.lock().inflight.complete(ack.packet_id, true);
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(disconnect) => Err(self.on_disconnect(disconnect)),
+            Packet::Auth(auth) if self.protocol.is_v5() => self.on_auth(auth).await,
+            Packet::Connect(_) => Err(Close::protocol("second CONNECT")), // [MQTT-3.1.0-2]
+            other => Err(Close::protocol(format!(
+                "{} is not sent by clients",
+                other.kind()
+            ))),
+        }
+    }
+
+    fn on_publish(&mut self, mut publish: Publish) -> Result<(), Close> {
+        self.resolve_topic_alias(&mut publish)?;
+        let limits = &self.broker.config.limits;
+        if let Err(error) = topic::check_limits(
+            &publish.topic,
+            limits.max_topic_length,
+            limits.max_topic_levels,
+        ) {
+            return Err(Close::Server(
+                ReasonCode::TOPIC_NAME_INVALID,
+                Cow::Owned(error.to_string()),
+            ));
+        }
+        let features = &self.broker.config.features;
+        if publish.qos > features.maximum_qos() {
+            return Err(Close::Server(
+                ReasonCode::QOS_NOT_SUPPORTED,
+                Cow::Borrowed("QoS not supported"),
+            )); // [MQTT-3.2.2-11]
+        }
+        if publish.retain && !features.retain_available {
+            return Err(Close::Server(
+                ReasonCode::RETAIN_NOT_SUPPORTED,
+                Cow::Borrowed("retain not supported"),
+            )); // [MQTT-3.2.2-14]
+        }
+        let packet_id = match (publish.qos, publish.packet_id) {
+            (QoS::AtMostOnce, _) => None,
+            (_, Some(id)) => Some(id),
+            (_, None) => return Err(Close::protocol("QoS > 0 PUBLISH without packet identifier")),
+        };
+
+        if publish.qos == QoS::ExactlyOnce {
+            let state = self.session.lock();
+            let id = packet_id.map_or(0, PacketId::get);
+            if state.inbound_qos2.contains(&id) {
+                // A retransmission of a message we already have: acknowledge, do not deliver again
+                // [MQTT-4.3.3-10].
+                drop(state);
+                return self.send(&Packet::PubRec(Ack::success(pid(packet_id)?)));
+            }
+            if state.inbound_qos2.len() >= usize::from(limits.receive_maximum) {
+                return Err(Close::Server(
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    Cow::Borrowed("receive maximum exceeded"),
+                )); // [MQTT-3.3.4-8]
+            }
+        }
+
+        let reason = self.publish_reason(&publish);
+        let matched = if reason.is_success() {
+            let message = Message {
+                topic: publish.topic,
+                payload: publish.payload,
+                qos: publish.qos,
+                retain: publish.retain,
+                properties: crate::codec::PublishProperties {
+                    topic_alias: None,
+                    subscription_identifiers: Vec::new(),
+                    message_expiry_interval: None,
+                    ..publish.properties
+                },
+                expires_at: None,
+                publisher: Some(self.session.id),
+                received_at: Instant::now(),
+            }
+            .with_expiry_interval(publish.properties.message_expiry_interval);
+            self.broker.stats.message_received(publish.qos);
+            self.broker.publish(message, Some(&self.client))
+        } else {
+            self.broker.stats.dropped(DropReason::NotAuthorized);
+            0
+        };
+        let reason = if reason.is_success() && matched == 0 && self.protocol.is_v5() {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            reason
+        };
+        // v3 has no negative acknowledgement: a refused message is acknowledged and dropped.
+        let reason = if self.protocol.is_v5() {
+            reason
+        } else {
+            ReasonCode::SUCCESS
+        };
+        match publish.qos {
+            QoS::AtMostOnce => Ok(()),
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(self.ack(pid(packet_id)?, reason))),
+            QoS::ExactlyOnce => {
+                if reason.is_success() {
+                    self.session
+                        .lock()
+                        .inbound_qos2
+                        .push(packet_id.map_or(0, PacketId::get));
+                }
+                self.send(&Packet::PubRec(self.ack(pid(packet_id)?, reason)))
+            }
+        }
+    }
+
+    /// Whether a well-formed PUBLISH may be delivered: authorization, payload format, `$SYS`.
+    fn publish_reason(&self, publish: &Publish) -> ReasonCode {
+        if publish.topic.starts_with("$SYS") {
+            return ReasonCode::NOT_AUTHORIZED; // only the broker publishes there
+        }
+        if publish.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&publish.payload).is_err()
+        {
+            return ReasonCode::PAYLOAD_FORMAT_INVALID; // [MQTT-3.3.2-?] receiver MAY check
+        }
+        match self.broker.hooks.authorize_publish(
+            &self.client,
+            &publish.topic,
+            publish.qos,
+            publish.retain,
+        ) {
+            Access::Deny => ReasonCode::NOT_AUTHORIZED,
+            Access::Allow | Access::Continue => ReasonCode::SUCCESS,
+        }
+    }
+
+    /// Replaces an alias by its topic, or records a new alias [MQTT-3.3.2-12], [MQTT-3.3.2-13].
+    fn resolve_topic_alias(&mut self, publish: &mut Publish) -> Result<(), Close> {
+        let Some(alias) = publish.properties.topic_alias else {
+            return Ok(());
+        };
+        let maximum = self.broker.config.limits.topic_alias_maximum;
+        if alias == 0 || alias > maximum {
+            return Err(Close::Server(
+                ReasonCode::TOPIC_ALIAS_INVALID,
+                Cow::Borrowed("topic alias out of range"),
+            )); // [MQTT-3.3.2-9], [MQTT-3.3.2-10]
+        }
+        if publish.topic.is_empty() {
+            match self.inbound_aliases.get(alias) {
+                Some(topic) => publish.topic = topic.clone(),
+                None => return Err(Close::protocol("unknown topic alias")),
+            }
+        } else {
+            self.inbound_aliases.set(alias, publish.topic.clone());
+        }
+        publish.properties.topic_alias = None;
+        Ok(())
+    }
+
+    fn on_pubrec(&mut self, ack: Ack) -> Result<(), Close> {
+        let known = {
+            let mut state = self.session.lock();
+            if ack.reason_code.is_success() {
+                state.inflight.released(ack.packet_id)
+            } else {
+                // An error PUBREC ends the exchange; no PUBREL follows [MQTT-4.3.3-?].
+                state.inflight.remove(ack.packet_id);
+                return Ok(());
+            }
+        };
+        let reason = if known {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.send(&Packet::PubRel(self.ack(ack.packet_id, reason)))
+    }
+
+    fn on_pubrel(&mut self, ack: Ack) -> Result<(), Close> {
+        let known = {
+            let mut state = self.session.lock();
+            let id = ack.packet_id.get();
+            match state.inbound_qos2.iter().position(|&x| x == id) {
+                Some(index) => {
+                    state.inbound_qos2.swap_remove(index);
+                    true
+                }
+                None => false,
+            }
+        };
+        let reason = if known {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.send(&Packet::PubComp(self.ack(ack.packet_id, reason)))
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
+        let features = &self.broker.config.features;
+        if subscribe.subscription_identifier.is_some() && !features.subscription_identifiers {
+            return Err(Close::Server(
+                ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+                Cow::Borrowed("subscription identifiers not supported"),
+            ));
+        }
+        let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for (filter, options) in &subscribe.filters {
+            let outcome =
+                self.subscribe_one(filter, *options, subscribe.subscription_identifier)?;
+            reason_codes.push(outcome.0);
+            if let Some(to_send) = outcome.1 {
+                retained.push(to_send);
+            }
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            properties: AckProperties::default(),
+            reason_codes,
+        }))?;
+        // Retained messages follow the SUBACK, through the session queue like any delivery.
+        let now = Instant::now();
+        for (filter, granted, identifier) in retained {
+            for message in self.broker.router.retained_matching(&filter, now) {
+                self.session.deliver(Delivery {
+                    qos: message.qos.min(granted),
+                    message,
+                    retain: true, // [MQTT-3.3.1-8]
+                    subscription_ids: identifier.into_iter().collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One SUBSCRIBE entry: the reason code, and the filter whose retained messages must be sent.
+    #[allow(clippy::type_complexity)]
+    fn subscribe_one(
+        &mut self,
+        filter: &ByteString,
+        mut options: crate::codec::SubscriptionOptions,
+        identifier: Option<u32>,
+    ) -> Result<(ReasonCode, Option<(topic::TopicFilter, QoS, Option<u32>)>), Close> {
+        let features = &self.broker.config.features;
+        let limits = &self.broker.config.limits;
+        let parsed = match SubscriptionFilter::parse(filter, true).and_then(|p| {
+            topic::check_limits(filter, limits.max_topic_length, limits.max_topic_levels)
+                .map(|()| p)
+        }) {
+            Ok(parsed) => parsed,
+            Err(_) => return Ok((ReasonCode::TOPIC_FILTER_INVALID, None)),
+        };
+        if parsed.share.is_some() && !features.shared_subscriptions {
+            return Ok((ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED, None));
+        }
+        if parsed.filter.has_wildcards() && !features.wildcard_subscriptions {
+            return Ok((ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED, None));
+        }
+        if parsed.share.is_some() && options.no_local {
+            return Err(Close::protocol("No Local on a shared subscription")); // [MQTT-3.8.3-4]
+        }
+        if self
+            .broker
+            .hooks
+            .authorize_subscribe(&self.client, filter, options.qos)
+            == Access::Deny
+        {
+            return Ok((ReasonCode::NOT_AUTHORIZED, None));
+        }
+        options.qos = options.qos.min(features.maximum_qos());
+        let existed = self
+            .broker
+            .router
+            .subscribe(&self.session, &parsed, options, identifier);
+        {
+            let mut state = self.session.lock();
+            if state.ended {
+                drop(state);
+                self.broker.router.unsubscribe(self.session.id, &parsed);
+            } else {
+                state.subscriptions.insert(
+                    filter.clone(),
+                    SubscriptionRecord {
+                        options,
+                        identifier,
+                    },
+                );
+            }
+        }
+        for hook in self.broker.hooks.iter() {
+            hook.on_subscribe(&self.client, filter, &options);
+        }
+        // Retained messages are not sent for shared subscriptions; otherwise Retain Handling decides
+        // [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
+        let send_retained = parsed.share.is_none()
+            && match options.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscribe => !existed,
+                RetainHandling::Never => false,
+            };
+        let retained = send_retained.then(|| (parsed.filter, options.qos, identifier));
+        Ok((ReasonCode::granted(options.qos), retained))
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Close> {
+        let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
+        for filter in &unsubscribe.filters {
+            let code = match SubscriptionFilter::parse(filter, true) {
+                Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
+                Ok(parsed) => {
+                    self.session.lock().subscriptions.remove(filter);
+                    if self.broker.router.unsubscribe(self.session.id, &parsed) {
+                        for hook in self.broker.hooks.iter() {
+                            hook.on_unsubscribe(&self.client, filter);
+                        }
+                        ReasonCode::SUCCESS
+                    } else {
+                        ReasonCode::NO_SUBSCRIPTION_EXISTED
+                    }
+                }
+            };
+            reason_codes.push(code);
+        }
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            properties: AckProperties::default(),
+            reason_codes,
+        }))
+    }
+
+    fn on_disconnect(&mut self, disconnect: Disconnect) -> Close {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            if self.connect_expiry == 0 && expiry != 0 {
+                return Close::protocol("session expiry set on DISCONNECT after 0 at CONNECT"); // [MQTT-3.14.2-2]
+            }
+            let cap = self
+                .broker
+                .config
+                .limits
+                .max_session_expiry_secs
+                .unwrap_or(NEVER_EXPIRES);
+            self.session.lock().expiry_interval = expiry.min(cap);
+        }
+        Close::Client {
+            will: disconnect.reason_code == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+        }
+    }
+
+    /// An acknowledgement; negative ones carry no reason string unless the client allows it.
+    fn ack(&self, packet_id: PacketId, reason: ReasonCode) -> Ack {
+        let mut ack = Ack::success(packet_id);
+        ack.reason_code = reason;
+        if !reason.is_success() && self.problem_information && self.protocol.is_v5() {
+            ack.properties.reason_string = Some(ByteString::from_static(reason.name()));
+        }
+        ack
+    }
+}
+
+/// The packet identifier of a QoS 1/2 PUBLISH (the codec guarantees one).
+fn pid(packet_id: Option<PacketId>) -> Result<PacketId, Close> {
+    packet_id.ok_or_else(|| Close::protocol("missing packet identifier"))
+}

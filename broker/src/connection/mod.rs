@@ -1,0 +1,354 @@
+//! One client connection: a single task that reads and decodes packets, applies them, and writes what
+//! the session has for the client, over any byte stream (TCP now; TLS and WebSocket wrap the same).
+//!
+//! The task owns its read and write buffers. Everything a read produces (acks, SUBACKs) and everything
+//! the session queue yields is encoded into one write buffer and written in batches; the loop keeps
+//! reading while a write is pending, so a client that writes while we write cannot deadlock us, and it
+//! stops pulling from the session queue while the buffer is full, which leaves slow-consumer handling
+//! to the queue's counted overflow policy.
+
+mod aliases;
+mod handshake;
+mod inbound;
+mod outbound;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::broker::Broker;
+use crate::codec::{self, Disconnect, EncodeError, Packet, ProtocolVersion, ReasonCode};
+use crate::hook::{ClientInfo, EnhancedAuth};
+use crate::session::{ConnectionControl, Session};
+use crate::stats::Stats;
+
+use aliases::{InboundAliases, OutboundAliases};
+
+/// Stop pulling deliveries from the session once this much is waiting to be written.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Stop reading (and so producing acks) once this much is waiting: the client is not reading.
+const WRITE_HARD_LIMIT: usize = 4 * 1024 * 1024;
+/// How long the final DISCONNECT may take to write before the socket is dropped anyway.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a connection ends.
+#[derive(Debug)]
+pub(crate) enum Close {
+    /// The server ends it: v5 clients get DISCONNECT with this reason (and the text as Reason String).
+    Server(ReasonCode, Cow<'static, str>),
+    /// The client sent DISCONNECT; `will` is false for reason 0x00 [MQTT-3.1.2-10].
+    Client { will: bool },
+    /// The network connection closed or failed.
+    Network,
+}
+
+impl Close {
+    fn protocol(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::Server(ReasonCode::PROTOCOL_ERROR, message.into())
+    }
+}
+
+/// Entry point for listeners: runs one client connection to its end.
+pub async fn serve<S>(broker: Arc<Broker>, stream: S, remote_addr: SocketAddr, listener: Arc<str>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    let mut io = Io {
+        reader,
+        writer,
+        read_buf: BytesMut::with_capacity(4096),
+        stats: Arc::clone(&broker.stats),
+    };
+    let connection = match handshake::accept(&broker, &mut io, remote_addr, listener).await {
+        Ok(connection) => connection,
+        Err(reason) => {
+            debug!(%remote_addr, %reason, "connection refused before CONNACK");
+            return;
+        }
+    };
+    connection.run(io).await;
+}
+
+/// The socket halves and the read buffer.
+struct Io<R, W> {
+    reader: R,
+    writer: W,
+    read_buf: BytesMut,
+    stats: Arc<Stats>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
+    /// Reads more bytes; `Ok(false)` on end of stream.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        if self.read_buf.capacity() - self.read_buf.len() < 1024 {
+            self.read_buf.reserve(4096);
+        }
+        let n = self.reader.read_buf(&mut self.read_buf).await?;
+        Stats::add(&self.stats.bytes_received, n as u64);
+        Ok(n > 0)
+    }
+
+    /// Writes a whole buffer, for the handshake and the final packet.
+    async fn write_all(&mut self, buf: &mut BytesMut) -> std::io::Result<()> {
+        Stats::add(&self.stats.bytes_sent, buf.len() as u64);
+        self.writer.write_all(buf).await?;
+        buf.clear();
+        self.writer.flush().await
+    }
+}
+
+/// The state of an established connection (after a successful CONNACK).
+pub(crate) struct Connection {
+    broker: Arc<Broker>,
+    client: ClientInfo,
+    protocol: ProtocolVersion,
+    session: Arc<Session>,
+    control: Arc<ConnectionControl>,
+    generation: u64,
+    /// 1.5 × keep alive, or `None` when keep alive is 0 [MQTT-3.1.2-22].
+    keep_alive: Option<Duration>,
+    last_received: Instant,
+    /// Session expiry asked for in CONNECT (after capping); DISCONNECT may not raise it from 0.
+    connect_expiry: u32,
+    /// Outbound QoS 1/2 window: min(client's Receive Maximum, our max_inflight).
+    inflight_window: usize,
+    /// The client's Maximum Packet Size (u32::MAX when it set none).
+    client_max_packet_size: u32,
+    /// Whether reason strings and user properties may go on packets other than CONNACK/DISCONNECT.
+    problem_information: bool,
+    inbound_aliases: InboundAliases,
+    outbound_aliases: OutboundAliases,
+    /// An enhanced re-authentication in progress (MQTT 5, 4.12.1).
+    reauth: Option<Box<dyn EnhancedAuth>>,
+    auth_method: Option<bytestring::ByteString>,
+    write_buf: BytesMut,
+}
+
+impl Connection {
+    async fn run<R, W>(mut self, mut io: Io<R, W>)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let close = self.event_loop(&mut io).await;
+        self.finish(&mut io, close).await;
+    }
+
+    async fn event_loop<R, W>(&mut self, io: &mut Io<R, W>) -> Close
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if let Err(close) = self.resend_inflight() {
+            return close;
+        }
+        // The keep-alive timer is checked lazily: it fires at the earliest possible deadline and
+        // re-arms from the last packet, so a busy connection never touches the timer wheel.
+        let keep_alive = tokio::time::sleep(self.keep_alive.unwrap_or(Duration::from_secs(86_400)));
+        tokio::pin!(keep_alive);
+        let session = Arc::clone(&self.session);
+        let control = Arc::clone(&self.control);
+        let shutdown = self.broker.shutdown.clone();
+        let Io {
+            reader,
+            writer,
+            read_buf,
+            stats,
+        } = io;
+        loop {
+            if self.write_buf.len() < WRITE_HIGH_WATER {
+                if let Err(close) = self.pull_deliveries() {
+                    return close;
+                }
+            }
+            tokio::select! {
+                biased;
+                () = control.cancelled() => {
+                    let reason = control.reason().unwrap_or(ReasonCode::ADMINISTRATIVE_ACTION);
+                    return Close::Server(reason, Cow::Borrowed(reason.name()));
+                }
+                () = shutdown.cancelled() => {
+                    return Close::Server(ReasonCode::SERVER_SHUTTING_DOWN, Cow::Borrowed("server shutting down"));
+                }
+                written = writer.write(&self.write_buf), if !self.write_buf.is_empty() => {
+                    match written {
+                        Ok(0) | Err(_) => return Close::Network,
+                        Ok(n) => {
+                            Stats::add(&stats.bytes_sent, n as u64);
+                            self.write_buf.advance(n);
+                            if self.write_buf.is_empty() && writer.flush().await.is_err() {
+                                return Close::Network;
+                            }
+                        }
+                    }
+                }
+                read = reader.read_buf(read_buf), if self.write_buf.len() < WRITE_HARD_LIMIT => {
+                    match read {
+                        Ok(0) | Err(_) => return Close::Network,
+                        Ok(n) => {
+                            Stats::add(&stats.bytes_received, n as u64);
+                            if let Err(close) = self.process_input(read_buf).await {
+                                return close;
+                            }
+                            if read_buf.capacity() - read_buf.len() < 1024 {
+                                read_buf.reserve(4096);
+                            }
+                        }
+                    }
+                }
+                () = session.woken(), if self.write_buf.len() < WRITE_HIGH_WATER => {}
+                () = &mut keep_alive => {
+                    let Some(limit) = self.keep_alive else { continue };
+                    let deadline = self.last_received + limit;
+                    if Instant::now() >= deadline {
+                        return Close::Server(ReasonCode::KEEP_ALIVE_TIMEOUT, Cow::Borrowed("keep alive timeout"));
+                    }
+                    keep_alive.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+
+    /// Decodes and applies every whole packet in the read buffer.
+    async fn process_input(&mut self, read_buf: &mut BytesMut) -> Result<(), Close> {
+        let max = self.broker.config.limits.max_packet_size;
+        loop {
+            match codec::decode(read_buf, self.protocol, max) {
+                Ok(Some(packet)) => {
+                    self.last_received = Instant::now();
+                    self.handle(packet).await?;
+                }
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    Stats::add(&self.broker.stats.protocol_errors, 1);
+                    debug!(client_id = %self.client.client_id, %error, "malformed input");
+                    return Err(Close::Server(
+                        error.reason_code(),
+                        Cow::Owned(error.to_string()),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Encodes a control packet into the write buffer. Reason strings and user properties are dropped
+    /// if the packet would otherwise exceed the client's Maximum Packet Size [MQTT-3.1.2-25].
+    fn send(&mut self, packet: &Packet) -> Result<(), Close> {
+        match codec::encode(
+            packet,
+            self.protocol,
+            self.client_max_packet_size,
+            &mut self.write_buf,
+        ) {
+            Ok(_) => Ok(()),
+            Err(EncodeError::TooLarge { .. }) => {
+                let bare = strip_diagnostics(packet);
+                codec::encode(
+                    &bare,
+                    self.protocol,
+                    self.client_max_packet_size,
+                    &mut self.write_buf,
+                )
+                .map(drop)
+                .map_err(|e| {
+                    Close::Server(
+                        ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+                        Cow::Owned(e.to_string()),
+                    )
+                })
+            }
+            Err(e) => Err(Close::Server(
+                ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+                Cow::Owned(e.to_string()),
+            )),
+        }
+    }
+
+    /// Ends the connection: tells a v5 client why, lets go of the session, and notifies hooks.
+    async fn finish<R, W>(self, io: &mut Io<R, W>, close: Close)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let (publish_will, reason) = match &close {
+            Close::Client { will } => (*will, None),
+            Close::Network => (true, None),
+            Close::Server(reason, message) => {
+                debug!(client_id = %self.client.client_id, %reason, %message, "server closes connection");
+                (true, Some(*reason))
+            }
+        };
+        let mut write_buf = self.write_buf;
+        if let (Close::Server(reason, message), true) = (&close, self.protocol.is_v5()) {
+            let mut disconnect = Disconnect::new(*reason);
+            disconnect.properties.reason_string =
+                Some(bytestring::ByteString::from(message.to_string()));
+            let packet = Packet::Disconnect(disconnect);
+            if codec::encode(
+                &packet,
+                self.protocol,
+                self.client_max_packet_size,
+                &mut write_buf,
+            )
+            .is_err()
+            {
+                let bare = Packet::Disconnect(Disconnect::new(*reason));
+                let _ = codec::encode(
+                    &bare,
+                    self.protocol,
+                    self.client_max_packet_size,
+                    &mut write_buf,
+                );
+            }
+        }
+        if !write_buf.is_empty() && !matches!(close, Close::Network) {
+            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, io.write_all(&mut write_buf)).await;
+        }
+        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, io.writer.shutdown()).await;
+
+        self.broker
+            .stats
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.broker
+            .detach(&self.session, self.generation, publish_will);
+        crate::sys::client_notice(&self.broker, &self.client, false);
+        for hook in self.broker.hooks.iter() {
+            hook.on_disconnect(&self.client, reason);
+        }
+        info!(client_id = %self.client.client_id, remote = %self.client.remote_addr, ?reason, "client disconnected");
+    }
+}
+
+/// The same packet without Reason String and User Properties, which may be dropped to fit a size limit.
+fn strip_diagnostics(packet: &Packet) -> Packet {
+    let mut packet = packet.clone();
+    match &mut packet {
+        Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => {
+            ack.properties = Default::default();
+        }
+        Packet::SubAck(ack) => ack.properties = Default::default(),
+        Packet::UnsubAck(ack) => ack.properties = Default::default(),
+        Packet::Disconnect(d) => {
+            d.properties.reason_string = None;
+            d.properties.user_properties.clear();
+        }
+        Packet::Auth(a) => {
+            a.properties.reason_string = None;
+            a.properties.user_properties.clear();
+        }
+        Packet::ConnAck(c) => {
+            c.properties.reason_string = None;
+            c.properties.user_properties.clear();
+        }
+        _ => {}
+    }
+    packet
+}

@@ -1,0 +1,163 @@
+//! Turning the session's deliveries into PUBLISH packets for this client: inflight window, packet
+//! identifiers, topic aliases, remaining expiry, subscription identifiers and the client's maximum
+//! packet size, plus resending unacknowledged messages when a session resumes.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::aliases::{AliasUse, OutboundAliases};
+use super::{Close, Connection};
+use crate::codec::{self, Ack, EncodeError, Packet, PacketId, ProtocolVersion, Publish, QoS};
+use crate::message::Delivery;
+use crate::session::InflightState;
+use crate::stats::DropReason;
+
+/// Everything the encoding of one PUBLISH needs that is about the connection, not the message.
+struct Encoder<'a> {
+    buf: &'a mut BytesMut,
+    aliases: &'a mut OutboundAliases,
+    protocol: ProtocolVersion,
+    max_packet_size: u32,
+}
+
+impl Encoder<'_> {
+    /// Encodes one delivery; `Ok(false)` if it exceeds the client's maximum packet size and must be
+    /// dropped instead [MQTT-3.1.2-25].
+    fn publish(
+        &mut self,
+        delivery: &Delivery,
+        packet_id: Option<PacketId>,
+        dup: bool,
+        now: Instant,
+    ) -> Result<bool, EncodeError> {
+        let message = &delivery.message;
+        let mut properties = message.properties.clone();
+        properties.message_expiry_interval = message.remaining_expiry(now); // [MQTT-3.3.2-6]
+        properties
+            .subscription_identifiers
+            .clone_from(&delivery.subscription_ids);
+        let mut topic = message.topic.clone();
+        if self.protocol.is_v5() {
+            match self.aliases.resolve(&message.topic) {
+                AliasUse::None => {}
+                AliasUse::Define(alias) => properties.topic_alias = Some(alias),
+                AliasUse::Reuse(alias) => {
+                    properties.topic_alias = Some(alias);
+                    topic = bytestring::ByteString::new();
+                }
+            }
+        }
+        let packet = Packet::Publish(Publish {
+            dup,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            topic,
+            packet_id,
+            properties,
+            payload: message.payload.clone(),
+        });
+        match codec::encode(&packet, self.protocol, self.max_packet_size, self.buf) {
+            Ok(_) => Ok(true),
+            Err(EncodeError::TooLarge { .. }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+impl Connection {
+    fn encoder(&mut self) -> Encoder<'_> {
+        Encoder {
+            buf: &mut self.write_buf,
+            aliases: &mut self.outbound_aliases,
+            protocol: self.protocol,
+            max_packet_size: self.client_max_packet_size,
+        }
+    }
+
+    /// Resends every unacknowledged exchange of a resumed session, in order, PUBLISH with DUP set and
+    /// PUBREL as they were [MQTT-4.4.0-1].
+    pub(super) fn resend_inflight(&mut self) -> Result<(), Close> {
+        let session = std::sync::Arc::clone(&self.session);
+        let state = session.lock();
+        if state.inflight.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        for entry in state.inflight.iter() {
+            match &entry.state {
+                InflightState::AwaitingAck(delivery) => {
+                    self.encoder()
+                        .publish(delivery, Some(entry.packet_id), true, now)
+                        .map_err(encode_failure)?;
+                }
+                InflightState::AwaitingComp => {
+                    self.send(&Packet::PubRel(Ack::success(entry.packet_id)))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves deliveries from the session queue into the write buffer while the inflight window and
+    /// the buffer allow. Order is kept: a QoS 1/2 message waiting for window space holds back the
+    /// messages behind it [MQTT-4.6.0-5].
+    pub(super) fn pull_deliveries(&mut self) -> Result<(), Close> {
+        let session = std::sync::Arc::clone(&self.session);
+        let mut state = session.lock();
+        if state.queue.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let stats = std::sync::Arc::clone(&self.broker.stats);
+        while self.write_buf.len() < super::WRITE_HIGH_WATER {
+            let Some(front) = state.queue.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && state.inflight.len() >= self.inflight_window {
+                break;
+            }
+            let Some(delivery) = state.queue.pop() else {
+                break;
+            };
+            if delivery.message.is_expired(now) {
+                stats.dropped(DropReason::Expired); // [MQTT-3.3.2-5]
+                continue;
+            }
+            let qos = delivery.qos;
+            let sent = if qos == QoS::AtMostOnce {
+                self.encoder()
+                    .publish(&delivery, None, false, now)
+                    .map_err(encode_failure)?
+            } else {
+                // The identifier is allocated first so the encoded packet carries it; a delivery too
+                // large for the client is taken out of the window again.
+                let id = state.inflight.push(delivery);
+                let sent = match state.inflight.newest() {
+                    Some(delivery) => self
+                        .encoder()
+                        .publish(delivery, Some(id), false, now)
+                        .map_err(encode_failure)?,
+                    None => false,
+                };
+                if !sent {
+                    state.inflight.remove(id);
+                }
+                sent
+            };
+            if sent {
+                stats.message_sent(qos);
+            } else {
+                stats.dropped(DropReason::TooLargeForClient);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_failure(error: EncodeError) -> Close {
+    Close::Server(
+        crate::codec::ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+        std::borrow::Cow::Owned(error.to_string()),
+    )
+}

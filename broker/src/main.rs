@@ -1,0 +1,80 @@
+//! `tern-broker`: runs the broker from a YAML configuration file until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tern_broker::config::LogFormat;
+use tern_broker::{Config, Server};
+use tracing_subscriber::EnvFilter;
+
+/// Tern: a Kubernetes-native MQTT 3.1 / 3.1.1 / 5.0 broker.
+#[derive(Debug, Parser)]
+#[command(name = "tern-broker", version, about)]
+struct Args {
+    /// YAML configuration file. Without one the broker serves anonymous clients on 127.0.0.1:1883.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the configuration file and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if args.check_config {
+        println!("configuration is valid");
+        return Ok(());
+    }
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let server = Server::builder(config).bind().await?;
+    server.run(shutdown_signal()).await;
+    Ok(())
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT. Only the binary handles signals; the library takes a future.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

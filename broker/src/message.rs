@@ -1,0 +1,88 @@
+//! An application message inside the broker: what a PUBLISH carried, shared by every subscriber it
+//! goes to, plus the per-subscriber [`Delivery`] that wraps it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::codec::{PublishProperties, QoS};
+use crate::session::SessionId;
+
+/// A published message as the router holds it. Immutable once built; fan-out clones the `Arc`.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: ByteString,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// The v5 properties that travel with the message. Topic alias, subscription identifiers and the
+    /// expiry interval are per delivery, so they are always empty here; expiry lives in `expires_at`.
+    pub properties: PublishProperties,
+    /// When the message's expiry interval runs out.
+    pub expires_at: Option<Instant>,
+    /// The session that published it, for the No Local option; `None` for the broker's own messages.
+    pub publisher: Option<SessionId>,
+    pub received_at: Instant,
+}
+
+impl Message {
+    /// A message the broker itself (or an embedding program) publishes.
+    pub fn new(
+        topic: impl Into<ByteString>,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Self {
+        Self {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain,
+            properties: PublishProperties::default(),
+            expires_at: None,
+            publisher: None,
+            received_at: Instant::now(),
+        }
+    }
+
+    /// The seconds left of the message expiry interval, rounded up, or `None` when it never expires.
+    /// `Some(0)` means expired.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            let left = at.saturating_duration_since(now);
+            if left.is_zero() {
+                0
+            } else {
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                u32::try_from(secs).unwrap_or(u32::MAX)
+            }
+        })
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Sets the expiry from a Message Expiry Interval in seconds.
+    pub fn with_expiry_interval(mut self, interval: Option<u32>) -> Self {
+        self.expires_at =
+            interval.map(|secs| self.received_at + Duration::from_secs(u64::from(secs)));
+        self
+    }
+}
+
+/// One message on its way to one session: the shared message plus what this subscriber's
+/// subscription(s) decided about it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// min(message QoS, granted QoS) [MQTT-3.8.4-8].
+    pub qos: QoS,
+    /// The RETAIN flag to send: set for retained messages sent on subscribe, and for live messages only
+    /// with Retain As Published.
+    pub retain: bool,
+    /// Identifiers of the matching subscriptions that carry one [MQTT-3.3.4-3].
+    pub subscription_ids: Vec<u32>,
+}

@@ -1,0 +1,180 @@
+//! The router: which sessions want a message (subscription trie and shared groups) and which messages
+//! are retained. It owns both indexes; sessions and connections reach them through these methods, each
+//! a short synchronous critical section.
+//!
+//! Lock order: the subscription index may be held while a session's lock is taken (to enqueue), never
+//! the other way round.
+
+mod subscribers;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use parking_lot::RwLock;
+
+pub use subscribers::{FilterSubscribers, SharedGroup, Subscriber};
+
+use crate::codec::{QoS, SubscriptionOptions};
+use crate::message::{Delivery, Message};
+use crate::session::{Session, SessionId};
+use crate::topic::{FilterTrie, SubscriptionFilter, TopicFilter, TopicTree};
+
+#[derive(Debug, Default)]
+pub struct Router {
+    subscriptions: RwLock<FilterTrie<FilterSubscribers>>,
+    retained: RwLock<TopicTree<Arc<Message>>>,
+    subscription_count: AtomicUsize,
+}
+
+/// One session chosen for a message, before overlapping subscriptions are merged.
+struct Target {
+    session: Arc<Session>,
+    qos: QoS,
+    retain_as_published: bool,
+    identifier: Option<u32>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a session's subscription. Returns true if it replaced an existing one
+    /// [MQTT-3.8.4-3].
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: &SubscriptionFilter,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) -> bool {
+        let subscriber = Subscriber {
+            session: Arc::clone(session),
+            options,
+            identifier,
+        };
+        let existed = self
+            .subscriptions
+            .write()
+            .entry_or_default(&filter.filter)
+            .insert(filter.share.as_ref(), subscriber);
+        if !existed {
+            self.subscription_count.fetch_add(1, Ordering::Relaxed);
+        }
+        existed
+    }
+
+    /// Removes a session's subscription; returns true if there was one.
+    pub fn unsubscribe(&self, session: SessionId, filter: &SubscriptionFilter) -> bool {
+        let removed = {
+            let mut trie = self.subscriptions.write();
+            let removed = trie
+                .get_mut(&filter.filter)
+                .is_some_and(|subscribers| subscribers.remove(filter.share.as_ref(), session));
+            trie.remove_if(&filter.filter, FilterSubscribers::is_empty);
+            removed
+        };
+        if removed {
+            self.subscription_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscription_count.load(Ordering::Relaxed)
+    }
+
+    /// Hands a message to every session with a matching subscription; returns how many sessions got
+    /// it. A session with several matching subscriptions gets one copy at the highest granted QoS
+    /// carrying every subscription identifier [MQTT-3.3.4-2], [MQTT-3.3.4-3].
+    pub fn route(&self, message: &Arc<Message>) -> usize {
+        let mut targets: Vec<Target> = Vec::new();
+        {
+            let trie = self.subscriptions.read();
+            trie.for_each_match(&message.topic, |subscribers| {
+                for subscriber in subscribers.direct.values() {
+                    if subscriber.options.no_local
+                        && message.publisher == Some(subscriber.session.id)
+                    {
+                        continue; // [MQTT-3.8.3-3]
+                    }
+                    targets.push(Target::new(subscriber, message.qos));
+                }
+                for group in &subscribers.shared {
+                    if let Some(member) = group.pick() {
+                        targets.push(Target::new(member, message.qos));
+                    }
+                }
+            });
+        }
+        if targets.len() > 1 {
+            targets.sort_unstable_by_key(|t| t.session.id);
+        }
+        let mut delivered = 0;
+        let mut iter = targets.into_iter().peekable();
+        while let Some(first) = iter.next() {
+            let mut delivery = Delivery {
+                message: Arc::clone(message),
+                qos: first.qos,
+                retain: first.retain_as_published && message.retain,
+                subscription_ids: first.identifier.into_iter().collect(),
+            };
+            while let Some(next) = iter.next_if(|t| t.session.id == first.session.id) {
+                delivery.qos = delivery.qos.max(next.qos);
+                delivery.retain |= next.retain_as_published && message.retain;
+                delivery.subscription_ids.extend(next.identifier);
+            }
+            first.session.deliver(delivery);
+            delivered += 1;
+        }
+        delivered
+    }
+
+    /// Stores a retained message, or deletes the topic's retained message when the payload is empty
+    /// [MQTT-3.3.1-6], [MQTT-3.3.1-7].
+    pub fn retain(&self, message: &Arc<Message>) {
+        let mut retained = self.retained.write();
+        if message.payload.is_empty() {
+            retained.remove(&message.topic);
+        } else {
+            retained.insert(&message.topic, Arc::clone(message));
+        }
+    }
+
+    /// The unexpired retained messages matching a filter.
+    pub fn retained_matching(&self, filter: &TopicFilter, now: Instant) -> Vec<Arc<Message>> {
+        let mut found = Vec::new();
+        self.retained
+            .read()
+            .for_each_match(filter, |_topic, message| {
+                if !message.is_expired(now) {
+                    found.push(Arc::clone(message));
+                }
+            });
+        found
+    }
+
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+
+    /// Drops retained messages whose expiry interval has run out.
+    pub fn sweep_expired_retained(&self, now: Instant) -> usize {
+        let mut retained = self.retained.write();
+        let before = retained.len();
+        retained.retain(|_topic, message| !message.is_expired(now));
+        before - retained.len()
+    }
+}
+
+impl Target {
+    fn new(subscriber: &Subscriber, message_qos: QoS) -> Self {
+        Self {
+            session: Arc::clone(&subscriber.session),
+            qos: message_qos.min(subscriber.options.qos),
+            retain_as_published: subscriber.options.retain_as_published,
+            identifier: subscriber.identifier,
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The embeddable server: build it from a [`Config`] and optional [`Hook`]s, bind, then run until a
+//! shutdown future resolves. Binaries, tests and embedding programs all start the broker this way.
+//!
+//! Shutdown order (see [`Server::run`]): stop accepting → tell every connection to close (v5 clients
+//! get DISCONNECT 0x8B) and let go of its session → wait for the tasks, bounded by a grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::client::InlineClient;
+use crate::config::Config;
+use crate::hook::{Hook, Hooks};
+use crate::listener::BoundListener;
+
+/// How long shutdown waits for connections to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often expired retained messages are swept.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot bind listener {name} to {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Collects what the server is built from.
+pub struct ServerBuilder {
+    config: Config,
+    hooks: Vec<Arc<dyn Hook>>,
+}
+
+impl ServerBuilder {
+    /// Adds a hook; hooks run in the order they are added.
+    pub fn hook(mut self, hook: impl Hook) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Binds every listener. Nothing is accepted until [`Server::run`].
+    pub async fn bind(self) -> Result<Server, ServerError> {
+        let mut listeners = Vec::with_capacity(self.config.listeners.len());
+        for listener in &self.config.listeners {
+            let bound =
+                BoundListener::bind(listener)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        name: listener.name.clone(),
+                        addr: listener.bind,
+                        source,
+                    })?;
+            listeners.push(bound);
+        }
+        let broker = Arc::new(Broker::new(
+            self.config,
+            Hooks::new(self.hooks),
+            CancellationToken::new(),
+        ));
+        Ok(Server { broker, listeners })
+    }
+}
+
+/// A bound broker, ready to run.
+pub struct Server {
+    broker: Arc<Broker>,
+    listeners: Vec<BoundListener>,
+}
+
+impl Server {
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            hooks: Vec::new(),
+        }
+    }
+
+    /// The address each listener is bound to, by name (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .map(|l| (l.name.to_string(), l.local_addr))
+            .collect()
+    }
+
+    /// A client inside this process that publishes and subscribes without a network connection.
+    pub fn client(&self) -> InlineClient {
+        InlineClient::new(Arc::clone(&self.broker))
+    }
+
+    /// A token that shuts the server down when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.broker.shutdown.clone()
+    }
+
+    /// Runs until `shutdown` resolves (or the shutdown token is cancelled), then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let broker = self.broker;
+        let mut accept_tasks = Vec::new();
+        for listener in self.listeners {
+            accept_tasks.push(tokio::spawn(listener.run(Arc::clone(&broker))));
+        }
+        broker.tasks.spawn(crate::sys::run(Arc::clone(&broker)));
+        broker.tasks.spawn(housekeeping(Arc::clone(&broker)));
+
+        tokio::select! {
+            () = shutdown => {}
+            () = broker.shutdown.cancelled() => {}
+        }
+        info!("shutting down");
+        // 1. Stop accepting; 2. connections see the same token, send DISCONNECT and detach.
+        broker.shutdown.cancel();
+        for task in accept_tasks {
+            let _ = task.await;
+        }
+        // 3. Wait for every connection and timer task to finish.
+        broker.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, broker.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                remaining = broker.tasks.len(),
+                "tasks still running after the grace period"
+            );
+        }
+        info!("stopped");
+    }
+}
+
+/// Periodic chores that belong to no client: dropping expired retained messages.
+async fn housekeeping(broker: Arc<Broker>) {
+    let mut ticker = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                broker.router.sweep_expired_retained(std::time::Instant::now());
+            }
+            () = broker.shutdown.cancelled() => return,
+        }
+    }
+}

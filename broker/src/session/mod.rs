@@ -1,0 +1,222 @@
+//! Sessions: the state that outlives a network connection (subscriptions, queued and inflight messages,
+//! the will), and the registry that maps client identifiers to them.
+//!
+//! A [`Session`] is shared between the router, which enqueues deliveries from any task, and at most one
+//! connection task, which drains them. Both reach the state through one short, synchronous critical
+//! section (`Session::lock`); nothing holds it across an `.await`.
+
+mod inflight;
+mod queue;
+mod registry;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytestring::ByteString;
+use parking_lot::{Mutex, MutexGuard};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use inflight::{Inflight, InflightEntry, InflightState};
+pub use queue::{Enqueued, OutboundQueue};
+pub use registry::SessionRegistry;
+
+use crate::codec::{ProtocolVersion, ReasonCode, SubscriptionOptions};
+use crate::config::QueueOverflow;
+use crate::message::{Delivery, Message};
+use crate::stats::{DropReason, Stats};
+
+/// The broker-wide identity of one session incarnation (a new session for the same client id gets a new
+/// one), used for No Local and to order sessions cheaply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+/// A client identifier as the client sent it (or as the broker assigned it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(ByteString);
+
+impl ClientId {
+    pub fn new(id: impl Into<ByteString>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn as_bytestring(&self) -> &ByteString {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One subscription as the session remembers it, so it can be listed, resumed and removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub options: SubscriptionOptions,
+    pub identifier: Option<u32>,
+}
+
+/// A will waiting for its connection to end.
+#[derive(Debug, Clone)]
+pub struct PendingWill {
+    pub message: Message,
+    /// Will Delay Interval in seconds (0 for v3).
+    pub delay: u32,
+}
+
+/// The handle by which others end a session's connection: a cancellation token plus the reason the
+/// connection should give the client.
+#[derive(Debug, Default)]
+pub struct ConnectionControl {
+    cancel: CancellationToken,
+    reason: Mutex<Option<ReasonCode>>,
+}
+
+impl ConnectionControl {
+    /// Asks the connection to send DISCONNECT with `reason` (v5) and close. The first reason wins.
+    pub fn kick(&self, reason: ReasonCode) {
+        self.reason.lock().get_or_insert(reason);
+        self.cancel.cancel();
+    }
+
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    pub fn reason(&self) -> Option<ReasonCode> {
+        *self.reason.lock()
+    }
+}
+
+/// Everything about a session that changes, behind one lock.
+#[derive(Debug)]
+pub struct SessionState {
+    pub protocol: ProtocolVersion,
+    /// Deliveries not yet handed to a connection.
+    pub queue: OutboundQueue,
+    /// Outbound QoS 1/2 exchanges in progress.
+    pub inflight: Inflight,
+    /// Inbound QoS 2 packet identifiers that got PUBREC and await PUBREL [MQTT-4.3.3-9?]; kept with
+    /// the session so a resumed connection still recognises duplicates.
+    pub inbound_qos2: Vec<u16>,
+    /// Subscriptions by the filter string the client sent (with any `$share/` prefix).
+    pub subscriptions: foldhash::HashMap<ByteString, SubscriptionRecord>,
+    /// The connection currently attached, if any.
+    pub connection: Option<Arc<ConnectionControl>>,
+    /// Bumped on every attach, so stale timers and a taken-over connection can tell they are stale.
+    pub generation: u64,
+    /// Session Expiry Interval in seconds; `u32::MAX` never expires.
+    pub expiry_interval: u32,
+    pub will: Option<PendingWill>,
+    pub disconnected_at: Option<Instant>,
+    /// Set once the session is removed; the router then delivers nothing more to it.
+    pub ended: bool,
+}
+
+/// A session: identity plus locked state plus the wake-up for its connection.
+#[derive(Debug)]
+pub struct Session {
+    pub id: SessionId,
+    pub client_id: ClientId,
+    state: Mutex<SessionState>,
+    /// Wakes the attached connection when deliveries are queued.
+    wake: Notify,
+    /// Mirrors `state.connection.is_some()` so shared-subscription selection can prefer online members
+    /// without taking every member's lock.
+    online: AtomicBool,
+    stats: Arc<Stats>,
+}
+
+impl Session {
+    pub fn new(
+        id: SessionId,
+        client_id: ClientId,
+        protocol: ProtocolVersion,
+        queue_capacity: usize,
+        overflow: QueueOverflow,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Self {
+            id,
+            client_id,
+            state: Mutex::new(SessionState {
+                protocol,
+                queue: OutboundQueue::new(queue_capacity, overflow),
+                inflight: Inflight::default(),
+                inbound_qos2: Vec::new(),
+                subscriptions: foldhash::HashMap::default(),
+                connection: None,
+                generation: 0,
+                expiry_interval: 0,
+                will: None,
+                disconnected_at: None,
+                ended: false,
+            }),
+            wake: Notify::new(),
+            online: AtomicBool::new(false),
+            stats,
+        }
+    }
+
+    /// The session's state. Keep the guard short and never across an `.await`.
+    pub fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock()
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
+    }
+
+    /// Resolves when deliveries may be waiting.
+    pub fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Offers a delivery to the session's queue, applying the overflow policy and counting drops.
+    pub fn deliver(&self, delivery: Delivery) {
+        let outcome = {
+            let mut state = self.state.lock();
+            if state.ended {
+                return;
+            }
+            let online = state.connection.is_some();
+            let outcome = state.queue.push(delivery, online);
+            if outcome == Enqueued::DroppedDisconnect {
+                if let Some(connection) = &state.connection {
+                    connection.kick(ReasonCode::QUOTA_EXCEEDED);
+                }
+            }
+            outcome
+        };
+        match outcome {
+            Enqueued::Queued => {}
+            Enqueued::QueuedDroppedOldest => self.stats.dropped(DropReason::QueueFullOldest),
+            Enqueued::Dropped | Enqueued::DroppedDisconnect => {
+                self.stats.dropped(DropReason::QueueFull);
+            }
+        }
+        if matches!(outcome, Enqueued::Queued | Enqueued::QueuedDroppedOldest) {
+            self.wake.notify_one();
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! `$SYS/broker/...`: broker statistics published as retained messages on an interval, and per-client
+//! connect/disconnect notices (like hmq's), so plain MQTT tools can watch the broker.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::debug;
+
+use crate::broker::Broker;
+use crate::codec::QoS;
+use crate::hook::ClientInfo;
+use crate::message::Message;
+use crate::stats::{DropReason, Stats};
+
+/// Publishes the statistics every `config.sys.interval_secs` until shutdown.
+pub async fn run(broker: Arc<Broker>) {
+    let Some(interval) = broker.config.sys.interval() else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => publish_statistics(&broker),
+            () = broker.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One round of `$SYS/broker/...` topics, all retained so a new subscriber sees them at once.
+pub fn publish_statistics(broker: &Broker) {
+    let stats = &broker.stats;
+    let values: [(&str, String); 12] = [
+        ("version", format!("tern {}", env!("CARGO_PKG_VERSION"))),
+        (
+            "uptime",
+            format!("{} seconds", broker.started_at.elapsed().as_secs()),
+        ),
+        (
+            "clients/connected",
+            stats.connections.load(Ordering::Relaxed).to_string(),
+        ),
+        ("clients/total", broker.sessions.len().to_string()),
+        (
+            "connections/total",
+            stats.connections_total.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "messages/received",
+            Stats::total(&stats.messages_received).to_string(),
+        ),
+        (
+            "messages/sent",
+            Stats::total(&stats.messages_sent).to_string(),
+        ),
+        (
+            "messages/dropped",
+            DropReason::ALL
+                .iter()
+                .map(|r| stats.dropped_count(*r))
+                .sum::<u64>()
+                .to_string(),
+        ),
+        (
+            "bytes/received",
+            Stats::get(&stats.bytes_received).to_string(),
+        ),
+        ("bytes/sent", Stats::get(&stats.bytes_sent).to_string()),
+        (
+            "subscriptions/count",
+            broker.router.subscription_count().to_string(),
+        ),
+        (
+            "retained messages/count",
+            broker.router.retained_count().to_string(),
+        ),
+    ];
+    for (name, value) in values {
+        broker.publish(
+            Message::new(format!("$SYS/broker/{name}"), value, QoS::AtMostOnce, true),
+            None,
+        );
+    }
+}
+
+/// Publishes `$SYS/broker/clients/{client id}/connected` (or `/disconnected`) with a JSON body.
+/// Characters that would break the topic (`/`, `+`, `#`) and `%` are percent-encoded in the id.
+pub fn client_notice(broker: &Broker, client: &ClientInfo, connected: bool) {
+    if !broker.config.sys.client_notices {
+        return;
+    }
+    let event = if connected {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let body = serde_json::json!({
+        "client_id": client.client_id.as_str(),
+        "username": client.username.as_deref(),
+        "remote_addr": client.remote_addr.to_string(),
+        "protocol_level": client.protocol.level(),
+        "listener": &*client.listener,
+        "event": event,
+        "timestamp": timestamp,
+    });
+    let topic = format!(
+        "$SYS/broker/clients/{}/{event}",
+        escape_topic_level(client.client_id.as_str())
+    );
+    debug!(%topic, "client notice");
+    broker.publish(
+        Message::new(topic, body.to_string(), QoS::AtMostOnce, false),
+        None,
+    );
+}
+
+fn escape_topic_level(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for c in id.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            '+' => out.push_str("%2B"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() { "%00".into() } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_topic_level;
+
+    #[test]
+    fn client_ids_become_one_safe_topic_level() {
+        assert_eq!(escape_topic_level("a/b+c#d%e"), "a%2Fb%2Bc%23d%25e");
+        assert_eq!(escape_topic_level("plain-id"), "plain-id");
+    }
+}

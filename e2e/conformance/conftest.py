@@ -1,0 +1,293 @@
+"""Harness for the MQTT conformance suite: start a broker, hand tests its port.
+
+Which broker runs is chosen by the environment:
+
+* ``TERN_TEST_BROKER=tern`` (default): ``TERN_BROKER_BIN`` or
+  ``<repo>/target/debug/tern-broker``, run as ``tern-broker --config FILE``.
+* ``TERN_TEST_BROKER=mosquitto``: Debian's ``mosquitto`` with a generated
+  mosquitto.conf. Mosquitto is a reference used to validate the tests, not the
+  source of truth: tests where it deviates from the specification are marked
+  with ``xfail_on_mosquitto`` and name the statement it breaks.
+
+Fixtures: ``broker`` (one per module), ``fresh_broker`` (one per test) and
+``broker_factory`` (per test, with extra config such as ``limits``). Each
+broker's stdout and stderr go to a log file; when a test fails, the tail of
+every running broker's log is attached to the report.
+
+``--covered-out FILE`` writes ``statement-id<TAB>test-node-id`` lines, taken
+from the ``[MQTT-x.y.z-n]`` citations in test docstrings (see ``citations``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import yaml
+
+import clients
+
+from expect import BROKER_KIND, IS_TERN
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Limits the lead planned for Tern's config (`limits:` section), mapped to
+# the mosquitto.conf option with the same effect. Keys missing here have no
+# mosquitto equivalent, and a test that needs one is skipped on mosquitto.
+# Values are (option, smallest value mosquitto accepts).
+MOSQUITTO_LIMITS = {
+    "max_packet_size": ("max_packet_size", 20),
+    "max_queued_messages": ("max_queued_messages", 0),
+    "receive_maximum": ("max_inflight_messages", 0),
+    "topic_alias_maximum": ("max_topic_alias", 0),
+    "server_keep_alive": ("max_keepalive", 10),
+}
+
+LOG_TAIL_LINES = 60
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_yaml(path: Path, data: dict) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+class Broker:
+    """One broker process on a free loopback port, with its log in a file."""
+
+    def __init__(self, workdir: Path, name: str, config: Optional[dict] = None):
+        self.kind = BROKER_KIND
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.workdir = workdir
+        self.name = name
+        self.extra = config or {}
+        self.log_path = workdir / f"{name}.log"
+        self.proc: Optional[subprocess.Popen] = None
+
+    # -- configuration -----------------------------------------------------
+    def _tern_command(self) -> list:
+        binary = Path(os.environ.get("TERN_BROKER_BIN", REPO / "target" / "debug" / "tern-broker"))
+        if not binary.exists():
+            pytest.fail(f"tern broker binary not found at {binary} (build it, or set "
+                        f"TERN_BROKER_BIN, or run with TERN_TEST_BROKER=mosquitto)", pytrace=False)
+        config = deep_merge({
+            "listeners": [{"name": "mqtt", "protocol": "tcp", "bind": f"127.0.0.1:{self.port}"}],
+            "auth": {"allow_anonymous": True},
+            "log": {"level": "debug"},
+            "sys": {"interval_secs": 1},
+        }, self.extra)
+        path = self.workdir / f"{self.name}.yaml"
+        write_yaml(path, config)
+        return [str(binary), "--config", str(path)]
+
+    def _mosquitto_command(self) -> list:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "sys_interval 1",
+            "persistence false",
+            "log_dest stderr",
+            "log_type all",
+        ]
+        for key, value in (self.extra.get("limits") or {}).items():
+            if key not in MOSQUITTO_LIMITS:
+                pytest.skip(f"mosquitto has no setting equivalent to Tern's limits.{key}")
+            option, minimum = MOSQUITTO_LIMITS[key]
+            if value < minimum:
+                pytest.skip(f"mosquitto's {option} cannot be below {minimum} (test uses {value})")
+            lines.append(f"{option} {value}")
+        unknown = set(self.extra) - {"limits"}
+        if unknown:
+            pytest.skip(f"mosquitto has no settings equivalent to Tern's {sorted(unknown)}")
+        path = self.workdir / f"{self.name}.conf"
+        path.write_text("\n".join(lines) + "\n")
+        return ["mosquitto", "-c", str(path)]
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self, timeout: float = 15.0) -> "Broker":
+        command = self._tern_command() if IS_TERN else self._mosquitto_command()
+        log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env.setdefault("RUST_BACKTRACE", "1")
+        self.proc = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                     cwd=self.workdir, env=env)
+        log.close()
+        _RUNNING.append(self)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"{self.kind} exited with {self.proc.returncode} before accepting "
+                            f"connections:\n{self.tail()}", pytrace=False)
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{self.kind} did not accept on port {self.port} within "
+                                f"{timeout}s:\n{self.tail()}", pytrace=False)
+                time.sleep(0.02)
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> Optional[int]:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if the broker has not exited within `timeout`."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            if self.wait_exit(timeout) is None:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+
+    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    @property
+    def address(self) -> tuple:
+        return self.host, self.port
+
+
+_RUNNING: list = []
+
+
+# --------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory, request):
+    """One broker shared by the tests of a module (tests use distinct topics and ids)."""
+    workdir = tmp_path_factory.mktemp(request.module.__name__)
+    b = Broker(workdir, "broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def fresh_broker(tmp_path):
+    """A broker of this test's own, for tests where broker-wide state matters."""
+    b = Broker(tmp_path, "broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def broker_factory(tmp_path):
+    """start(config=None) -> Broker with extra config merged into the default."""
+    started = []
+
+    def start(config: Optional[dict] = None, name: Optional[str] = None) -> Broker:
+        b = Broker(tmp_path, name or f"broker{len(started)}", config).start()
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    clients.close_all()
+
+
+@pytest.fixture
+def uid(request) -> str:
+    """A short id unique to this test: for topics and client ids on a shared broker."""
+    base = re.sub(r"[^A-Za-z0-9]", "", request.node.name.replace("test_", ""))[-14:]
+    return f"{base}{os.getpid() % 1000}{time.monotonic_ns() % 100000}"
+
+
+# --------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------
+
+def pytest_addoption(parser):
+    parser.addoption("--covered-out", default=None,
+                     help="write statement-id<TAB>test-node-id lines for the collected tests")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "tern_config(keys): the test sets Tern config keys the lead planned "
+                   "(e.g. limits.max_packet_size); adjust here if the names change")
+    config.addinivalue_line("markers", "slow_timer: the test waits on a timer the spec defines")
+
+
+def pytest_report_header(config):
+    return f"broker under test: {BROKER_KIND}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for b in _RUNNING:
+            report.sections.append((f"{b.kind} log tail ({b.log_path})", b.tail()))
+
+
+# Citations: a docstring names the spec with "v5" / "v3.1.1" / "v3.1" before the
+# bracketed ids that belong to it, e.g. "v5 [MQTT-3.1.2-22], v3.1.1 [MQTT-3.1.2-24]".
+_CITATION = re.compile(r"\b(v5|v3\.1\.1|v3\.1)\b|\[(MQTT-[0-9.]+-[0-9]+)\]")
+
+
+def citations(doc: str) -> list:
+    out, version = [], None
+    for match in _CITATION.finditer(doc or ""):
+        if match.group(1):
+            version = match.group(1)
+        elif version is not None:
+            out.append(f"{version}:{match.group(2)}")
+        else:
+            out.append(match.group(2))
+    return out
+
+
+def pytest_collection_modifyitems(session, config, items):
+    path = config.getoption("--covered-out")
+    if not path:
+        return
+    lines = []
+    for item in items:
+        doc = getattr(getattr(item, "function", None), "__doc__", "") or ""
+        for statement in dict.fromkeys(citations(doc)):
+            node = f"{Path(item.path).relative_to(REPO)}::{item.name}"
+            lines.append(f"{statement}\t{node}")
+    Path(path).write_text("\n".join(lines) + "\n")
