@@ -21,7 +21,8 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: {key}: {message}")]
+    /// `message` already names the key (serde_yaml puts the path in front) and the line.
+    #[error("{path}: {message}")]
     Parse {
         path: String,
         key: String,

@@ -23,7 +23,14 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = match &args.config {
-        Some(path) => Config::from_file(path)?,
+        Some(path) => match Config::from_file(path) {
+            Ok(config) => config,
+            Err(error) => {
+                // A configuration mistake is the user's to fix: say what and where, no backtrace.
+                eprintln!("tern-broker: invalid configuration: {error}");
+                std::process::exit(2);
+            }
+        },
         None => Config::default(),
     };
     if args.check_config {

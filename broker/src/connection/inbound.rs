@@ -332,7 +332,7 @@ impl Connection {
                 RetainHandling::OnNewSubscribe => !existed,
                 RetainHandling::Never => false,
             };
-        let retained = send_retained.then(|| (parsed.filter, options.qos, identifier));
+        let retained = send_retained.then_some((parsed.filter, options.qos, identifier));
         Ok((ReasonCode::granted(options.qos), retained))
     }
 

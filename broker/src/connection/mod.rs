@@ -163,10 +163,10 @@ impl Connection {
             stats,
         } = io;
         loop {
-            if self.write_buf.len() < WRITE_HIGH_WATER {
-                if let Err(close) = self.pull_deliveries() {
-                    return close;
-                }
+            if self.write_buf.len() < WRITE_HIGH_WATER
+                && let Err(close) = self.pull_deliveries()
+            {
+                return close;
             }
             tokio::select! {
                 biased;

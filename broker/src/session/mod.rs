@@ -201,10 +201,10 @@ impl Session {
             }
             let online = state.connection.is_some();
             let outcome = state.queue.push(delivery, online);
-            if outcome == Enqueued::DroppedDisconnect {
-                if let Some(connection) = &state.connection {
-                    connection.kick(ReasonCode::QUOTA_EXCEEDED);
-                }
+            if outcome == Enqueued::DroppedDisconnect
+                && let Some(connection) = &state.connection
+            {
+                connection.kick(ReasonCode::QUOTA_EXCEEDED);
             }
             outcome
         };

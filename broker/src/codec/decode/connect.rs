@@ -206,7 +206,8 @@ pub(super) fn connack(r: &mut Reader, protocol: ProtocolVersion) -> Result<ConnA
         ))?
     };
     Ok(ConnAck {
-        session_present: flags & 0x01 != 0,
+        // 3.1 has no Session Present flag: that byte is unused there, so bit 0 means nothing.
+        session_present: flags & 0x01 != 0 && protocol != ProtocolVersion::V3_1,
         reason_code,
         properties,
     })

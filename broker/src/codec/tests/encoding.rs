@@ -146,6 +146,11 @@ fn v3_1_connack_has_no_session_present_flag() {
     });
     assert_eq!(encode_vec(&connack, V3_1), [0x20, 0x02, 0x00, 0x00]);
     assert_eq!(encode_vec(&connack, V3_1_1), [0x20, 0x02, 0x01, 0x00]);
+    // ... and a 3.1 CONNACK with bit 0 set decodes without it.
+    let Packet::ConnAck(decoded) = decode_one(&[0x20, 0x02, 0x01, 0x00], V3_1) else {
+        panic!("not a CONNACK");
+    };
+    assert!(!decoded.session_present);
 }
 
 #[test]

@@ -39,7 +39,7 @@ const DISCONNECT_CODES: &[u8] = &[
 const AUTH_CODES: &[u8] = &[0x00, 0x18, 0x19];
 
 fn level() -> impl Strategy<Value = ProtocolVersion> {
-    select(&LEVELS[..])
+    select(LEVELS.to_vec())
 }
 
 fn reason(codes: &'static [u8]) -> impl Strategy<Value = ReasonCode> {
@@ -364,7 +364,12 @@ fn subscription_options(protocol: ProtocolVersion) -> BoxedStrategy<Subscription
         RetainHandling::OnNewSubscribe,
         RetainHandling::Never,
     ];
-    (qos(), any::<bool>(), any::<bool>(), select(&handling[..]))
+    (
+        qos(),
+        any::<bool>(),
+        any::<bool>(),
+        select(handling.to_vec()),
+    )
         .prop_map(
             |(qos, no_local, retain_as_published, retain_handling)| SubscriptionOptions {
                 qos,

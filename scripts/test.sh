@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need (Debian's mosquitto
+# clients, Python's paho-mqtt and pytest in a virtualenv), checks formatting and lints, then runs the
+# Rust tests (unit, property and integration tests against the real binary) and the Python
+# conformance suite against the real binary.
+#
+# Usage: scripts/test.sh            (everything)
+#        SKIP_LINT=1 scripts/test.sh (no fmt/clippy)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+step "system packages"
+if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients
+fi
+command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+
+step "python packages"
+venv="$root/e2e/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r e2e/requirements.txt
+
+if [ "${SKIP_LINT:-0}" != 1 ]; then
+    step "format and lints"
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+step "rust tests"
+cargo test --workspace --locked
+
+step "conformance suite (paho-mqtt, mosquitto clients, raw sockets)"
+cargo build -p tern-broker --locked
+TERN_BROKER_BIN="$root/target/debug/tern-broker" \
+    "$venv/bin/python" -m pytest e2e/conformance -q -p no:cacheprovider
