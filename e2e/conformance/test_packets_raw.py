@@ -34,6 +34,8 @@ def test_publish_qos3_is_malformed(broker, uid, version):
         expect.refused(c, version, 0x81)
 
 
+@xfail_on_mosquitto("[MQTT-3.3.1-2] with [MQTT-4.13.1-1] / 3.1.1 [MQTT-4.8.0-1]",
+                    "it accepts a QoS 0 PUBLISH with DUP 1 and keeps the connection")
 @pytest.mark.parametrize("version", BOTH)
 def test_publish_dup_on_qos0_is_malformed(broker, uid, version):
     """v5 [MQTT-3.3.1-2], v3.1.1 [MQTT-3.3.1-2]: DUP must be 0 on QoS 0; a QoS 0 PUBLISH with
@@ -46,10 +48,11 @@ def test_publish_dup_on_qos0_is_malformed(broker, uid, version):
 @pytest.mark.parametrize("topic", ["a/+", "a/#", "#", "+", "a/b+"])
 def test_publish_wildcard_topic_v5_refused(broker, uid, topic):
     """v5 [MQTT-3.3.2-2] [MQTT-4.7.0-1]: a Topic Name must not contain wildcards:
-    DISCONNECT 0x90 (Topic Name invalid)."""
+    DISCONNECT 0x90 (Topic Name invalid), or 0x82 (Protocol Error) — the specification
+    assigns no single code to this fault."""
     with connected(broker.port, uid) as c:
         c.send(r.publish(topic, b"x"))
-        expect.disconnected(c, 0x90)
+        expect.disconnected(c, 0x90, 0x82)
 
 
 @pytest.mark.parametrize("topic", ["a/+", "a/#", "#"])
@@ -115,6 +118,8 @@ def test_publish_qos1_packet_id_zero_is_refused(broker, uid, version):
         expect.refused(c, version, 0x81, 0x82)
 
 
+@xfail_on_mosquitto("[MQTT-3.3.4-6] with [MQTT-4.13.1-1]",
+                    "it accepts a client PUBLISH carrying a Subscription Identifier")
 def test_publish_with_subscription_identifier_is_protocol_error(broker, uid):
     """v5 [MQTT-3.3.4-6]: a PUBLISH from a client must not contain a Subscription Identifier
     (Protocol Error, DISCONNECT 0x82)."""
@@ -169,6 +174,8 @@ def test_publish_payload_format_utf8_invalid_payload(broker, uid, value):
                 p.type == r.DISCONNECT and p.reason == 0x99), p
 
 
+@xfail_on_mosquitto("[MQTT-3.3.2-14] with [MQTT-4.13.1-1]",
+                    "it accepts a Response Topic containing '#'")
 def test_publish_response_topic_with_wildcard_is_refused(broker, uid):
     """v5 [MQTT-3.3.2-14]: the Response Topic must not contain wildcards; a server that
     detects it treats the PUBLISH as a protocol error (DISCONNECT 0x82/0x81/0x90)."""
@@ -179,25 +186,37 @@ def test_publish_response_topic_with_wildcard_is_refused(broker, uid):
 
 # -- reserved fixed-header flags --------------------------------------------------------
 
+def _with_flags(case: str, version: int) -> bytes:
+    props = b"\x00" if version == 5 else b""
+    return {
+        "subscribe-0000": r.fixed(r.SUBSCRIBE, 0x00, r.u16(1) + props + r.utf8("a") + b"\x00"),
+        "subscribe-1111": r.fixed(r.SUBSCRIBE, 0x0F, r.u16(1) + props + r.utf8("a") + b"\x00"),
+        "unsubscribe-0000": r.fixed(r.UNSUBSCRIBE, 0x00, r.u16(1) + props + r.utf8("a")),
+        "pubrel-0000": r.fixed(r.PUBREL, 0x00, r.u16(1)),
+        "pingreq-0001": r.fixed(r.PINGREQ, 0x01, b""),
+        "puback-0010": r.fixed(r.PUBACK, 0x02, r.u16(1)),
+        "disconnect-0001": r.fixed(r.DISCONNECT, 0x01, b""),
+    }[case]
+
+
+_LAX_FLAGS = xfail_on_mosquitto("v5 [MQTT-2.1.3-1] / v3.1.1 [MQTT-2.2.2-2]",
+                                "it ignores reserved fixed-header flags of this packet type")
+
+
 @pytest.mark.parametrize("version", BOTH)
-@pytest.mark.parametrize("packet,case", [
-    (r.fixed(r.SUBSCRIBE, 0x00, r.u16(1) + b"\x00" + r.utf8("a") + b"\x00"), "subscribe-0000"),
-    (r.fixed(r.SUBSCRIBE, 0x0F, r.u16(1) + b"\x00" + r.utf8("a") + b"\x00"), "subscribe-1111"),
-    (r.fixed(r.UNSUBSCRIBE, 0x00, r.u16(1) + b"\x00" + r.utf8("a")), "unsubscribe-0000"),
-    (r.fixed(r.PUBREL, 0x00, r.u16(1)), "pubrel-0000"),
-    (r.fixed(r.PINGREQ, 0x01, b""), "pingreq-0001"),
-    (r.fixed(r.PUBACK, 0x02, r.u16(1)), "puback-0010"),
-    (r.fixed(r.DISCONNECT, 0x01, b""), "disconnect-0001"),
+@pytest.mark.parametrize("case", [
+    "subscribe-0000", "subscribe-1111", "unsubscribe-0000", "pubrel-0000",
+    pytest.param("pingreq-0001", marks=_LAX_FLAGS),
+    pytest.param("puback-0010", marks=_LAX_FLAGS),
+    "disconnect-0001",
 ])
-def test_fixed_header_reserved_flags_are_malformed(broker, uid, version, packet, case):
+def test_fixed_header_reserved_flags_are_malformed(broker, uid, version, case):
     """v5 [MQTT-2.1.3-1] [MQTT-3.8.1-1] [MQTT-3.10.1-1] [MQTT-3.6.1-1] [MQTT-3.14.1-1],
     v3.1.1 [MQTT-2.2.2-1] [MQTT-2.2.2-2] [MQTT-3.8.1-1] [MQTT-3.10.1-1] [MQTT-3.6.1-1]:
     wrong reserved fixed-header flags make the packet malformed; the server closes the
     connection (v5 with DISCONNECT 0x81)."""
-    if version == 4 and packet[0] >> 4 in (r.SUBSCRIBE, r.UNSUBSCRIBE):
-        packet = packet[:1] + r.varint(len(packet) - 3) + packet[4:]  # no v5 property length
     with connected(broker.port, uid, version) as c:
-        c.send(packet)
+        c.send(_with_flags(case, version))
         expect.refused(c, version, 0x81)
 
 
@@ -288,6 +307,7 @@ def test_subscribe_filter_bad_utf8_is_malformed(broker, uid, version):
         expect.refused(c, version, 0x81)
 
 
+@xfail_on_mosquitto("[MQTT-3.8.3-4]", "it grants a shared subscription with No Local set")
 def test_subscribe_no_local_on_shared_subscription_is_protocol_error(broker, uid):
     """v5 [MQTT-3.8.3-4]: No Local set on a Shared Subscription is a Protocol Error."""
     with connected(broker.port, uid) as c:
@@ -373,6 +393,8 @@ def test_qos2_publish_gets_pubrec_then_pubcomp(broker, uid, version):
         assert pubcomp.packet_id == 4242 and pubcomp.reason == 0, pubcomp
 
 
+@xfail_on_mosquitto("§3.7.2.1 (PUBCOMP 0x92 Packet Identifier not found)",
+                    "it answers 0x00 (Success: Packet Identifier released) for an id it never had")
 def test_pubrel_for_unknown_id_v5_gets_pubcomp_0x92(broker, uid):
     """v5 [MQTT-4.3.3-11] §3.7.2.1: a PUBREL for a Packet Identifier the server does not
     know is answered by PUBCOMP 0x92 (Packet Identifier not found)."""
@@ -392,15 +414,19 @@ def test_pubrel_for_unknown_id_v311_gets_pubcomp(broker, uid):
         expect.still_open(c)
 
 
-def test_qos2_duplicate_publish_before_pubrel_delivered_once(broker, uid):
-    """v5 [MQTT-4.3.3-10] [MQTT-4.3.3-12]: until PUBREL, a re-sent QoS 2 PUBLISH with the same
-    Packet Identifier is acknowledged with PUBREC but not delivered again; after PUBCOMP
-    the same id starts a new message."""
+@pytest.mark.parametrize("resends", [
+    1, pytest.param(2, marks=xfail_on_mosquitto(
+        "[MQTT-4.3.3-10]", "a second re-send of an unreleased QoS 2 PUBLISH is treated as a "
+        "protocol error instead of being acknowledged with PUBREC"))])
+def test_qos2_duplicate_publish_before_pubrel_delivered_once(broker, uid, resends):
+    """v5 [MQTT-4.3.3-10] [MQTT-4.3.3-12] [MQTT-4.3.3-9]: until PUBREL, a re-sent QoS 2 PUBLISH
+    (DUP 1, same Packet Identifier) is acknowledged with PUBREC but not delivered again;
+    after PUBCOMP the same id starts a new message."""
     topic = f"eo/{uid}"
     sub = connect_v5(broker.port, uid + "s")
     sub.subscribe(topic, qos=2)
     with connected(broker.port, uid) as c:
-        for dup in (False, True, True):
+        for dup in [False] + [True] * resends:
             c.send(r.publish(topic, b"once", qos=2, packet_id=17, dup=dup))
             assert c.expect(r.PUBREC).packet_id == 17
         c.send(r.ack(r.PUBREL, 17))
@@ -465,11 +491,12 @@ def test_packet_at_server_maximum_size_accepted(broker_factory, uid):
     topic = f"edge/{uid}"
     with connected(b.port, uid + "s") as sub, connected(b.port, uid) as c:
         sub.subscribe(topic, 0)
-        overhead = len(r.publish(topic, b"", qos=0))
-        c.send(r.publish(topic, b"y" * (1000 - overhead), qos=0))
-        assert len(r.publish(topic, b"y" * (1000 - overhead))) == 1000
+        size = 1000 - len(r.publish(topic, b"", qos=0)) - 1  # remaining length takes 2 bytes
+        packet = r.publish(topic, b"y" * size, qos=0)
+        assert len(packet) == 1000
+        c.send(packet)
         got = sub.expect(r.PUBLISH)
-        assert len(got.payload) == 1000 - overhead
+        assert len(got.payload) == size
         expect.still_open(c)
 
 
@@ -494,12 +521,14 @@ def test_server_respects_client_maximum_packet_size(broker, uid):
 @pytest.mark.parametrize("alias", [0, 6])
 def test_topic_alias_out_of_range_disconnect_0x94(broker_factory, uid, alias):
     """v5 [MQTT-3.3.2-8] [MQTT-3.3.2-9] [MQTT-3.2.2-17]: Topic Alias 0, or one above the Topic
-    Alias Maximum (5) in CONNACK, gets DISCONNECT 0x94 (Topic Alias invalid)."""
+    Alias Maximum (5) in CONNACK, gets DISCONNECT 0x94 (Topic Alias invalid). The reason
+    code table names 0x94 only for "greater than the maximum"; for alias 0 the
+    specification gives no code, so 0x82 and 0x81 are accepted there too."""
     b = broker_factory({"limits": {"topic_alias_maximum": 5}})
     with connected(b.port, uid) as c:
         assert c.connack.prop(r.TOPIC_ALIAS_MAXIMUM) == 5, c.connack
         c.send(r.publish("alias/x", b"x", props=[(r.TOPIC_ALIAS, alias)]))
-        expect.disconnected(c, 0x94)
+        expect.disconnected(c, *((0x94,) if alias else (0x94, 0x82, 0x81)))
 
 
 def test_topic_alias_unknown_is_protocol_error(broker, uid):

@@ -375,8 +375,9 @@ impl Connection {
                 .unwrap_or(NEVER_EXPIRES);
             self.session.lock().expiry_interval = expiry.min(cap);
         }
+        // Only a normal disconnection (0x00) discards the will [MQTT-3.1.2-10], [MQTT-3.14.4-3].
         Close::Client {
-            will: disconnect.reason_code == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+            will: disconnect.reason_code != ReasonCode::NORMAL_DISCONNECTION,
         }
     }
 

@@ -204,7 +204,7 @@ impl Connection {
                     }
                 }
                 () = session.woken(), if self.write_buf.len() < WRITE_HIGH_WATER => {}
-                () = &mut keep_alive => {
+                () = &mut keep_alive, if self.keep_alive.is_some() => {
                     let Some(limit) = self.keep_alive else { continue };
                     let deadline = self.last_received + limit;
                     if Instant::now() >= deadline {
