@@ -47,7 +47,6 @@ pub struct SessionRequest {
     pub protocol: ProtocolVersion,
     pub clean_start: bool,
     pub expiry_interval: u32,
-    pub will: Option<PendingWill>,
 }
 
 /// A connection's hold on its session.
@@ -90,7 +89,6 @@ impl Broker {
     /// [MQTT-3.1.4-3].
     pub fn open_session(self: &Arc<Self>, request: SessionRequest) -> Attachment {
         let control = Arc::new(ConnectionControl::default());
-        let mut wills = Vec::new();
         let mut ended_session = None;
         let limits = &self.config.limits;
 
@@ -100,11 +98,12 @@ impl Broker {
             let resumed = existing
                 .as_ref()
                 .filter(|_| !request.clean_start)
-                .and_then(|session| Self::resume(session, &request, &control, &mut wills));
+                .and_then(|session| Self::resume(session, &request, &control));
             match (resumed, existing) {
                 (Some(generation), Some(session)) => (session, true, generation),
                 (_, existing) => {
-                    // Clean start (or nothing to resume): any old session ends here, will and all.
+                    // Clean start (or nothing to resume): any old session ends here. Its connection,
+                    // if any, is kicked and publishes its own will as it closes.
                     ended_session = existing;
                     let session = Arc::new(Session::new(
                         self.sessions.next_id(),
@@ -119,7 +118,6 @@ impl Broker {
                         state.generation = 1;
                         state.connection = Some(Arc::clone(&control));
                         state.expiry_interval = request.expiry_interval;
-                        state.will = request.will;
                     }
                     session.set_online(true);
                     sessions.insert(request.client_id.clone(), Arc::clone(&session));
@@ -130,9 +128,6 @@ impl Broker {
 
         if let Some(old) = ended_session {
             self.end_session(&old, Some(ReasonCode::SESSION_TAKEN_OVER), None);
-        }
-        for (will, publisher) in wills {
-            self.publish_will(will, publisher);
         }
         Attachment {
             session,
@@ -148,7 +143,6 @@ impl Broker {
         session: &Arc<Session>,
         request: &SessionRequest,
         control: &Arc<ConnectionControl>,
-        wills: &mut Vec<(PendingWill, SessionId)>,
     ) -> Option<u64> {
         let mut state = session.lock();
         if state.ended {
@@ -156,55 +150,85 @@ impl Broker {
         }
         if let Some(old) = state.connection.take() {
             old.kick(ReasonCode::SESSION_TAKEN_OVER);
-            // The old connection's will: a new connection arrived, so a delayed will is not sent
-            // [MQTT-3.1.3-9]; an undelayed one goes out as the old connection closes.
-            if let Some(will) = state.will.take().filter(|w| w.delay == 0) {
-                wills.push((will, session.id));
-            }
         }
+        // A will still waiting out its delay is cancelled by this new connection [MQTT-3.1.3-9].
+        state.pending_will = None;
         state.generation += 1;
         state.connection = Some(Arc::clone(control));
         state.protocol = request.protocol;
         state.expiry_interval = request.expiry_interval;
-        state.will = request.will.clone();
         state.disconnected_at = None;
         session.set_online(true);
         Some(state.generation)
     }
 
-    /// A connection let go of its session. `publish_will` is false only after a DISCONNECT with
-    /// reason 0x00 [MQTT-3.1.2-10]. Applies the session expiry interval [MQTT-3.1.2-23].
-    pub fn detach(self: &Arc<Self>, session: &Arc<Session>, generation: u64, publish_will: bool) {
-        let (will, expiry) = {
+    /// A connection let go of its session, handing over its will: `None` after a DISCONNECT with reason
+    /// 0x00 [MQTT-3.1.2-10]. Applies the session expiry interval [MQTT-3.1.2-23] and the will delay.
+    pub fn detach(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        generation: u64,
+        will: Option<PendingWill>,
+    ) {
+        enum Next {
+            /// Another connection took the session over; only an undelayed will goes out [MQTT-3.1.3-9].
+            TakenOver,
+            /// The session ended (clean-start takeover): the will goes out now.
+            Ended,
+            Detached {
+                expiry: u32,
+            },
+        }
+        let next = {
             let mut state = session.lock();
-            if state.generation != generation || state.ended {
-                return; // taken over: the new connection owns the session now
-            }
-            state.connection = None;
-            state.disconnected_at = Some(Instant::now());
-            session.set_online(false);
-            let will = state.will.take().filter(|_| publish_will);
-            (will, state.expiry_interval)
-        };
-
-        if expiry == 0 {
-            if let Some(will) = will {
-                self.publish_will(will, session.id);
-            }
-            self.end_session(session, None, Some(generation));
-            return;
-        }
-        if let Some(will) = will {
-            if will.delay == 0 {
-                self.publish_will(will, session.id);
+            if state.ended {
+                Next::Ended
+            } else if state.generation != generation {
+                Next::TakenOver
             } else {
-                let delay = Duration::from_secs(u64::from(will.delay));
-                session.lock().will = Some(will);
-                self.spawn_will_timer(session, generation, delay);
+                state.connection = None;
+                state.disconnected_at = Some(Instant::now());
+                session.set_online(false);
+                Next::Detached {
+                    expiry: state.expiry_interval,
+                }
             }
-        }
-        if expiry != NEVER_EXPIRES {
-            self.spawn_expiry_timer(session, generation, Duration::from_secs(u64::from(expiry)));
+        };
+        match next {
+            Next::Ended => {
+                if let Some(will) = will {
+                    self.publish_will(will, session.id);
+                }
+            }
+            Next::TakenOver => {
+                if let Some(will) = will.filter(|w| w.delay == 0) {
+                    self.publish_will(will, session.id);
+                }
+            }
+            Next::Detached { expiry: 0 } => {
+                if let Some(will) = will {
+                    self.publish_will(will, session.id);
+                }
+                self.end_session(session, None, Some(generation));
+            }
+            Next::Detached { expiry } => {
+                match will {
+                    Some(will) if will.delay > 0 => {
+                        let delay = Duration::from_secs(u64::from(will.delay));
+                        session.lock().pending_will = Some(will);
+                        self.spawn_will_timer(session, generation, delay);
+                    }
+                    Some(will) => self.publish_will(will, session.id),
+                    None => {}
+                }
+                if expiry != NEVER_EXPIRES {
+                    self.spawn_expiry_timer(
+                        session,
+                        generation,
+                        Duration::from_secs(u64::from(expiry)),
+                    );
+                }
+            }
         }
     }
 
@@ -230,7 +254,10 @@ impl Broker {
                 connection.kick(reason);
             }
             session.set_online(false);
-            (std::mem::take(&mut state.subscriptions), state.will.take())
+            (
+                std::mem::take(&mut state.subscriptions),
+                state.pending_will.take(),
+            )
         };
         self.sessions.remove_if_same(session);
         for filter in subscriptions.keys() {
@@ -277,7 +304,7 @@ impl Broker {
                 if state.generation != generation || state.connection.is_some() || state.ended {
                     return;
                 }
-                state.will.take()
+                state.pending_will.take()
             };
             if let Some(will) = will {
                 broker.publish_will(will, session.id);

@@ -20,11 +20,14 @@ from the ``[MQTT-x.y.z-n]`` citations in test docstrings (see ``citations``).
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -72,6 +75,25 @@ def write_yaml(path: Path, data: dict) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+_BINARY_COPY: list = []
+
+
+def tern_binary() -> Path:
+    """The Tern binary, copied once per run so that a rebuild during the run (cargo replaces
+    the file) cannot mix two builds or catch a half-written file."""
+    if _BINARY_COPY:
+        return _BINARY_COPY[0]
+    source = Path(os.environ.get("TERN_BROKER_BIN", REPO / "target" / "debug" / "tern-broker"))
+    if not source.exists():
+        pytest.fail(f"tern broker binary not found at {source} (build it, or set "
+                    f"TERN_BROKER_BIN, or run with TERN_TEST_BROKER=mosquitto)", pytrace=False)
+    copy = Path(tempfile.mkdtemp(prefix="tern-conformance-")) / "tern-broker"
+    shutil.copy2(source, copy)
+    atexit.register(shutil.rmtree, copy.parent, True)
+    _BINARY_COPY.append(copy)
+    return copy
+
+
 class Broker:
     """One broker process on a free loopback port, with its log in a file."""
 
@@ -87,10 +109,7 @@ class Broker:
 
     # -- configuration -----------------------------------------------------
     def _tern_command(self) -> list:
-        binary = Path(os.environ.get("TERN_BROKER_BIN", REPO / "target" / "debug" / "tern-broker"))
-        if not binary.exists():
-            pytest.fail(f"tern broker binary not found at {binary} (build it, or set "
-                        f"TERN_BROKER_BIN, or run with TERN_TEST_BROKER=mosquitto)", pytrace=False)
+        binary = tern_binary()
         config = deep_merge({
             "listeners": [{"name": "mqtt", "protocol": "tcp", "bind": f"127.0.0.1:{self.port}"}],
             "auth": {"allow_anonymous": True},
@@ -130,6 +149,7 @@ class Broker:
         log = open(self.log_path, "ab")
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")
         self.proc = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                      cwd=self.workdir, env=env)
         log.close()
@@ -175,6 +195,7 @@ class Broker:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return "(no log)"
+        text = _ANSI.sub("", text)
         return "\n".join(text.splitlines()[-lines:])
 
     @property
@@ -183,6 +204,7 @@ class Broker:
 
 
 _RUNNING: list = []
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 # --------------------------------------------------------------------------

@@ -220,7 +220,11 @@ fn main() -> std::io::Result<()> {
     let dir = Path::new("corpus/decode");
     std::fs::create_dir_all(dir)?;
     let mut written = 0;
-    for protocol in [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+    for protocol in [
+        ProtocolVersion::V3_1,
+        ProtocolVersion::V3_1_1,
+        ProtocolVersion::V5,
+    ] {
         let mut session = BytesMut::new();
         for (name, packet) in packets(protocol) {
             let mut buf = BytesMut::new();

@@ -191,7 +191,6 @@ where
         protocol,
         clean_start: connect.clean_start,
         expiry_interval: expiry,
-        will,
     });
 
     if protocol.is_v5() {
@@ -222,7 +221,7 @@ where
     let client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
     let mut write_buf = BytesMut::with_capacity(256);
     if codec::encode(&packet, protocol, client_max_packet_size, &mut write_buf).is_err() {
-        broker.detach(&attachment.session, attachment.generation, false);
+        broker.detach(&attachment.session, attachment.generation, None);
         return Err(Refused::Network);
     }
 
@@ -266,6 +265,7 @@ where
         outbound_aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
         reauth: None,
         auth_method,
+        will,
         write_buf,
         client,
     })
@@ -353,6 +353,10 @@ where
 /// protocol allows that [MQTT-3.1.3-6], [MQTT-3.1.3-8].
 fn assign_client_id(connect: &Connect) -> Result<ClientId, ReasonCode> {
     if !connect.client_id.is_empty() {
+        // MQTT 3.1 limits identifiers to 23 characters and refuses longer ones with return code 2.
+        if connect.protocol == ProtocolVersion::V3_1 && connect.client_id.chars().count() > 23 {
+            return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
         return Ok(ClientId::new(connect.client_id.clone()));
     }
     let allowed = match connect.protocol {

@@ -47,6 +47,11 @@ impl Connection {
     }
 
     fn on_publish(&mut self, mut publish: Publish) -> Result<(), Close> {
+        if !publish.properties.subscription_identifiers.is_empty() {
+            return Err(Close::protocol(
+                "PUBLISH from a client carries a subscription identifier",
+            )); // [MQTT-3.3.4-6]
+        }
         self.resolve_topic_alias(&mut publish)?;
         let limits = &self.broker.config.limits;
         if let Err(error) = topic::check_limits(

@@ -25,7 +25,7 @@ use tracing::{debug, info};
 use crate::broker::Broker;
 use crate::codec::{self, Disconnect, EncodeError, Packet, ProtocolVersion, ReasonCode};
 use crate::hook::{ClientInfo, EnhancedAuth};
-use crate::session::{ConnectionControl, Session};
+use crate::session::{ConnectionControl, PendingWill, Session};
 use crate::stats::Stats;
 
 use aliases::{InboundAliases, OutboundAliases};
@@ -34,6 +34,8 @@ use aliases::{InboundAliases, OutboundAliases};
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Stop reading (and so producing acks) once this much is waiting: the client is not reading.
 const WRITE_HARD_LIMIT: usize = 4 * 1024 * 1024;
+/// Reads of already-arrived input a kicked connection makes before it closes.
+const DRAIN_READS: usize = 4;
 /// How long the final DISCONNECT may take to write before the socket is dropped anyway.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -128,6 +130,8 @@ pub(crate) struct Connection {
     /// An enhanced re-authentication in progress (MQTT 5, 4.12.1).
     reauth: Option<Box<dyn EnhancedAuth>>,
     auth_method: Option<bytestring::ByteString>,
+    /// The will from CONNECT; handed to the broker when the connection ends.
+    will: Option<PendingWill>,
     write_buf: BytesMut,
 }
 
@@ -171,6 +175,11 @@ impl Connection {
             tokio::select! {
                 biased;
                 () = control.cancelled() => {
+                    // What the client sent before it was kicked still counts: a DISCONNECT already
+                    // on its way decides the will, not the kick.
+                    if let Some(close) = self.drain_received(reader, read_buf).await {
+                        return close;
+                    }
                     let reason = control.reason().unwrap_or(ReasonCode::ADMINISTRATIVE_ACTION);
                     return Close::Server(reason, Cow::Borrowed(reason.name()));
                 }
@@ -214,6 +223,27 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Applies input that has already arrived, without waiting for more; returns how the connection
+    /// ended if that input ended it.
+    async fn drain_received<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        read_buf: &mut BytesMut,
+    ) -> Option<Close> {
+        for _ in 0..DRAIN_READS {
+            if let Err(close) = self.process_input(read_buf).await {
+                return Some(close);
+            }
+            // A zero timeout polls the read once: it returns data already in the socket buffer.
+            match tokio::time::timeout(Duration::ZERO, reader.read_buf(read_buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) | Ok(Err(_)) => return Some(Close::Network),
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// Decodes and applies every whole packet in the read buffer.
@@ -317,8 +347,8 @@ impl Connection {
             .stats
             .connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.broker
-            .detach(&self.session, self.generation, publish_will);
+        let will = self.will.filter(|_| publish_will);
+        self.broker.detach(&self.session, self.generation, will);
         crate::sys::client_notice(&self.broker, &self.client, false);
         for hook in self.broker.hooks.iter() {
             hook.on_disconnect(&self.client, reason);

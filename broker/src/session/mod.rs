@@ -119,7 +119,9 @@ pub struct SessionState {
     pub generation: u64,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires.
     pub expiry_interval: u32,
-    pub will: Option<PendingWill>,
+    /// A will whose delay is running after its connection closed; a new connection cancels it and the
+    /// session ending publishes it. The will of a live connection stays with that connection.
+    pub pending_will: Option<PendingWill>,
     pub disconnected_at: Option<Instant>,
     /// Set once the session is removed; the router then delivers nothing more to it.
     pub ended: bool,
@@ -160,7 +162,7 @@ impl Session {
                 connection: None,
                 generation: 0,
                 expiry_interval: 0,
-                will: None,
+                pending_will: None,
                 disconnected_at: None,
                 ended: false,
             }),

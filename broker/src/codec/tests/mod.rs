@@ -45,6 +45,16 @@ fn lp(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A string or binary property: identifier, then the length-prefixed value.
+fn sp(id: u8, data: &[u8]) -> Vec<u8> {
+    [vec![id], lp(data)].concat()
+}
+
+/// A User Property.
+fn up(name: &[u8], value: &[u8]) -> Vec<u8> {
+    [vec![0x26], lp(name), lp(value)].concat()
+}
+
 /// A property block: its one-byte length, then the properties.
 fn props(parts: &[&[u8]]) -> Vec<u8> {
     let body: Vec<u8> = parts.concat();

@@ -2,7 +2,7 @@
 //! specification numbers it (`mqtt_3_8_3_5_...` is [MQTT-3.8.3-5]), after its section otherwise.
 
 use super::super::{DecodeError, ProtocolVersion};
-use super::{LEVELS, V3_1, V3_1_1, V5, decode_err, decode_one, frame, lp, props};
+use super::{LEVELS, V3_1, V3_1_1, V5, decode_err, decode_one, frame, lp, props, sp, up};
 
 const MQTT: &[u8] = b"\x00\x04MQTT";
 
@@ -136,7 +136,7 @@ fn mqtt_1_5_4_2_strings_must_not_contain_u0000() {
     malformed(&connect4(0x02, &[&lp(b"a\0b")]), V3_1_1);
     malformed(&frame(0x30, &[&lp(b"a\0"), b"x"]), V3_1_1);
     malformed(&frame(0x82, &[&[0x00, 0x01], &lp(b"\0"), &[0x00]]), V3_1_1);
-    malformed(&publish5(&props(&[&[0x26], &lp(b"k\0"), &lp(b"v")])), V5);
+    malformed(&publish5(&props(&[&up(b"k\0", b"v")])), V5);
 }
 
 // CONNECT (3.1).
@@ -193,7 +193,7 @@ fn mqtt_3_1_2_13_and_3_1_1_mqtt_3_1_2_15_will_retain_needs_a_will() {
 fn mqtt_3_1_2_12_and_3_1_1_mqtt_3_1_2_14_will_qos_3_is_refused() {
     malformed(&connect4(0x1E, &[&lp(b""), &lp(b"t"), &lp(b"")]), V3_1_1);
     malformed(
-        &connect5(0x1E, &[0x00], &[&lp(b""), &[0x00], &lp(b"t"), &lp(b"")]),
+        &connect5(0x1E, &[0x00], &[&lp(b""), &sp(0x00, b"t"), &lp(b"")]),
         V5,
     );
 }
@@ -221,7 +221,7 @@ fn will_topic_must_be_a_valid_topic_name() {
     for topic in [&b"a/+"[..], b"#", b""] {
         malformed(&connect4(0x06, &[&lp(b""), &lp(topic), &lp(b"")]), V3_1_1);
         malformed(
-            &connect5(0x06, &[0x00], &[&lp(b""), &[0x00], &lp(topic), &lp(b"")]),
+            &connect5(0x06, &[0x00], &[&lp(b""), &sp(0x00, topic), &lp(b"")]),
             V5,
         );
     }
@@ -298,9 +298,9 @@ fn mqtt_2_2_1_3_packet_identifier_must_not_be_0() {
 
 #[test]
 fn mqtt_3_3_2_14_response_topic_must_be_a_topic_name() {
-    protocol_error(&publish5(&props(&[&[0x08], &lp(b"a/#")])), V5);
-    protocol_error(&publish5(&props(&[&[0x08], &lp(b"")])), V5);
-    let will_props = props(&[&[0x08], &lp(b"+")]);
+    protocol_error(&publish5(&props(&[&sp(0x08, b"a/#")])), V5);
+    protocol_error(&publish5(&props(&[&sp(0x08, b"")])), V5);
+    let will_props = props(&[&sp(0x08, b"+")]);
     protocol_error(
         &connect5(0x06, &[0x00], &[&lp(b""), &will_props, &lp(b"t"), &lp(b"")]),
         V5,
@@ -444,7 +444,7 @@ fn property_not_valid_for_the_packet_type_is_malformed() {
             0x82,
             &[
                 &[0x00, 0x01],
-                &props(&[&[0x1C], &lp(b"s")]),
+                &props(&[&sp(0x1C, b"s")]),
                 &lp(b"a"),
                 &[0x00],
             ],
@@ -454,7 +454,7 @@ fn property_not_valid_for_the_packet_type_is_malformed() {
     malformed(
         &frame(
             0xA2,
-            &[&[0x00, 0x01], &props(&[&[0x1F], &lp(b"s")]), &lp(b"a")],
+            &[&[0x00, 0x01], &props(&[&sp(0x1F, b"s")]), &lp(b"a")],
         ),
         V5,
     );
@@ -485,23 +485,13 @@ fn repeated_property_is_a_protocol_error() {
         &frame(0x82, &[&[0x00, 0x01], &sub_ids, &lp(b"a"), &[0x00]]),
         V5,
     );
-    let reasons = props(&[&[0x1F], &lp(b"a"), &[0x1F], &lp(b"b")]);
+    let reasons = props(&[&sp(0x1F, b"a"), &sp(0x1F, b"b")]);
     protocol_error(&frame(0x40, &[&[0x00, 0x01, 0x00], &reasons]), V5);
 }
 
 #[test]
 fn user_properties_and_publish_subscription_identifiers_may_repeat() {
-    decode_one(
-        &publish5(&props(&[
-            &[0x26],
-            &lp(b"k"),
-            &lp(b"v"),
-            &[0x26],
-            &lp(b"k"),
-            &lp(b"v"),
-        ])),
-        V5,
-    );
+    decode_one(&publish5(&props(&[&up(b"k", b"v"), &up(b"k", b"v")])), V5);
     decode_one(&publish5(&props(&[&[0x0B, 0x01], &[0x0B, 0x01]])), V5);
 }
 
@@ -535,7 +525,7 @@ fn property_values_out_of_range_are_protocol_errors() {
 #[test]
 fn authentication_data_needs_a_method() {
     // 3.1.2.11.10, 3.2.2.3.18, 3.15.2.2.3.
-    let data = props(&[&[0x16], &lp(b"x")]);
+    let data = props(&[&sp(0x16, b"x")]);
     protocol_error(&connect5(0x02, &data, &[&lp(b"")]), V5);
     protocol_error(&frame(0x20, &[&[0x00, 0x00], &data]), V5);
     protocol_error(&frame(0xF0, &[&[0x18], &data]), V5);

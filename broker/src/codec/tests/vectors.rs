@@ -13,7 +13,7 @@ use super::super::{
 };
 use super::{
     LEVELS, V3_1, V3_1_1, V5, assert_prefixes_incomplete, assert_vector, decode_one, frame, lp,
-    pid, props, s,
+    pid, props, s, sp, up,
 };
 
 const MQTT: &[u8] = b"\x00\x04MQTT";
@@ -109,16 +109,10 @@ fn connect_5_with_properties() {
         &[0x22, 0x00, 0x05],             // Topic Alias Maximum 5
         &[0x19, 0x01],                   // Request Response Information
         &[0x17, 0x00],                   // Request Problem Information off
-        &[0x26],
-        &lp(b"k"),
-        &lp(b"v"), // User Property
-        &[0x26],
-        &lp(b"k"),
-        &lp(b"w"), // ... which may repeat
-        &[0x15],
-        &lp(b"SCRAM"), // Authentication Method
-        &[0x16],
-        &lp(&[1, 2, 3]), // Authentication Data
+        &up(b"k", b"v"),                 // User Property
+        &up(b"k", b"w"),                 // ... which may repeat
+        &sp(0x15, b"SCRAM"),             // Authentication Method
+        &sp(0x16, &[1, 2, 3]),           // Authentication Data
     ]);
     let bytes = frame(
         0x10,
@@ -159,12 +153,9 @@ fn connect_5_with_will_properties_and_password_without_user_name() {
         &[0x18, 0x00, 0x00, 0x00, 0x05], // Will Delay Interval 5
         &[0x01, 0x01],                   // Payload Format Indicator: UTF-8
         &[0x02, 0x00, 0x00, 0x01, 0x00], // Message Expiry Interval 256
-        &[0x03],
-        &lp(b"text/plain"), // Content Type
-        &[0x08],
-        &lp(b"re/ply"), // Response Topic
-        &[0x09],
-        &lp(&[9, 9]), // Correlation Data
+        &sp(0x03, b"text/plain"),        // Content Type
+        &sp(0x08, b"re/ply"),            // Response Topic
+        &sp(0x09, &[9, 9]),              // Correlation Data
     ]);
     // Password, will QoS 2, will, clean start.
     let bytes = frame(
@@ -237,20 +228,16 @@ fn connack_3_1_1_and_3_1() {
 #[test]
 fn connack_5_with_properties() {
     let properties = props(&[
-        &[0x24, 0x01], // Maximum QoS 1
-        &[0x25, 0x00], // Retain Available: no
-        &[0x12],
-        &lp(b"id"),          // Assigned Client Identifier
+        &[0x24, 0x01],       // Maximum QoS 1
+        &[0x25, 0x00],       // Retain Available: no
+        &sp(0x12, b"id"),    // Assigned Client Identifier
         &[0x13, 0x00, 0x3C], // Server Keep Alive 60
         &[0x28, 0x01],       // Wildcard Subscription Available
         &[0x29, 0x00],       // Subscription Identifiers Available: no
         &[0x2A, 0x01],       // Shared Subscription Available
-        &[0x1A],
-        &lp(b"info"), // Response Information
-        &[0x1C],
-        &lp(b"other"), // Server Reference
-        &[0x1F],
-        &lp(b"why"), // Reason String
+        &sp(0x1A, b"info"),  // Response Information
+        &sp(0x1C, b"other"), // Server Reference
+        &sp(0x1F, b"why"),   // Reason String
     ]);
     let bytes = frame(0x20, &[&[0x00, 0x00], &properties]);
     let expected = ConnAck {
@@ -327,17 +314,12 @@ fn publish_5_with_properties() {
         &[0x01, 0x01],                   // Payload Format Indicator
         &[0x02, 0x00, 0x00, 0x00, 0x3C], // Message Expiry Interval 60
         &[0x23, 0x00, 0x05],             // Topic Alias 5
-        &[0x08],
-        &lp(b"r"), // Response Topic
-        &[0x09],
-        &lp(b"c"), // Correlation Data
-        &[0x26],
-        &lp(b"k"),
-        &lp(b"v"),           // User Property
-        &[0x0B, 0x02],       // Subscription Identifier 2
-        &[0x0B, 0x80, 0x01], // ... and 128: a server sends one per subscription
-        &[0x03],
-        &lp(b"json"), // Content Type
+        &sp(0x08, b"r"),                 // Response Topic
+        &sp(0x09, b"c"),                 // Correlation Data
+        &up(b"k", b"v"),                 // User Property
+        &[0x0B, 0x02],                   // Subscription Identifier 2
+        &[0x0B, 0x80, 0x01],             // ... and 128: a server sends one per subscription
+        &sp(0x03, b"json"),              // Content Type
     ]);
     let bytes = frame(0x32, &[&lp(b"t"), &[0x00, 0x07], &properties, b"{}"]);
     let expected = Publish {
@@ -434,10 +416,7 @@ fn acks_5_short_and_long_forms() {
         Packet::PubAck(no_subscribers)
     );
     // A reason code and properties.
-    let bytes = frame(
-        0x50,
-        &[&[0x00, 0x01, 0x80], &props(&[&[0x1F], &lp(b"bad")])],
-    );
+    let bytes = frame(0x50, &[&[0x00, 0x01, 0x80], &props(&[&sp(0x1F, b"bad")])]);
     let refused = Ack {
         reason_code: ReasonCode::UNSPECIFIED_ERROR,
         properties: AckProperties {
@@ -467,7 +446,7 @@ fn acks_5_short_and_long_forms() {
 fn subscribe_3_x() {
     let bytes = frame(
         0x82,
-        &[&[0x00, 0x0A], &lp(b"a/#"), &[0x01], &lp(b"b"), &[0x02]],
+        &[&[0x00, 0x0A], &lp(b"a/#"), &sp(0x01, b"b"), &[0x02]],
     );
     let qos = |qos| SubscriptionOptions {
         qos,
@@ -494,10 +473,9 @@ fn subscribe_5_with_options_and_identifier() {
         0x82,
         &[
             &[0x00, 0x0A],
-            &props(&[&[0x0B, 0x80, 0x01], &[0x26], &lp(b"k"), &lp(b"v")]),
+            &props(&[&[0x0B, 0x80, 0x01], &up(b"k", b"v")]),
             &lp(b"a"),
-            &[0x2D],
-            &lp(b"+/b"),
+            &sp(0x2D, b"+/b"),
             &[0x10],
         ],
     );
@@ -571,7 +549,7 @@ fn unsubscribe_at_each_level() {
         0xA2,
         &[
             &[0x00, 0x0B],
-            &props(&[&[0x26], &lp(b"k"), &lp(b"v")]),
+            &props(&[&up(b"k", b"v")]),
             &lp(b"a"),
             &lp(b"b/+"),
         ],
@@ -630,10 +608,8 @@ fn disconnect_at_each_level() {
             &[0x8E],
             &props(&[
                 &[0x11, 0x00, 0x00, 0x00, 0x00],
-                &[0x1F],
-                &lp(b"r"),
-                &[0x1C],
-                &lp(b"s"),
+                &sp(0x1F, b"r"),
+                &sp(0x1C, b"s"),
             ]),
         ],
     );
@@ -658,10 +634,7 @@ fn auth_5() {
     assert_vector(&[0xF0, 0x00], V5, Packet::Auth(success));
     let bytes = frame(
         0xF0,
-        &[
-            &[0x18],
-            &props(&[&[0x15], &lp(b"SCRAM"), &[0x16], &lp(&[1, 2])]),
-        ],
+        &[&[0x18], &props(&[&sp(0x15, b"SCRAM"), &sp(0x16, &[1, 2])])],
     );
     let step = Auth {
         reason_code: ReasonCode::CONTINUE_AUTHENTICATION,

@@ -1,0 +1,427 @@
+//! Harness for the integration tests: starts a real broker process on a free loopback port and
+//! hands out `rumqttc` clients whose received packets arrive through a channel.
+//!
+//! The broker is the `tern-broker` binary, or Debian's Mosquitto when `TERN_TEST_BROKER=mosquitto`
+//! (a reference for checking the tests themselves, not the truth). `TERN_BROKER_BIN` overrides
+//! the path of the Tern binary. Each test starts its own broker; dropping a `TestBroker` stops the
+//! process and, when the test is failing, prints the broker's log.
+
+#![allow(
+    dead_code,
+    reason = "every test file compiles this module on its own and uses only part of it"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+pub mod v311;
+pub mod v5;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Debug;
+use std::fs;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Guard for something that must happen: a test fails if it has not happened by then.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// Window in which something must not happen, after the test has synchronised on a later event.
+pub const QUIET: Duration = Duration::from_millis(500);
+
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// Which broker program the tests run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerKind {
+    Tern,
+    Mosquitto,
+}
+
+impl BrokerKind {
+    /// The broker named by `TERN_TEST_BROKER` (`mosquitto`), else Tern.
+    pub fn from_env() -> Self {
+        match std::env::var("TERN_TEST_BROKER").as_deref() {
+            Ok("mosquitto") => BrokerKind::Mosquitto,
+            Ok("tern") | Ok("") | Err(_) => BrokerKind::Tern,
+            Ok(other) => panic!("TERN_TEST_BROKER={other}: expected `tern` or `mosquitto`"),
+        }
+    }
+}
+
+/// True when the suite runs against the Mosquitto reference broker.
+pub fn mosquitto_mode() -> bool {
+    BrokerKind::from_env() == BrokerKind::Mosquitto
+}
+
+/// Path of the Tern binary under test: the one Cargo built for this package, unless
+/// `TERN_BROKER_BIN` names another.
+fn tern_binary() -> PathBuf {
+    std::env::var_os("TERN_BROKER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tern-broker")))
+}
+
+/// One broker process on `127.0.0.1:port`, with its config and log in a temporary directory.
+pub struct TestBroker {
+    kind: BrokerKind,
+    port: u16,
+    child: Option<Child>,
+    log_path: PathBuf,
+    // Held for its Drop: removes the config and log once the test is over.
+    _dir: TempDir,
+}
+
+impl TestBroker {
+    /// Starts a broker with the default test config: one TCP listener, anonymous access.
+    pub async fn start() -> TestBroker {
+        TestBroker::start_with("").await
+    }
+
+    /// Starts a broker whose config has `extra_yaml` (top-level keys such as
+    /// `limits: {max_queued_messages: 5}`) appended to the default test config.
+    pub async fn start_with(extra_yaml: &str) -> TestBroker {
+        let kind = BrokerKind::from_env();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let port = free_port();
+        let log_path = dir.path().join("broker.log");
+        let mut command = match kind {
+            BrokerKind::Tern => {
+                let config = dir.path().join("tern.yaml");
+                fs::write(&config, tern_config(port, extra_yaml)).expect("write config");
+                let mut command = Command::new(tern_binary());
+                command.arg("--config").arg(&config);
+                command
+            }
+            BrokerKind::Mosquitto => {
+                let config = dir.path().join("mosquitto.conf");
+                fs::write(&config, mosquitto_config(port, extra_yaml)).expect("write config");
+                let mut command = Command::new(MOSQUITTO);
+                command.arg("-c").arg(&config);
+                command
+            }
+        };
+        let log = fs::File::create(&log_path).expect("create broker log");
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {kind:?} broker: {e}"));
+        let mut broker = TestBroker {
+            kind,
+            port,
+            child: Some(child),
+            log_path,
+            _dir: dir,
+        };
+        broker.wait_until_listening().await;
+        broker
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn kind(&self) -> BrokerKind {
+        self.kind
+    }
+
+    /// The broker's stdout and stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit; returns its exit status.
+    pub async fn stop_gracefully(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("broker already stopped");
+        send_sigterm(&child);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for broker") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "broker did not exit within {WAIT:?} of SIGTERM\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            let child = self.child.as_mut().expect("broker is running");
+            if let Some(status) = child.try_wait().expect("poll broker") {
+                panic!(
+                    "{:?} broker exited during start-up ({status})\n{}",
+                    self.kind,
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{:?} broker not listening on port {} after {WAIT:?}\n{}",
+                    self.kind,
+                    self.port,
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            send_sigterm(&child);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {:?} broker log ({}) -----\n{}----- end of broker log -----",
+                self.kind,
+                self.log_path.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// Asks the process to stop the way an orchestrator would; `kill` avoids a dependency on libc.
+fn send_sigterm(child: &Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A port that was free a moment ago. The broker binds it right after; a clash fails loudly.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+fn tern_config(port: u16, extra_yaml: &str) -> String {
+    format!(
+        "listeners:\n  - name: mqtt\n    protocol: tcp\n    bind: 127.0.0.1:{port}\n\
+         auth:\n  allow_anonymous: true\nlog:\n  level: debug\n{extra_yaml}\n"
+    )
+}
+
+/// The Mosquitto equivalent of the Tern test config, `extra_yaml` translated key by key.
+fn mosquitto_config(port: u16, extra_yaml: &str) -> String {
+    let mut conf = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+         log_dest stderr\nlog_type all\n"
+    );
+    for (key, value) in flatten_yaml(extra_yaml) {
+        let option = match key.as_str() {
+            "limits.max_packet_size" => "max_packet_size",
+            "limits.max_queued_messages" => "max_queued_messages",
+            "limits.receive_maximum" | "limits.max_inflight" => "max_inflight_messages",
+            "limits.topic_alias_maximum" => "max_topic_alias",
+            "limits.server_keep_alive" => "max_keepalive",
+            "sys.interval_secs" => "sys_interval",
+            other => panic!("no Mosquitto equivalent for config key `{other}`"),
+        };
+        conf.push_str(&format!("{option} {value}\n"));
+    }
+    conf
+}
+
+/// `a: {b: 1}` → `[("a.b", "1")]`.
+fn flatten_yaml(yaml: &str) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, value: &serde_yaml::Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            serde_yaml::Value::Mapping(map) => {
+                for (k, v) in map {
+                    let k = k.as_str().expect("string keys");
+                    let key = if prefix.is_empty() {
+                        k.to_owned()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            serde_yaml::Value::Null => {}
+            other => {
+                let text = serde_yaml::to_string(other).expect("scalar to YAML");
+                out.insert(prefix.to_owned(), text.trim().to_owned());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let value: serde_yaml::Value = serde_yaml::from_str(yaml).expect("extra YAML parses");
+    walk("", &value, &mut out);
+    out
+}
+
+/// What the event-loop task of one client reports.
+#[derive(Debug)]
+pub enum Note<P, E> {
+    /// A packet received from the broker.
+    Packet(P),
+    /// The client sent DISCONNECT; the task has ended and dropped the connection.
+    DisconnectSent,
+    /// The connection failed or was closed by the broker; the task has ended.
+    Failed(E),
+}
+
+/// The receiving side of one client: packets in arrival order, plus how the connection ended.
+///
+/// `expect_*` helpers take the first packet of the kind they want and keep the others, in order,
+/// for later calls, so waiting for a SUBACK does not lose a PUBLISH that came first.
+pub struct Inbox<P, E> {
+    rx: mpsc::UnboundedReceiver<Note<P, E>>,
+    kept: VecDeque<P>,
+    ended: Option<Note<P, E>>,
+    task: JoinHandle<()>,
+}
+
+impl<P: Debug, E: Debug> Inbox<P, E> {
+    pub fn new(rx: mpsc::UnboundedReceiver<Note<P, E>>, task: JoinHandle<()>) -> Self {
+        Inbox {
+            rx,
+            kept: VecDeque::new(),
+            ended: None,
+            task,
+        }
+    }
+
+    /// The first packet (kept or new) for which `pick` returns a value; fails after `timeout`
+    /// or as soon as the connection has ended.
+    pub async fn next_matching<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pick: impl FnMut(&P) -> Option<T>,
+    ) -> T {
+        match self.next_matching_within(what, timeout, pick).await {
+            Some(found) => found,
+            None => panic!(
+                "no {what} within {timeout:?}; received meanwhile: {:?}",
+                self.kept
+            ),
+        }
+    }
+
+    /// Like [`Inbox::next_matching`], but `None` when nothing matching came within `within`.
+    pub async fn next_matching_within<T>(
+        &mut self,
+        what: &str,
+        within: Duration,
+        mut pick: impl FnMut(&P) -> Option<T>,
+    ) -> Option<T> {
+        if let Some(at) = self.kept.iter().position(|p| pick(p).is_some()) {
+            let packet = self.kept.remove(at).expect("index in range");
+            return pick(&packet);
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(ended) = &self.ended {
+                panic!("waiting for {what}, but the connection has ended: {ended:?}");
+            }
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Err(_) => return None,
+                Ok(None) => panic!("waiting for {what}: the client task is gone"),
+                Ok(Some(Note::Packet(packet))) => match pick(&packet) {
+                    Some(found) => return Some(found),
+                    None => self.kept.push_back(packet),
+                },
+                Ok(Some(ended)) => self.ended = Some(ended),
+            }
+        }
+    }
+
+    /// Fails if a packet for which `pick` returns true is kept or arrives within `within`.
+    pub async fn nothing_matching(
+        &mut self,
+        what: &str,
+        within: Duration,
+        mut pick: impl FnMut(&P) -> bool,
+    ) {
+        if let Some(p) = self.kept.iter().find(|p| pick(p)) {
+            panic!("expected no {what}, got {p:?}");
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while self.ended.is_none() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Err(_) | Ok(None) => return,
+                Ok(Some(Note::Packet(packet))) => {
+                    if pick(&packet) {
+                        panic!("expected no {what} within {within:?}, got {packet:?}");
+                    }
+                    self.kept.push_back(packet);
+                }
+                Ok(Some(ended)) => self.ended = Some(ended),
+            }
+        }
+    }
+
+    /// Waits until the connection has ended and says how.
+    pub async fn ended(&mut self, timeout: Duration) -> Note<P, E> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.ended.is_none() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Err(_) => panic!("connection still open after {timeout:?}"),
+                Ok(None) => panic!("the client task is gone without a word"),
+                Ok(Some(Note::Packet(packet))) => self.kept.push_back(packet),
+                Ok(Some(ended)) => self.ended = Some(ended),
+            }
+        }
+        self.ended.take().expect("set above")
+    }
+
+    /// Drops the network connection without DISCONNECT, as if the client had crashed, and
+    /// returns once the socket is closed on this side.
+    pub async fn drop_connection(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Ends the client task (and so its connection) when an inbox is dropped.
+impl<P, E> Drop for Inbox<P, E> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Prints why a test does nothing against the reference broker.
+pub fn skip_on_mosquitto(reason: &str) -> bool {
+    if mosquitto_mode() {
+        eprintln!("skipped against Mosquitto: {reason}");
+        true
+    } else {
+        false
+    }
+}
