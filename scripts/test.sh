@@ -36,6 +36,9 @@ if [ "${SKIP_LINT:-0}" != 1 ]; then
     cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
+step "conformance table is current"
+python3 scripts/conformance.py --check
+
 step "rust tests"
 cargo test --workspace --locked
 

@@ -41,16 +41,17 @@ from expect import BROKER_KIND, IS_TERN
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Limits the lead planned for Tern's config (`limits:` section), mapped to
-# the mosquitto.conf option with the same effect. Keys missing here have no
-# mosquitto equivalent, and a test that needs one is skipped on mosquitto.
-# Values are (option, smallest value mosquitto accepts).
-MOSQUITTO_LIMITS = {
-    "max_packet_size": ("max_packet_size", 20),
-    "max_queued_messages": ("max_queued_messages", 0),
-    "receive_maximum": ("max_inflight_messages", 0),
-    "topic_alias_maximum": ("max_topic_alias", 0),
-    "server_keep_alive": ("max_keepalive", 10),
+# Tern config keys (section, key) that mosquitto.conf can express, as
+# (mosquitto option, smallest value mosquitto accepts or None). A test that sets a
+# key missing here is skipped on mosquitto: it has no equivalent setting.
+MOSQUITTO_OPTIONS = {
+    ("limits", "max_packet_size"): ("max_packet_size", 20),
+    ("limits", "max_queued_messages"): ("max_queued_messages", 0),
+    ("limits", "receive_maximum"): ("max_inflight_messages", 0),
+    ("limits", "topic_alias_maximum"): ("max_topic_alias", 0),
+    ("limits", "server_keep_alive"): ("max_keepalive", 10),
+    ("features", "maximum_qos"): ("max_qos", 0),
+    ("features", "retain_available"): ("retain_available", None),
 }
 
 LOG_TAIL_LINES = 60
@@ -129,16 +130,17 @@ class Broker:
             "log_dest stderr",
             "log_type all",
         ]
-        for key, value in (self.extra.get("limits") or {}).items():
-            if key not in MOSQUITTO_LIMITS:
-                pytest.skip(f"mosquitto has no setting equivalent to Tern's limits.{key}")
-            option, minimum = MOSQUITTO_LIMITS[key]
-            if value < minimum:
-                pytest.skip(f"mosquitto's {option} cannot be below {minimum} (test uses {value})")
-            lines.append(f"{option} {value}")
-        unknown = set(self.extra) - {"limits"}
-        if unknown:
-            pytest.skip(f"mosquitto has no settings equivalent to Tern's {sorted(unknown)}")
+        for section, values in self.extra.items():
+            if not isinstance(values, dict):
+                pytest.skip(f"mosquitto has no setting equivalent to Tern's {section}")
+            for key, value in values.items():
+                if (section, key) not in MOSQUITTO_OPTIONS:
+                    pytest.skip(f"mosquitto has no setting equivalent to Tern's {section}.{key}")
+                option, minimum = MOSQUITTO_OPTIONS[(section, key)]
+                if minimum is not None and value < minimum:
+                    pytest.skip(f"mosquitto's {option} cannot be below {minimum} (test uses {value})")
+                rendered = str(value).lower() if isinstance(value, bool) else value
+                lines.append(f"{option} {rendered}")
         path = self.workdir / f"{self.name}.conf"
         path.write_text("\n".join(lines) + "\n")
         return ["mosquitto", "-c", str(path)]

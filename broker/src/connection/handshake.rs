@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,8 +18,9 @@ use super::{Close, Connection, Io};
 use crate::broker::{Broker, NEVER_EXPIRES, SessionRequest};
 use crate::codec::{
     self, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Packet,
-    ProtocolVersion, QoS, ReasonCode,
+    ProtocolVersion, PublishProperties, QoS, ReasonCode,
 };
+use crate::config::{Config, Features, Limits};
 use crate::hook::{AuthDecision, AuthStep, ClientInfo, ConnectRequest};
 use crate::message::Message;
 use crate::session::{ClientId, PendingWill};
@@ -73,118 +75,16 @@ where
         remote_addr,
         listener,
     };
-
-    let features = &broker.config.features;
-    if let Some(will) = &connect.will {
-        if will.qos > features.maximum_qos() {
-            return refuse(
-                io,
-                protocol,
-                ReasonCode::QOS_NOT_SUPPORTED,
-                "will QoS not supported",
-            )
-            .await;
-        }
-        if will.retain && !features.retain_available {
-            return refuse(
-                io,
-                protocol,
-                ReasonCode::RETAIN_NOT_SUPPORTED,
-                "retain not supported",
-            )
-            .await;
-        }
+    if let Err((reason, why)) = check_will(&broker.config.features, &connect) {
+        return refuse(io, protocol, reason, why).await;
     }
-
-    let auth_method = connect.properties.authentication_method.clone();
-    if let Some(method) = &auth_method {
-        let data = connect.properties.authentication_data.clone();
-        match enhanced_auth(broker, io, &client, method, data).await? {
-            Ok(data) => {
-                connack.authentication_method = Some(method.clone());
-                connack.authentication_data = data;
-            }
-            Err(reason) => {
-                crate::stats::Stats::add(&broker.stats.auth_failures, 1);
-                return refuse(io, protocol, reason, "authentication failed").await;
-            }
-        }
-    } else {
-        let request = ConnectRequest {
-            client: &client,
-            password: connect.password.as_deref(),
-        };
-        let refusal = match broker.hooks.authenticate(&request).await {
-            AuthDecision::Allow => None,
-            AuthDecision::Deny(reason) => Some(reason),
-            AuthDecision::Continue if broker.config.auth.allow_anonymous => None,
-            AuthDecision::Continue if connect.username.is_some() => {
-                Some(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
-            }
-            AuthDecision::Continue => Some(ReasonCode::NOT_AUTHORIZED),
-        };
-        if let Some(reason) = refusal {
-            crate::stats::Stats::add(&broker.stats.auth_failures, 1);
-            info!(client_id = %client.client_id, %remote_addr, %reason, "authentication failed");
-            return refuse(io, protocol, reason, "not authorized").await;
-        }
+    if let Err(reason) = authenticate(broker, io, &client, &connect, &mut connack).await? {
+        crate::stats::Stats::add(&broker.stats.auth_failures, 1);
+        info!(client_id = %client.client_id, %remote_addr, %reason, "authentication failed");
+        return refuse(io, protocol, reason, "not authorized").await;
     }
-
-    let limits = &broker.config.limits;
-    let requested_expiry = if protocol.is_v5() {
-        connect.properties.session_expiry_interval.unwrap_or(0)
-    } else if connect.clean_start {
-        0
-    } else {
-        NEVER_EXPIRES
-    };
-    let expiry = limits
-        .max_session_expiry_secs
-        .map_or(requested_expiry, |max| requested_expiry.min(max));
-    if expiry != requested_expiry && protocol.is_v5() {
-        connack.session_expiry_interval = Some(expiry); // [MQTT-3.2.2-?] tell the client what applies
-    }
-    let keep_alive = match limits.server_keep_alive {
-        Some(server) => {
-            if protocol.is_v5() {
-                connack.server_keep_alive = Some(server); // [MQTT-3.2.2-21]
-            }
-            server
-        }
-        None => connect.keep_alive,
-    };
-
-    let will = connect.will.as_ref().map(|will| PendingWill {
-        message: Message {
-            topic: will.topic.clone(),
-            payload: will.payload.clone(),
-            qos: will.qos,
-            retain: will.retain,
-            properties: crate::codec::PublishProperties {
-                payload_format_indicator: will.properties.payload_format_indicator,
-                content_type: will.properties.content_type.clone(),
-                response_topic: will.properties.response_topic.clone(),
-                correlation_data: will.properties.correlation_data.clone(),
-                user_properties: will.properties.user_properties.clone(),
-                ..Default::default()
-            },
-            expires_at: None,
-            publisher: None,
-            received_at: std::time::Instant::now(),
-        },
-        delay: will.properties.will_delay_interval.unwrap_or(0),
-    });
-    // The will's expiry interval runs from when it is published, so it is kept aside until then.
-    let will = will.map(|mut w| {
-        if let Some(interval) = connect
-            .will
-            .as_ref()
-            .and_then(|c| c.properties.message_expiry_interval)
-        {
-            w.message.properties.message_expiry_interval = Some(interval);
-        }
-        w
-    });
+    let (expiry, keep_alive) = session_terms(&broker.config.limits, &connect, &mut connack);
+    let will = will_of(&connect);
 
     let attachment = broker.open_session(SessionRequest {
         client_id: client.client_id.clone(),
@@ -192,26 +92,8 @@ where
         clean_start: connect.clean_start,
         expiry_interval: expiry,
     });
-
     if protocol.is_v5() {
-        connack.receive_maximum = std::num::NonZeroU16::new(limits.receive_maximum);
-        connack.maximum_packet_size = Some(limits.max_packet_size);
-        connack.topic_alias_maximum = Some(limits.topic_alias_maximum);
-        if features.maximum_qos() < QoS::ExactlyOnce {
-            connack.maximum_qos = Some(features.maximum_qos());
-        }
-        if !features.retain_available {
-            connack.retain_available = Some(false);
-        }
-        if !features.wildcard_subscriptions {
-            connack.wildcard_subscription_available = Some(false);
-        }
-        if !features.subscription_identifiers {
-            connack.subscription_identifiers_available = Some(false);
-        }
-        if !features.shared_subscriptions {
-            connack.shared_subscription_available = Some(false);
-        }
+        announce_limits(&broker.config, &mut connack);
     }
     let packet = Packet::ConnAck(ConnAck {
         session_present: attachment.session_present,
@@ -226,12 +108,8 @@ where
     }
 
     let stats = &broker.stats;
-    stats
-        .connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    stats
-        .connections_total
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    stats.connections.fetch_add(1, Ordering::Relaxed);
+    stats.connections_total.fetch_add(1, Ordering::Relaxed);
     for hook in broker.hooks.iter() {
         hook.on_connect(&client, attachment.session_present);
     }
@@ -242,6 +120,7 @@ where
         "client connected"
     );
 
+    let limits = &broker.config.limits;
     let client_receive_maximum = connect
         .properties
         .receive_maximum
@@ -264,11 +143,139 @@ where
         inbound_aliases: InboundAliases::default(),
         outbound_aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
         reauth: None,
-        auth_method,
+        auth_method: connect.properties.authentication_method.clone(),
         will,
         write_buf,
         client,
     })
+}
+
+/// A will the broker cannot honour is refused at CONNECT [MQTT-3.2.2-12], [MQTT-3.2.2-13].
+fn check_will(features: &Features, connect: &Connect) -> Result<(), (ReasonCode, &'static str)> {
+    let Some(will) = &connect.will else {
+        return Ok(());
+    };
+    if will.qos > features.maximum_qos() {
+        return Err((ReasonCode::QOS_NOT_SUPPORTED, "will QoS not supported"));
+    }
+    if will.retain && !features.retain_available {
+        return Err((ReasonCode::RETAIN_NOT_SUPPORTED, "retain not supported"));
+    }
+    Ok(())
+}
+
+/// Decides whether the client may connect: enhanced authentication when CONNECT names a method,
+/// otherwise the hooks, then the anonymous switch. The inner error is the CONNACK reason code.
+async fn authenticate<R, W>(
+    broker: &Broker,
+    io: &mut Io<R, W>,
+    client: &ClientInfo,
+    connect: &Connect,
+    connack: &mut ConnAckProperties,
+) -> Result<Result<(), ReasonCode>, Refused>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if let Some(method) = &connect.properties.authentication_method {
+        let data = connect.properties.authentication_data.clone();
+        return Ok(enhanced_auth(broker, io, client, method, data)
+            .await?
+            .map(|data| {
+                connack.authentication_method = Some(method.clone());
+                connack.authentication_data = data;
+            }));
+    }
+    let request = ConnectRequest {
+        client,
+        password: connect.password.as_deref(),
+    };
+    Ok(match broker.hooks.authenticate(&request).await {
+        AuthDecision::Allow => Ok(()),
+        AuthDecision::Deny(reason) => Err(reason),
+        AuthDecision::Continue if broker.config.auth.allow_anonymous => Ok(()),
+        AuthDecision::Continue if connect.username.is_some() => {
+            Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+        }
+        AuthDecision::Continue => Err(ReasonCode::NOT_AUTHORIZED),
+    })
+}
+
+/// The session expiry and keep alive that apply, after the configured caps; MQTT 5 clients are told
+/// when they differ from what they asked for [MQTT-3.2.2-21].
+fn session_terms(
+    limits: &Limits,
+    connect: &Connect,
+    connack: &mut ConnAckProperties,
+) -> (u32, u16) {
+    let v5 = connect.protocol.is_v5();
+    let requested = if v5 {
+        connect.properties.session_expiry_interval.unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        NEVER_EXPIRES
+    };
+    let expiry = limits
+        .max_session_expiry_secs
+        .map_or(requested, |max| requested.min(max));
+    if expiry != requested && v5 {
+        connack.session_expiry_interval = Some(expiry);
+    }
+    let keep_alive = match limits.server_keep_alive {
+        Some(server) => {
+            if v5 {
+                connack.server_keep_alive = Some(server);
+            }
+            server
+        }
+        None => connect.keep_alive,
+    };
+    (expiry, keep_alive)
+}
+
+/// The will as a message ready to publish. Its Message Expiry Interval stays a property until the
+/// will is published, because the interval starts then.
+fn will_of(connect: &Connect) -> Option<PendingWill> {
+    let will = connect.will.as_ref()?;
+    let properties = &will.properties;
+    Some(PendingWill {
+        message: Message {
+            topic: will.topic.clone(),
+            payload: will.payload.clone(),
+            qos: will.qos,
+            retain: will.retain,
+            properties: PublishProperties {
+                payload_format_indicator: properties.payload_format_indicator,
+                message_expiry_interval: properties.message_expiry_interval,
+                content_type: properties.content_type.clone(),
+                response_topic: properties.response_topic.clone(),
+                correlation_data: properties.correlation_data.clone(),
+                user_properties: properties.user_properties.clone(),
+                ..PublishProperties::default()
+            },
+            expires_at: None,
+            publisher: None,
+            received_at: std::time::Instant::now(),
+        },
+        delay: properties.will_delay_interval.unwrap_or(0),
+    })
+}
+
+/// The server's limits and switched-off features, for an MQTT 5 CONNACK.
+fn announce_limits(config: &Config, connack: &mut ConnAckProperties) {
+    let (limits, features) = (&config.limits, &config.features);
+    connack.receive_maximum = std::num::NonZeroU16::new(limits.receive_maximum);
+    connack.maximum_packet_size = Some(limits.max_packet_size);
+    connack.topic_alias_maximum = Some(limits.topic_alias_maximum);
+    if features.maximum_qos() < QoS::ExactlyOnce {
+        connack.maximum_qos = Some(features.maximum_qos());
+    }
+    let off = |on: bool| (!on).then_some(false);
+    connack.retain_available = off(features.retain_available);
+    connack.wildcard_subscription_available = off(features.wildcard_subscriptions);
+    connack.subscription_identifiers_available = off(features.subscription_identifiers);
+    connack.shared_subscription_available = off(features.shared_subscriptions);
 }
 
 /// Reads until a whole first packet is there; it must be CONNECT [MQTT-3.1.0-1].
