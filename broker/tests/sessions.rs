@@ -195,9 +195,9 @@ async fn v5_clean_start_discards_the_previous_session() {
 async fn v5_session_without_expiry_ends_with_the_connection() {
     use rumqttc::v5::mqttbytes::QoS;
     let broker = TestBroker::start().await;
-    let mut options = v5::options(broker.port(), "mayfly");
-    options.set_clean_start(false);
-    let (sub, mut sub_inbox, _) = v5::start(options.clone()).await;
+    let (sub, eventloop) = v5::connect_v5(broker.port(), "mayfly", false, None);
+    let mut sub_inbox = v5::spawn_inbox(eventloop);
+    v5::expect_connack(&mut sub_inbox, WAIT).await;
     v5::subscribe(&sub, &mut sub_inbox, "notes", QoS::AtLeastOnce).await;
     v5::disconnect(&sub, &mut sub_inbox).await;
 
@@ -212,7 +212,9 @@ async fn v5_session_without_expiry_ends_with_the_connection() {
     )
     .await;
 
-    let (_sub, mut sub_inbox, connack) = v5::start(options).await;
+    let (_sub, eventloop) = v5::connect_v5(broker.port(), "mayfly", false, None);
+    let mut sub_inbox = v5::spawn_inbox(eventloop);
+    let connack = v5::expect_connack(&mut sub_inbox, WAIT).await;
     assert!(!connack.session_present);
     v5::expect_no_publish(&mut sub_inbox, QUIET).await;
 }

@@ -193,6 +193,26 @@ def test_connect_bad_utf8_will_topic_v5_refused(broker, uid):
         expect.connect_refused(c, 0x81, 0x90)
 
 
+@pytest.mark.parametrize("will_topic", ["w/+", "w/#"])
+def test_connect_will_topic_with_wildcard_v5_refused(broker, uid, will_topic):
+    """v5 [MQTT-3.3.2-2] [MQTT-4.7.0-1]: the Will Topic is a topic name, so wildcards are not
+    allowed: CONNACK 0x90 (Topic Name invalid), or 0x82/0x81, then close."""
+    with raw(broker) as c:
+        c.send(r.connect(uid, will=r.Will(will_topic, b"x")))
+        expect.connect_refused(c, 0x90, 0x82, 0x81)
+
+
+@pytest.mark.parametrize("will_topic", ["w/+", "w/#"])
+def test_connect_will_topic_with_wildcard_v311_closes(broker, uid, will_topic):
+    """v3.1.1 [MQTT-4.7.1-1] [MQTT-3.1.4-1]: a Will Topic is a topic name, so a wildcard in
+    it makes the CONNECT invalid: the connection is closed (a CONNACK, if any, refuses)."""
+    with raw(broker, 4) as c:
+        c.send(r.connect(uid, version=4, will=r.Will(will_topic, b"x")))
+        packets, closed = c.read_until_closed(expect.CLOSE_TIMEOUT)
+        assert closed, f"wildcard will topic accepted: {packets}"
+        assert all(p.type == r.CONNACK and p.reason != 0 for p in packets), packets
+
+
 def test_connect_empty_client_id_clean_session_0_v311_refused(broker):
     """v3.1.1 [MQTT-3.1.3-8]: a zero-byte ClientId with CleanSession 0 gets CONNACK 0x02
     (identifier rejected) and the connection is closed [MQTT-3.2.2-4] [MQTT-3.2.2-5]."""
@@ -291,9 +311,9 @@ def test_connect_auth_method_not_configured_refused(broker, uid):
         expect.connect_refused(c, 0x8C, 0x87)
 
 
-def test_connect_auth_packet_before_connack_refused(broker, uid):
-    """v5 [MQTT-4.12.0-7] [MQTT-3.1.0-1]: an AUTH packet as the first packet, or without an
-    Authentication Method in CONNECT, is a protocol error and the connection is closed."""
+def test_connect_auth_without_method_is_protocol_error(broker, uid):
+    """v5 [MQTT-4.12.0-7]: a client that gave no Authentication Method in CONNECT must not
+    send AUTH; doing so is a Protocol Error (DISCONNECT 0x82) and closes the connection."""
     with raw(broker) as c:
         c.handshake(uid)
         c.send(r.auth(0x19, [(r.AUTHENTICATION_METHOD, "SCRAM-SHA-1")]))
@@ -327,15 +347,19 @@ def test_keepalive_silent_client_is_closed(broker, uid, version):
 
 
 @pytest.mark.slow_timer
-def test_keepalive_pings_keep_connection_open(broker, uid):
-    """v5 [MQTT-3.1.2-22] [MQTT-3.12.4-1]: a client that sends PINGREQ within its Keep Alive
-    (2 s) stays connected past 1.5 x Keep Alive, and every PINGREQ gets a PINGRESP."""
+def test_keepalive_any_packet_keeps_connection_open(broker, uid):
+    """v5 [MQTT-3.1.2-22] [MQTT-3.12.4-1]: any control packet within the Keep Alive (2 s)
+    keeps the connection: PINGREQ (answered by PINGRESP) or a PUBLISH, for 4 s in all."""
     with raw(broker) as c:
         c.handshake(uid, keepalive=2)
-        for _ in range(4):
+        for i in range(4):
             time.sleep(1.0)
-            c.send(r.pingreq())
-            c.expect(r.PINGRESP, timeout=2)
+            if i % 2:
+                c.send(r.publish(f"ka/{uid}", b"x"))
+            else:
+                c.send(r.pingreq())
+                c.expect(r.PINGRESP, timeout=2)
+        expect.still_open(c)
 
 
 def test_keepalive_zero_means_no_timeout(broker, uid):

@@ -139,8 +139,8 @@ def test_cli_retained_set_and_cleared(broker, uid, version):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_cli_count_stops_after_n(broker, uid, version):
-    """-C 3: mosquitto_sub exits after exactly three messages of the five published, and
-    they are the first three, in order [MQTT-4.6.0-5]."""
+    """v5 [MQTT-4.6.0-5], v3.1.1 [MQTT-4.6.0-5]: with -C 3, mosquitto_sub exits after exactly
+    three of the five messages published, and they are the first three, in order."""
     topic = f"clic/{uid}"
     sub = Sub(broker.port, topic, version, qos=1, count=3).wait_subscribed()
     for i in range(5):

@@ -57,7 +57,7 @@ def test_publish_wildcard_topic_v5_refused(broker, uid, topic):
 
 @pytest.mark.parametrize("topic", ["a/+", "a/#", "#"])
 def test_publish_wildcard_topic_v311_closes(broker, uid, topic):
-    """v3.1.1 [MQTT-3.3.2-2] [MQTT-4.7.3-1] [MQTT-4.8.0-1]: a wildcard in a PUBLISH Topic Name
+    """v3.1.1 [MQTT-3.3.2-2] [MQTT-4.7.1-1] [MQTT-4.8.0-1]: a wildcard in a PUBLISH Topic Name
     closes the connection."""
     with connected(broker.port, uid, 4) as c:
         c.send(r.publish(topic, b"x", version=4))
@@ -408,7 +408,7 @@ def test_pubrel_for_unknown_id_v311_gets_pubcomp(broker, uid):
         "[MQTT-4.3.3-10]", "a second re-send of an unreleased QoS 2 PUBLISH is treated as a "
         "protocol error instead of being acknowledged with PUBREC"))])
 def test_qos2_duplicate_publish_before_pubrel_delivered_once(broker, uid, resends):
-    """v5 [MQTT-4.3.3-10] [MQTT-4.3.3-12] [MQTT-4.3.3-9]: until PUBREL, a re-sent QoS 2 PUBLISH
+    """v5 [MQTT-4.3.3-10] [MQTT-4.3.3-12]: until PUBREL, a re-sent QoS 2 PUBLISH
     (DUP 1, same Packet Identifier) is acknowledged with PUBREC but not delivered again;
     after PUBCOMP the same id starts a new message."""
     topic = f"eo/{uid}"
@@ -582,7 +582,7 @@ def test_receive_maximum_exceeded_disconnect_0x93(broker_factory, uid):
 
 @pytest.mark.tern_config("limits.receive_maximum")
 def test_receive_maximum_not_exceeded_when_acknowledged(broker_factory, uid):
-    """v5 [MQTT-4.9.0-1] §3.3.4: a client that completes each QoS 2 flow may send many more
+    """v5 §4.9 (PUBCOMP returns send quota): a client that completes each QoS 2 flow may send many more
     than Receive Maximum (10) messages in total."""
     b = broker_factory({"limits": {"receive_maximum": 10}})
     with connected(b.port, uid) as c:

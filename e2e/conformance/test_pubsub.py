@@ -123,6 +123,22 @@ def test_topic_filter_matching(broker, uid, version, topic_filter, hits, misses)
 
 
 @pytest.mark.parametrize("version", [5, 4], ids=["v5", "v311"])
+def test_topic_bom_not_stripped(broker, uid, version):
+    """v5 [MQTT-1.5.4-3], v3.1.1 [MQTT-1.5.3-3]: 0xEF 0xBB 0xBF is U+FEFF wherever it appears
+    and is not skipped or stripped: "\ufeffx" and "x" are different topics."""
+    base = f"bom/{uid}"
+    sub = client(version, broker.port, uid + "s")
+    sub.subscribe(f"{base}/\ufeffx", qos=1)
+    sub.subscribe(f"{base}/sync", qos=1)
+    pub = client(version, broker.port, uid + "p")
+    pub.publish(f"{base}/x", b"plain", qos=1)
+    pub.publish(f"{base}/\ufeffx", b"bom", qos=1)
+    sync(pub, sub, f"{base}/sync", qos=1)
+    got = [(m.topic, m.payload) for m in app_messages(sub) if m.topic != f"{base}/sync"]
+    assert got == [(f"{base}/\ufeffx", b"bom")], got
+
+
+@pytest.mark.parametrize("version", [5, 4], ids=["v5", "v311"])
 def test_topic_dollar_not_matched_by_leading_wildcards(fresh_broker, uid, version):
     """v5 [MQTT-4.7.2-1], v3.1.1 [MQTT-4.7.2-1]: filters starting with "#" or "+" do not match
     topic names starting with "$" (here the broker's own $SYS topics), while "$SYS/#" does."""
@@ -300,6 +316,20 @@ def test_publish_properties_reach_v311_subscriber_as_plain_message(broker, uid):
                                                UserProperty=[("a", "b")])
     msg = sub.wait_message(topic)
     assert msg.payload == b"plain" and msg.props == {}
+
+
+def test_topic_alias_from_paho_client(broker, uid):
+    """v5 [MQTT-3.3.2-12] [MQTT-3.2.2-17]: paho sets Topic Alias 1 with the topic, then
+    publishes with an empty topic and the alias; the subscriber sees the full topic name."""
+    topic = f"palias/{uid}"
+    sub = connect_v5(broker.port, uid + "s")
+    sub.subscribe(topic, qos=1)
+    pub = connect_v5(broker.port, uid + "p")
+    assert pub.connack_props.get("TopicAliasMaximum", 0) >= 1, pub.connack_props
+    pub.publish(topic, b"named", qos=1, TopicAlias=1)
+    pub.publish("", b"aliased", qos=1, TopicAlias=1)
+    got = [(m.topic, m.payload) for m in sub.wait_messages(2, topic)]
+    assert got == [(topic, b"named"), (topic, b"aliased")]
 
 
 def test_message_expiry_forwarded_to_live_subscriber(broker, uid):

@@ -195,3 +195,43 @@ def test_will_not_published_while_connected(broker, uid):
     sync(connect_v5(broker.port, uid + "p"), w, topic, qos=1)
     assert app_messages(w, topic) == []
     owner.disconnect()
+
+
+@pytest.mark.parametrize("version", [5, 4], ids=["v5", "v311"])
+def test_will_published_when_taken_over(broker, uid, version):
+    """v5 [MQTT-3.1.4-3] [MQTT-3.1.2-8], v3.1.1 [MQTT-3.1.4-2] [MQTT-3.1.2-8]: the server
+    closes the taken-over connection without a DISCONNECT from that client, so its will (no
+    delay) is published."""
+    topic = f"wto/{uid}"
+    w = watcher(broker.port, uid, topic)
+    client(version, broker.port, uid + "o", will=WillSpec(topic, b"old", qos=1))
+    client(version, broker.port, uid + "o")
+    assert w.wait_message(topic).payload == b"old"
+
+
+@pytest.mark.slow_timer
+def test_will_not_published_on_takeover_within_delay(broker, uid):
+    """v5 [MQTT-3.1.3-9]: a takeover (Clean Start 0) before the Will Delay Interval (5 s) has
+    passed is a new connection to the session: the old will is not published."""
+    topic = f"wtd/{uid}"
+    w = watcher(broker.port, uid, topic)
+    cid = (uid + "o")[-23:]
+    connect_v5(broker.port, cid, clean_start=True, SessionExpiryInterval=30,
+               will=WillSpec(topic, b"old", qos=1, props={"WillDelayInterval": 5}))
+    new = connect_v5(broker.port, cid, clean_start=False, SessionExpiryInterval=30)
+    assert new.session_present
+    time.sleep(0.5)
+    sync(connect_v5(broker.port, uid + "p"), w, topic, qos=1)
+    assert app_messages(w, topic) == []
+    new.disconnect()
+
+
+@pytest.mark.slow_timer
+def test_will_published_on_keepalive_timeout(broker, uid):
+    """v5 [MQTT-3.1.2-22] [MQTT-3.1.2-8]: a client silent for 1.5 x Keep Alive (1 s) is cut
+    off as if the network failed, and its will is published."""
+    topic = f"wka/{uid}"
+    w = watcher(broker.port, uid, topic)
+    with r.RawClient(broker.port) as c:
+        c.handshake(uid + "o", keepalive=1, will=r.Will(topic, b"timeout", qos=1))
+        assert w.wait_message(topic, timeout=8).payload == b"timeout"
