@@ -6,7 +6,10 @@
 //! re-check the session's generation when they fire, so a reconnect simply makes them stale.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,6 +41,37 @@ pub struct Broker {
     /// Every task the broker spawns, so shutdown can wait for them.
     pub tasks: TaskTracker,
     pub started_at: Instant,
+    /// Cancelled when listeners must stop accepting: on drain, and (as a child) on shutdown.
+    pub accepting: CancellationToken,
+    draining: AtomicBool,
+    reloaders: Mutex<Vec<Arc<dyn Reload>>>,
+}
+
+/// Something that re-reads its files on demand (users, ACL, TLS certificates, the admin token).
+pub trait Reload: Send + Sync + std::fmt::Debug + 'static {
+    /// A short name for reports, e.g. `acl`.
+    fn name(&self) -> &'static str;
+    /// Re-reads; `Ok(true)` if something changed. On error the previous state stays in force.
+    fn reload(&self) -> Result<bool, String>;
+}
+
+/// What one reload did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadOutcome {
+    pub name: &'static str,
+    pub changed: bool,
+    pub error: Option<String>,
+}
+
+/// How far a drain has got.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DrainProgress {
+    /// `running`, `draining` or `drained`.
+    pub state: &'static str,
+    pub connections: i64,
+    pub sessions: usize,
+    pub inflight: usize,
+    pub queued: usize,
 }
 
 /// What a connection asks for when it opens its session.
@@ -47,6 +81,7 @@ pub struct SessionRequest {
     pub protocol: ProtocolVersion,
     pub clean_start: bool,
     pub expiry_interval: u32,
+    pub client: ClientInfo,
 }
 
 /// A connection's hold on its session.
@@ -66,10 +101,92 @@ impl Broker {
             sessions: SessionRegistry::default(),
             hooks,
             stats: Arc::new(Stats::default()),
-            shutdown,
             tasks: TaskTracker::new(),
             started_at: Instant::now(),
+            accepting: shutdown.child_token(),
+            shutdown,
+            draining: AtomicBool::new(false),
+            reloaders: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Registers something the admin API's reload (and file watchers) should re-read.
+    pub fn register_reload(&self, reload: Arc<dyn Reload>) {
+        self.reloaders.lock().push(reload);
+    }
+
+    /// Re-reads every registered file set; each reports separately so one bad file does not hide
+    /// the others.
+    pub fn reload_all(&self) -> Vec<ReloadOutcome> {
+        let reloaders = self.reloaders.lock().clone();
+        reloaders
+            .iter()
+            .map(|r| match r.reload() {
+                Ok(changed) => ReloadOutcome {
+                    name: r.name(),
+                    changed,
+                    error: None,
+                },
+                Err(error) => {
+                    tracing::warn!(name = r.name(), %error, "reload failed; previous state kept");
+                    ReloadOutcome {
+                        name: r.name(),
+                        changed: false,
+                        error: Some(error),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts a drain: stop accepting, then tell every connected client to go elsewhere (MQTT 5:
+    /// DISCONNECT 0x9C *Use another server*; 3.x: close). Sessions stay, so persistent ones keep
+    /// their queued messages. Returns false if a drain had already started.
+    pub fn start_drain(&self) -> bool {
+        if self.draining.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        tracing::info!("draining: no new connections, disconnecting clients");
+        self.accepting.cancel();
+        for session in self.sessions.snapshot() {
+            if let Some(connection) = &session.lock().connection {
+                connection.kick(ReasonCode::USE_ANOTHER_SERVER);
+            }
+        }
+        true
+    }
+
+    pub fn drain_progress(&self) -> DrainProgress {
+        let connections = self.stats.connections.get();
+        let (sessions, inflight, queued) = self.session_totals();
+        let state = match (self.is_draining(), connections) {
+            (false, _) => "running",
+            (true, 0) => "drained",
+            (true, _) => "draining",
+        };
+        DrainProgress {
+            state,
+            connections,
+            sessions,
+            inflight,
+            queued,
+        }
+    }
+
+    /// Sessions held, and the messages in flight and queued across them.
+    pub fn session_totals(&self) -> (usize, usize, usize) {
+        let sessions = self.sessions.snapshot();
+        let (mut inflight, mut queued) = (0, 0);
+        for session in &sessions {
+            let state = session.lock();
+            inflight += state.inflight.len();
+            queued += state.queue.len();
+        }
+        (sessions.len(), inflight, queued)
     }
 
     /// Accepts a message for delivery: hooks, retained store, then every matching session.
@@ -118,6 +235,8 @@ impl Broker {
                         state.generation = 1;
                         state.connection = Some(Arc::clone(&control));
                         state.expiry_interval = request.expiry_interval;
+                        state.client = Some(request.client.clone());
+                        state.connected_since = Some(SystemTime::now());
                     }
                     session.set_online(true);
                     sessions.insert(request.client_id.clone(), Arc::clone(&session));
@@ -158,6 +277,8 @@ impl Broker {
         state.protocol = request.protocol;
         state.expiry_interval = request.expiry_interval;
         state.disconnected_at = None;
+        state.client = Some(request.client.clone());
+        state.connected_since = Some(SystemTime::now());
         session.set_online(true);
         Some(state.generation)
     }

@@ -5,7 +5,7 @@
 //! DESIGN.md §2 keep their meaning. Every key is described in `docs/configuration.md`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -46,6 +46,8 @@ pub struct Config {
     pub limits: Limits,
     pub features: Features,
     pub sys: SysConfig,
+    /// The HTTP endpoint (metrics, health, admin API); off when absent.
+    pub http: Option<HttpConfig>,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             limits: Limits::default(),
             features: Features::default(),
             sys: SysConfig::default(),
+            http: None,
         }
     }
 }
@@ -90,6 +93,24 @@ impl Default for ListenerConfig {
             name: "mqtt".into(),
             protocol: ListenerProtocol::Tcp,
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+        }
+    }
+}
+
+/// The HTTP endpoint: `/metrics`, `/healthz`, `/readyz` and the admin API under `/api/v1/`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub bind: SocketAddr,
+    /// File holding the bearer token for `/api/v1/`; without it the admin API is off.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin_token_file: None,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod codec;
 pub mod config;
 mod connection;
 pub mod hook;
+pub mod http;
 pub mod listener;
 pub mod message;
 pub mod router;

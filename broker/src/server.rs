@@ -17,6 +17,7 @@ use crate::broker::Broker;
 use crate::client::InlineClient;
 use crate::config::Config;
 use crate::hook::{Hook, Hooks};
+use crate::http::{HttpError, HttpServer, ListenerInfo};
 use crate::listener::BoundListener;
 
 /// How long shutdown waits for connections to say goodbye.
@@ -26,6 +27,8 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum ServerError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error("cannot bind listener {name} to {addr}: {source}")]
     Bind {
         name: String,
@@ -61,12 +64,31 @@ impl ServerBuilder {
                     })?;
             listeners.push(bound);
         }
+        let http_config = self.config.http.clone();
         let broker = Arc::new(Broker::new(
             self.config,
             Hooks::new(self.hooks),
             CancellationToken::new(),
         ));
-        Ok(Server { broker, listeners })
+        let http = match http_config {
+            Some(config) => {
+                let infos = listeners
+                    .iter()
+                    .map(|l| ListenerInfo {
+                        name: l.name.to_string(),
+                        protocol: format!("{:?}", l.protocol).to_lowercase(),
+                        address: l.local_addr,
+                    })
+                    .collect();
+                Some(HttpServer::bind(&config, Arc::clone(&broker), infos).await?)
+            }
+            None => None,
+        };
+        Ok(Server {
+            broker,
+            listeners,
+            http,
+        })
     }
 }
 
@@ -74,6 +96,7 @@ impl ServerBuilder {
 pub struct Server {
     broker: Arc<Broker>,
     listeners: Vec<BoundListener>,
+    http: Option<HttpServer>,
 }
 
 impl Server {
@@ -92,6 +115,11 @@ impl Server {
             .collect()
     }
 
+    /// The HTTP endpoint's address, when one is configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(HttpServer::local_addr)
+    }
+
     /// A client inside this process that publishes and subscribes without a network connection.
     pub fn client(&self) -> InlineClient {
         InlineClient::new(Arc::clone(&self.broker))
@@ -108,6 +136,9 @@ impl Server {
         let mut accept_tasks = Vec::new();
         for listener in self.listeners {
             accept_tasks.push(tokio::spawn(listener.run(Arc::clone(&broker))));
+        }
+        if let Some(http) = self.http {
+            broker.tasks.spawn(http.run());
         }
         broker.tasks.spawn(crate::sys::run(Arc::clone(&broker)));
         broker.tasks.spawn(housekeeping(Arc::clone(&broker)));

@@ -1,7 +1,10 @@
-//! Broker-wide counters: plain atomics bumped on the hot path, read by `$SYS` (and by the metrics
-//! endpoint). Labels are bounded enums, never client data.
+//! Broker-wide metrics: Prometheus counters, gauges and a histogram bumped on the hot path (each an
+//! atomic), read by the `/metrics` endpoint and by `$SYS`. Labels are bounded enums, never client
+//! data. Names start with `tern_`; counters end in `_total`.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 use crate::codec::QoS;
 
@@ -40,45 +43,212 @@ impl DropReason {
     }
 }
 
-#[derive(Debug, Default)]
+/// A configured limit that refused something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    PacketSize,
+    ReceiveMaximum,
+    TopicLength,
+    TopicLevels,
+    Connections,
+    ConnectionRate,
+    PublishRate,
+    Subscriptions,
+    QueueFull,
+}
+
+impl LimitKind {
+    pub const ALL: [LimitKind; 9] = [
+        Self::PacketSize,
+        Self::ReceiveMaximum,
+        Self::TopicLength,
+        Self::TopicLevels,
+        Self::Connections,
+        Self::ConnectionRate,
+        Self::PublishRate,
+        Self::Subscriptions,
+        Self::QueueFull,
+    ];
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::PacketSize => "max_packet_size",
+            Self::ReceiveMaximum => "receive_maximum",
+            Self::TopicLength => "max_topic_length",
+            Self::TopicLevels => "max_topic_levels",
+            Self::Connections => "max_connections",
+            Self::ConnectionRate => "connection_rate",
+            Self::PublishRate => "publish_rate",
+            Self::Subscriptions => "max_subscriptions",
+            Self::QueueFull => "max_queued_messages",
+        }
+    }
+}
+
+/// Every metric the broker keeps. The per-label handles are resolved once so the hot path does no
+/// label lookup.
+#[derive(Debug, Clone)]
 pub struct Stats {
-    pub connections: AtomicI64,
-    pub connections_total: AtomicU64,
-    pub messages_received: [AtomicU64; 3],
-    pub messages_sent: [AtomicU64; 3],
-    pub bytes_received: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    pub auth_failures: AtomicU64,
-    pub protocol_errors: AtomicU64,
-    dropped: [AtomicU64; DropReason::ALL.len()],
+    registry: Registry,
+    pub connections: IntGauge,
+    pub connections_total: IntCounter,
+    messages_received: [IntCounter; 3],
+    messages_sent: [IntCounter; 3],
+    pub bytes_received: IntCounter,
+    pub bytes_sent: IntCounter,
+    pub auth_failures: IntCounter,
+    pub protocol_errors: IntCounter,
+    dropped: [IntCounter; DropReason::ALL.len()],
+    limits: [IntCounter; LimitKind::ALL.len()],
+    /// Time from a PUBLISH arriving to its delivery being written for a subscriber.
+    pub delivery_latency: Histogram,
+    /// Sampled when scraped (see `crate::http::metrics`).
+    pub sessions: IntGauge,
+    pub subscriptions: IntGauge,
+    pub retained: IntGauge,
+    pub inflight: IntGauge,
+    pub queued: IntGauge,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Stats {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric());
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).unwrap_or_else(|_| unreachable_metric());
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let v = IntCounterVec::new(Opts::new(name, help), &[label])
+                .unwrap_or_else(|_| unreachable_metric());
+            let _ = registry.register(Box::new(v.clone()));
+            v
+        };
+        let by_qos = |v: &IntCounterVec| ["0", "1", "2"].map(|q| v.with_label_values(&[q]));
+        let received = counter_vec(
+            "tern_messages_received_total",
+            "PUBLISH packets accepted from clients.",
+            "qos",
+        );
+        let sent = counter_vec(
+            "tern_messages_sent_total",
+            "PUBLISH packets written to clients.",
+            "qos",
+        );
+        let dropped = counter_vec(
+            "tern_messages_dropped_total",
+            "Messages not delivered to a subscriber, by reason.",
+            "reason",
+        );
+        let limits = counter_vec(
+            "tern_limit_hits_total",
+            "Times a configured limit refused something, by limit.",
+            "limit",
+        );
+        let delivery_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "tern_delivery_latency_seconds",
+                "Time from a PUBLISH arriving to its delivery being written for a subscriber.",
+            )
+            .buckets(vec![
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let _ = registry.register(Box::new(delivery_latency.clone()));
+        Self {
+            connections: gauge("tern_connections", "Client connections open now."),
+            connections_total: counter(
+                "tern_connections_total",
+                "Client connections accepted since start.",
+            ),
+            messages_received: by_qos(&received),
+            messages_sent: by_qos(&sent),
+            bytes_received: counter(
+                "tern_bytes_received_total",
+                "Bytes read from client connections.",
+            ),
+            bytes_sent: counter(
+                "tern_bytes_sent_total",
+                "Bytes written to client connections.",
+            ),
+            auth_failures: counter(
+                "tern_auth_failures_total",
+                "Connections refused by authentication.",
+            ),
+            protocol_errors: counter(
+                "tern_protocol_errors_total",
+                "Connections closed for malformed input or a protocol error.",
+            ),
+            dropped: DropReason::ALL.map(|r| dropped.with_label_values(&[r.kind()])),
+            limits: LimitKind::ALL.map(|l| limits.with_label_values(&[l.kind()])),
+            delivery_latency,
+            sessions: gauge("tern_sessions", "Sessions held, connected or not."),
+            subscriptions: gauge("tern_subscriptions", "Subscriptions held."),
+            retained: gauge("tern_retained_messages", "Retained messages stored."),
+            inflight: gauge(
+                "tern_inflight_messages",
+                "QoS 1/2 messages sent to clients and not yet acknowledged.",
+            ),
+            queued: gauge(
+                "tern_queued_messages",
+                "Messages waiting in session queues.",
+            ),
+            registry,
+        }
+    }
+
     pub fn message_received(&self, qos: QoS) {
-        self.messages_received[qos as usize].fetch_add(1, Ordering::Relaxed);
+        self.messages_received[qos as usize].inc();
     }
 
     pub fn message_sent(&self, qos: QoS) {
-        self.messages_sent[qos as usize].fetch_add(1, Ordering::Relaxed);
+        self.messages_sent[qos as usize].inc();
     }
 
     pub fn dropped(&self, reason: DropReason) {
-        self.dropped[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.dropped[reason as usize].inc();
+    }
+
+    pub fn limit_hit(&self, limit: LimitKind) {
+        self.limits[limit as usize].inc();
     }
 
     pub fn dropped_count(&self, reason: DropReason) -> u64 {
-        self.dropped[reason as usize].load(Ordering::Relaxed)
+        self.dropped[reason as usize].get()
     }
 
-    pub fn total(counters: &[AtomicU64]) -> u64 {
-        counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    pub fn received_total(&self) -> u64 {
+        self.messages_received.iter().map(IntCounter::get).sum()
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    pub fn sent_total(&self) -> u64 {
+        self.messages_sent.iter().map(IntCounter::get).sum()
     }
 
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
     }
+}
+
+/// Metric names and label sets above are constants that the prometheus crate accepts; this is only
+/// reached if that ever changes, and then a metric that cannot be built is a programming error.
+#[cold]
+fn unreachable_metric<T>() -> T {
+    panic!("invalid built-in metric definition")
 }

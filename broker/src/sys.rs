@@ -2,7 +2,6 @@
 //! connect/disconnect notices (like hmq's), so plain MQTT tools can watch the broker.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::debug;
@@ -11,7 +10,7 @@ use crate::broker::Broker;
 use crate::codec::QoS;
 use crate::hook::ClientInfo;
 use crate::message::Message;
-use crate::stats::{DropReason, Stats};
+use crate::stats::DropReason;
 
 /// Publishes the statistics every `config.sys.interval_secs` until shutdown.
 pub async fn run(broker: Arc<Broker>) {
@@ -37,23 +36,14 @@ pub fn publish_statistics(broker: &Broker) {
             "uptime",
             format!("{} seconds", broker.started_at.elapsed().as_secs()),
         ),
-        (
-            "clients/connected",
-            stats.connections.load(Ordering::Relaxed).to_string(),
-        ),
+        ("clients/connected", stats.connections.get().to_string()),
         ("clients/total", broker.sessions.len().to_string()),
         (
             "connections/total",
-            stats.connections_total.load(Ordering::Relaxed).to_string(),
+            stats.connections_total.get().to_string(),
         ),
-        (
-            "messages/received",
-            Stats::total(&stats.messages_received).to_string(),
-        ),
-        (
-            "messages/sent",
-            Stats::total(&stats.messages_sent).to_string(),
-        ),
+        ("messages/received", stats.received_total().to_string()),
+        ("messages/sent", stats.sent_total().to_string()),
         (
             "messages/dropped",
             DropReason::ALL
@@ -62,11 +52,8 @@ pub fn publish_statistics(broker: &Broker) {
                 .sum::<u64>()
                 .to_string(),
         ),
-        (
-            "bytes/received",
-            Stats::get(&stats.bytes_received).to_string(),
-        ),
-        ("bytes/sent", Stats::get(&stats.bytes_sent).to_string()),
+        ("bytes/received", stats.bytes_received.get().to_string()),
+        ("bytes/sent", stats.bytes_sent.get().to_string()),
         (
             "subscriptions/count",
             broker.router.subscription_count().to_string(),

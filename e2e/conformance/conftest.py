@@ -287,31 +287,54 @@ def pytest_runtest_makereport(item, call):
             report.sections.append((f"{b.kind} log tail ({b.log_path})", b.tail()))
 
 
-# Citations: a docstring names the spec with "v5" / "v3.1.1" / "v3.1" before the
-# bracketed ids that belong to it, e.g. "v5 [MQTT-3.1.2-22], v3.1.1 [MQTT-3.1.2-24]".
-_CITATION = re.compile(r"\b(v5|v3\.1\.1|v3\.1)\b|\[(MQTT-[0-9.]+-[0-9]+)\]")
+# Citations. The project's scripts/conformance.py (catalogue e2e/conformance/statements.tsv)
+# is the authority on reading them; when it is there, --covered-out uses it, so COVERED.txt
+# and docs/conformance.md agree. Otherwise a simple reader: "v5" / "v3.1.1" before bracketed
+# ids applies to them; an unmarked id belongs to 3.1.1 if the test name says v311/v31, else 5.0.
+_CITATION = re.compile(r"(?<![\w.])(v5|v3\.1\.1)(?![\w.])|\[(MQTT-[0-9.]+-[0-9]+)\]")
 
 
-def citations(doc: str) -> list:
-    out, version = [], None
+def citations(doc: str, name: str = "") -> list:
+    version = "3.1.1" if re.search(r"(?:^|_)(?:v311|v31)(?:_|$)", name) else "5.0"
+    out = []
     for match in _CITATION.finditer(doc or ""):
         if match.group(1):
-            version = match.group(1)
-        elif version is not None:
-            out.append(f"{version}:{match.group(2)}")
+            version = "5.0" if match.group(1) == "v5" else "3.1.1"
         else:
-            out.append(match.group(2))
+            out.append(f"{version}:{match.group(2)}")
     return out
 
 
+def _covered_by_project_script() -> Optional[list]:
+    script = REPO / "scripts" / "conformance.py"
+    if not script.exists():
+        return None
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tern_conformance", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    statements = module.read_catalogue(REPO / module.CATALOGUE)
+    lines = []
+    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+        for test_id, name, blocks in module.python_tests(path):
+            found, _unknown = module.citations(blocks, name, statements)
+            for version, sid in sorted(found, key=lambda vs: (vs[0], module.sort_key(vs[1]))):
+                lines.append(f"{version}:{sid}\t{test_id}")
+    return lines
+
+
 def pytest_collection_modifyitems(session, config, items):
+    """--covered-out FILE: "<version>:<statement id><TAB><test id>" per citation."""
     path = config.getoption("--covered-out")
     if not path:
         return
-    lines = []
-    for item in items:
-        doc = getattr(getattr(item, "function", None), "__doc__", "") or ""
-        for statement in dict.fromkeys(citations(doc)):
-            node = f"{Path(item.path).relative_to(REPO)}::{item.name}"
-            lines.append(f"{statement}\t{node}")
+    lines = _covered_by_project_script()
+    if lines is None:
+        lines = []
+        for item in items:
+            doc = getattr(getattr(item, "function", None), "__doc__", "") or ""
+            node = f"{Path(item.path).relative_to(REPO)}::{item.originalname}"
+            for statement in citations(doc, item.originalname):
+                lines.append(f"{statement}\t{node}")
+        lines = list(dict.fromkeys(lines))
     Path(path).write_text("\n".join(lines) + "\n")

@@ -259,7 +259,7 @@ def test_connect_client_id_23_alphanumeric_accepted(broker):
         "MQTT 3.1 §3.1 (Client Identifier)", "it accepts a 24-character 3.1 client id")),
 ])
 def test_connect_v31_client_id_outside_1_to_23_refused(broker, client_id):
-    """v3.1 (MQIsdp, §3.1 Client Identifier): the identifier must be 1 to 23 characters;
+    """MQTT 3.1 (MQIsdp, §3.1 Client Identifier): the identifier must be 1 to 23 characters;
     otherwise the server answers CONNACK return code 2 (identifier rejected)."""
     with raw(broker, 3) as c:
         c.send(r.connect(client_id, version=3))
@@ -267,7 +267,8 @@ def test_connect_v31_client_id_outside_1_to_23_refused(broker, client_id):
 
 
 def test_connect_v31_accepted(broker, uid):
-    """v3.1: protocol name MQIsdp, level 3 connects and gets CONNACK 0 [MQTT-3.2.0-1]."""
+    """MQTT 3.1: protocol name MQIsdp, level 3 connects and gets CONNACK 0 first (as in
+    v3.1.1 [MQTT-3.2.0-1])."""
     with raw(broker, 3) as c:
         connack = c.handshake(uid[:20])
         assert connack.session_present is False
@@ -318,6 +319,15 @@ def test_connect_auth_without_method_is_protocol_error(broker, uid):
         c.handshake(uid)
         c.send(r.auth(0x19, [(r.AUTHENTICATION_METHOD, "SCRAM-SHA-1")]))
         expect.disconnected(c, 0x82)
+
+
+def test_connect_auth_reserved_flags_is_malformed(broker, uid):
+    """v5 [MQTT-3.15.1-1]: AUTH fixed-header flags must be 0; AUTH with flags 0001 is malformed
+    (here it is also unexpected, so 0x82 is accepted too) and closes the connection."""
+    with raw(broker) as c:
+        c.handshake(uid)
+        c.send(r.fixed(r.AUTH, 0x01, b"\x19\x00"))
+        expect.disconnected(c, 0x81, 0x82)
 
 
 # -- keep alive ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 import expect
 import rawmqtt as r
 from clients import app_messages, connect_v5, sync, wait_for
+from expect import xfail_on_mosquitto
 
 
 def connected(port, cid, version=5, **kw) -> r.RawClient:
@@ -341,6 +342,8 @@ def test_retained_over_client_maximum_packet_size_not_sent(broker, uid):
         assert c.quiet_for(0.3) == []
 
 
+@xfail_on_mosquitto("§3.3.1.3", "it sends the retained message when a shared subscription is "
+                    "made; the specification sends retained messages for new non-shared ones")
 def test_retained_not_sent_to_shared_subscription(broker, uid):
     """v5 §3.3.1.3 ("when a new Non-shared Subscription is made, the last retained message …
     is sent"): subscribing to "$share/g/<topic>" does not deliver the retained message;
@@ -354,3 +357,34 @@ def test_retained_not_sent_to_shared_subscription(broker, uid):
         pub.publish(topic, b"live", qos=1)
         got = c.expect(r.PUBLISH)
         assert got.payload == b"live", f"retained message sent to a shared subscription: {got!r}"
+
+
+@xfail_on_mosquitto("§4.7.3 (no limit on topic levels)", "it refuses a filter of more than 200 "
+                    "levels (TOPIC_HIERARCHY_LIMIT) with DISCONNECT 0x81")
+def test_topic_with_many_levels_delivered(broker, uid):
+    """v5 §4.7.3, v3.1.1 §4.7.3 ("there is no limit to the number of levels in a Topic Name or
+    Topic Filter, other than that imposed by the overall length of a UTF-8 Encoded String"):
+    a 300-level topic is published and matched, in the default configuration."""
+    prefix = f"deep/{uid}/"
+    topic = prefix + "/".join(["l"] * 300)
+    with connected(broker.port, uid + "s") as sub, connected(broker.port, uid + "p") as pub:
+        sub.subscribe(prefix + "#", 1)
+        sub.send(r.subscribe(2, [(topic, 1)]))
+        assert sub.expect(r.SUBACK).codes == [1], "300-level filter refused"
+        pub.send(r.publish(topic, b"deep", qos=1, packet_id=1))
+        assert pub.expect(r.PUBACK).reason == 0
+        assert sub.expect(r.PUBLISH).topic == topic
+
+
+def test_queued_message_keeps_subscription_identifier(broker, uid):
+    """v5 [MQTT-3.3.4-3]: a message queued for an offline session is delivered on reconnect
+    with the Subscription Identifier of the matching subscription."""
+    topic = f"qsid/{uid}"
+    props = [(r.SESSION_EXPIRY_INTERVAL, 60)]
+    with connected(broker.port, uid, props=props) as c:
+        c.subscribe(topic, 1, props=[(r.SUBSCRIPTION_IDENTIFIER, 42)])
+        c.send(r.disconnect())
+    connect_v5(broker.port, uid + "p").publish(topic, b"queued", qos=1)
+    with connected(broker.port, uid, clean=False, props=props) as c:
+        p = c.expect(r.PUBLISH)
+        assert p.payload == b"queued" and p.prop_all(r.SUBSCRIPTION_IDENTIFIER) == [42], p

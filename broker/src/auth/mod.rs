@@ -9,7 +9,7 @@ pub mod acl;
 pub mod password;
 pub mod users;
 
-
+pub use acl::{AclFile, Decision, Subject};
 pub use password::{PasswordHash, hash_new};
 pub use users::UsersFile;
 
@@ -138,7 +138,9 @@ pub enum AclError {
         expected: &'static str,
     },
     /// The subject is not `user NAME`, `group NAME`, `client PATTERN` or `all`.
-    #[error("acl file line {line}: unknown subject {token:?} (expected user, group, client or all)")]
+    #[error(
+        "acl file line {line}: unknown subject {token:?} (expected user, group, client or all)"
+    )]
     UnknownSubject {
         /// The line.
         line: usize,

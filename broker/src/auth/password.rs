@@ -64,7 +64,8 @@ pub struct PasswordHash(Scheme);
 
 #[derive(Clone, PartialEq, Eq)]
 enum Scheme {
-    Argon2id(argon2::PasswordHash),
+    /// Boxed: a parsed PHC string is several times the size of the other variants.
+    Argon2id(Box<argon2::PasswordHash>),
     Sha512 {
         salt: Box<[u8]>,
         hash: [u8; SHA512_LEN],
@@ -80,16 +81,16 @@ impl PasswordHash {
     /// Parses the text after `username:` (surrounding whitespace is the caller's to trim).
     pub fn parse(s: &str) -> Result<Self, PasswordError> {
         if s.starts_with("$argon2") {
-            return parse_argon2id(s).map(|h| Self(Scheme::Argon2id(h)));
+            return parse_argon2id(s).map(|h| Self(Scheme::Argon2id(Box::new(h))));
         }
         if let Some(rest) = s.strip_prefix("$6$") {
             let (salt, hash) = split_salt_hash(rest)?;
             return Ok(Self(Scheme::Sha512 { salt, hash }));
         }
         if let Some(rest) = s.strip_prefix("$7$") {
-            let (iterations, rest) = rest
-                .split_once('$')
-                .ok_or(PasswordError::Malformed("`$7$` needs `iterations$salt$hash`"))?;
+            let (iterations, rest) = rest.split_once('$').ok_or(PasswordError::Malformed(
+                "`$7$` needs `iterations$salt$hash`",
+            ))?;
             let iterations = parse_iterations(iterations)?;
             let (salt, hash) = split_salt_hash(rest)?;
             return Ok(Self(Scheme::Pbkdf2Sha512 {
@@ -105,7 +106,7 @@ impl PasswordHash {
     /// it depends only on the hash's parameters, not on the password.
     pub fn verify(&self, password: &[u8]) -> bool {
         match &self.0 {
-            Scheme::Argon2id(hash) => Argon2::default().verify_password(password, hash).is_ok(),
+            Scheme::Argon2id(hash) => Argon2::default().verify_password(password, &**hash).is_ok(),
             Scheme::Sha512 { salt, hash } => {
                 let mut digest = Sha512::new();
                 digest.update(password);
@@ -168,7 +169,9 @@ fn parse_argon2id(s: &str) -> Result<argon2::PasswordHash, PasswordError> {
         return Err(PasswordError::UnsupportedAlgorithm);
     }
     if hash.salt.is_none() || hash.hash.is_none() {
-        return Err(PasswordError::Malformed("an argon2id hash needs a salt and an output"));
+        return Err(PasswordError::Malformed(
+            "an argon2id hash needs a salt and an output",
+        ));
     }
     if let Some(version) = hash.version {
         Version::try_from(version).map_err(|e| PasswordError::Argon2(e.to_string()))?;
@@ -188,7 +191,9 @@ fn parse_iterations(s: &str) -> Result<u32, PasswordError> {
         .parse()
         .map_err(|_| PasswordError::Malformed("`$7$` iterations must be a positive integer"))?;
     if iterations == 0 {
-        return Err(PasswordError::Malformed("`$7$` iterations must be a positive integer"));
+        return Err(PasswordError::Malformed(
+            "`$7$` iterations must be a positive integer",
+        ));
     }
     if iterations > MAX_PBKDF2_ITERATIONS {
         return Err(PasswordError::CostTooHigh);
@@ -198,9 +203,9 @@ fn parse_iterations(s: &str) -> Result<u32, PasswordError> {
 
 /// Splits and decodes `salt$hash`, both base64; the salt is 1 to 64 bytes, the hash exactly 64.
 fn split_salt_hash(s: &str) -> Result<(Box<[u8]>, [u8; SHA512_LEN]), PasswordError> {
-    let (salt, hash) = s
-        .split_once('$')
-        .ok_or(PasswordError::Malformed("expected `salt$hash` after the scheme"))?;
+    let (salt, hash) = s.split_once('$').ok_or(PasswordError::Malformed(
+        "expected `salt$hash` after the scheme",
+    ))?;
     let salt = BASE64
         .decode(salt)
         .map_err(|_| PasswordError::Base64("salt"))?;
@@ -213,10 +218,13 @@ fn split_salt_hash(s: &str) -> Result<(Box<[u8]>, [u8; SHA512_LEN]), PasswordErr
     let hash = BASE64
         .decode(hash)
         .map_err(|_| PasswordError::Base64("hash"))?;
-    let hash: [u8; SHA512_LEN] = hash.as_slice().try_into().map_err(|_| PasswordError::Length {
-        field: "hash",
-        len: hash.len(),
-    })?;
+    let hash: [u8; SHA512_LEN] = hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| PasswordError::Length {
+            field: "hash",
+            len: hash.len(),
+        })?;
     Ok((salt.into_boxed_slice(), hash))
 }
 
@@ -233,6 +241,11 @@ mod tests {
     const PBKDF2_UNICODE: &str = "$7$101$LlJgmPoa+vQnOHcn$nxXkj7Rz0BKf/dK0UIY4HpQne7GMCEDS5tkboSKCPOgWz2iDDENQfOR3756mbFQoFVd9bNSK/JAG2/gSoYxkCg==";
     const PBKDF2_PUNCTUATION: &str = "$7$101$vRp95ZtAPt45T1jP$68A/WTWaW738cLPunm5yupYaW4WoJp8Xs/Odpx69De/BM7q5Ks/by2J3KVWAApK4xos12ck6CoOWgyj+JFLdTQ==";
     const PBKDF2_EMPTY: &str = "$7$101$pLbuSftAPLc+7wet$I8ZrdiEL7bzHNSk+kURuO4ZB+M59Y9qj9cKyBLByEm2yXFoulB1K7ZWwoQ0PQk5oO2qh1bKpY6mlYiWbs5pAnw==";
+
+    // Made with Debian's reference `argon2` CLI:
+    // `echo -n 'correct horse' | argon2 saltsalt -id -t 2 -k 19456 -p 1 -e`.
+    const ARGON2ID_CORRECT_HORSE: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$pEoTT/PQJUrQ+4Qp3XrtcTufBun4D9FCw+dj/PBsWHI";
 
     fn parsed(s: &str) -> PasswordHash {
         match PasswordHash::parse(s) {
@@ -291,12 +304,22 @@ mod tests {
             Ok(t) => t,
             Err(e) => panic!("hash_new failed: {e}"),
         };
-        assert!(text.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{text}");
+        assert!(
+            text.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{text}"
+        );
         let h = parsed(&text);
         assert_eq!(h.scheme(), "argon2id");
         assert!(!h.is_legacy());
         assert!(h.verify(b"s3cret"));
         assert!(!h.verify(b"s3cres"));
+    }
+
+    #[test]
+    fn argon2id_strings_from_the_reference_implementation_verify() {
+        let h = parsed(ARGON2ID_CORRECT_HORSE);
+        assert!(h.verify(b"correct horse"));
+        assert!(!h.verify(b"correct horse "));
     }
 
     #[test]

@@ -228,7 +228,9 @@ mod tests {
     }
 
     fn mosquitto_file() -> String {
-        format!("# made by mosquitto_passwd\n{ALICE_7}\n\n{BOB_6}\r\n  # indented comment\n{CAROL_7}")
+        format!(
+            "# made by mosquitto_passwd\n{ALICE_7}\n\n{BOB_6}\r\n  # indented comment\n{CAROL_7}"
+        )
     }
 
     #[test]
@@ -254,7 +256,10 @@ mod tests {
     #[test]
     fn a_line_without_a_colon_is_an_error_naming_the_line() {
         let err = UsersFile::parse("# c\nalice:$6$x\n").err();
-        assert!(matches!(err, Some(UsersError::Hash { line: 2, .. })), "{err:?}");
+        assert!(
+            matches!(err, Some(UsersError::Hash { line: 2, .. })),
+            "{err:?}"
+        );
         let err = UsersFile::parse(&format!("{ALICE_7}\n\njust-a-name\n")).err();
         assert_eq!(err, Some(UsersError::MissingSeparator { line: 3 }));
         assert_eq!(
@@ -313,7 +318,10 @@ mod tests {
     #[test]
     fn set_password_appends_a_new_user_after_a_missing_final_newline() {
         let text = set_password(&mosquitto_file(), "dave", hash_of(BOB_6)).unwrap_or_default();
-        assert_eq!(text, format!("{}\ndave:{}\n", mosquitto_file(), hash_of(BOB_6)));
+        assert_eq!(
+            text,
+            format!("{}\ndave:{}\n", mosquitto_file(), hash_of(BOB_6))
+        );
         assert_eq!(
             set_password("", "dave", hash_of(BOB_6)).ok(),
             Some(format!("dave:{}\n", hash_of(BOB_6)))

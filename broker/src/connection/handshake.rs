@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -79,7 +78,7 @@ where
         return refuse(io, protocol, reason, why).await;
     }
     if let Err(reason) = authenticate(broker, io, &client, &connect, &mut connack).await? {
-        crate::stats::Stats::add(&broker.stats.auth_failures, 1);
+        broker.stats.auth_failures.inc();
         info!(client_id = %client.client_id, %remote_addr, %reason, "authentication failed");
         return refuse(io, protocol, reason, "not authorized").await;
     }
@@ -91,6 +90,7 @@ where
         protocol,
         clean_start: connect.clean_start,
         expiry_interval: expiry,
+        client: client.clone(),
     });
     if protocol.is_v5() {
         announce_limits(&broker.config, &mut connack);
@@ -108,8 +108,8 @@ where
     }
 
     let stats = &broker.stats;
-    stats.connections.fetch_add(1, Ordering::Relaxed);
-    stats.connections_total.fetch_add(1, Ordering::Relaxed);
+    stats.connections.inc();
+    stats.connections_total.inc();
     for hook in broker.hooks.iter() {
         hook.on_connect(&client, attachment.session_present);
     }
@@ -292,7 +292,7 @@ where
             Ok(Some(other)) => return Err(Refused::FirstPacketNotConnect(other.kind())),
             Ok(None) => {}
             Err(error) => {
-                crate::stats::Stats::add(&broker.stats.protocol_errors, 1);
+                broker.stats.protocol_errors.inc();
                 answer_bad_connect(io, hint, &error).await;
                 return Err(Refused::Malformed(error));
             }

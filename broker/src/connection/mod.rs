@@ -93,13 +93,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
             self.read_buf.reserve(4096);
         }
         let n = self.reader.read_buf(&mut self.read_buf).await?;
-        Stats::add(&self.stats.bytes_received, n as u64);
+        self.stats.bytes_received.inc_by(n as u64);
         Ok(n > 0)
     }
 
     /// Writes a whole buffer, for the handshake and the final packet.
     async fn write_all(&mut self, buf: &mut BytesMut) -> std::io::Result<()> {
-        Stats::add(&self.stats.bytes_sent, buf.len() as u64);
+        self.stats.bytes_sent.inc_by(buf.len() as u64);
         self.writer.write_all(buf).await?;
         buf.clear();
         self.writer.flush().await
@@ -190,7 +190,7 @@ impl Connection {
                     match written {
                         Ok(0) | Err(_) => return Close::Network,
                         Ok(n) => {
-                            Stats::add(&stats.bytes_sent, n as u64);
+                            stats.bytes_sent.inc_by(n as u64);
                             self.write_buf.advance(n);
                             if self.write_buf.is_empty() && writer.flush().await.is_err() {
                                 return Close::Network;
@@ -202,7 +202,7 @@ impl Connection {
                     match read {
                         Ok(0) | Err(_) => return Close::Network,
                         Ok(n) => {
-                            Stats::add(&stats.bytes_received, n as u64);
+                            stats.bytes_received.inc_by(n as u64);
                             if let Err(close) = self.process_input(read_buf).await {
                                 return close;
                             }
@@ -257,7 +257,7 @@ impl Connection {
                 }
                 Ok(None) => return Ok(()),
                 Err(error) => {
-                    Stats::add(&self.broker.stats.protocol_errors, 1);
+                    self.broker.stats.protocol_errors.inc();
                     debug!(client_id = %self.client.client_id, %error, "malformed input");
                     return Err(Close::Server(
                         error.reason_code(),
@@ -343,10 +343,7 @@ impl Connection {
         }
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, io.writer.shutdown()).await;
 
-        self.broker
-            .stats
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.broker.stats.connections.dec();
         let will = self.will.filter(|_| publish_will);
         self.broker.detach(&self.session, self.generation, will);
         crate::sys::client_notice(&self.broker, &self.client, false);

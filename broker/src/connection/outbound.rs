@@ -124,7 +124,7 @@ impl Connection {
                 stats.dropped(DropReason::Expired); // [MQTT-3.3.2-5]
                 continue;
             }
-            let qos = delivery.qos;
+            let (qos, received_at) = (delivery.qos, delivery.message.received_at);
             let sent = if qos == QoS::AtMostOnce {
                 self.encoder()
                     .publish(&delivery, None, false, now)
@@ -147,6 +147,9 @@ impl Connection {
             };
             if sent {
                 stats.message_sent(qos);
+                stats
+                    .delivery_latency
+                    .observe(now.saturating_duration_since(received_at).as_secs_f64());
             } else {
                 stats.dropped(DropReason::TooLargeForClient);
             }

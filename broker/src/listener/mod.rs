@@ -40,7 +40,7 @@ impl BoundListener {
         loop {
             let accepted = tokio::select! {
                 accepted = self.socket.accept() => accepted,
-                () = broker.shutdown.cancelled() => break,
+                () = broker.accepting.cancelled() => break,
             };
             match accepted {
                 Ok((stream, remote_addr)) => {

@@ -142,6 +142,11 @@ impl Router {
         }
     }
 
+    /// Deletes a topic's retained message; returns whether there was one.
+    pub fn remove_retained(&self, topic: &str) -> bool {
+        self.retained.write().remove(topic).is_some()
+    }
+
     /// The unexpired retained messages matching a filter.
     pub fn retained_matching(&self, filter: &TopicFilter, now: Instant) -> Vec<Arc<Message>> {
         let mut found = Vec::new();

@@ -12,7 +12,7 @@ mod registry;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytestring::ByteString;
 use parking_lot::{Mutex, MutexGuard};
@@ -25,6 +25,7 @@ pub use registry::SessionRegistry;
 
 use crate::codec::{ProtocolVersion, ReasonCode, SubscriptionOptions};
 use crate::config::QueueOverflow;
+use crate::hook::ClientInfo;
 use crate::message::{Delivery, Message};
 use crate::stats::{DropReason, Stats};
 
@@ -125,6 +126,10 @@ pub struct SessionState {
     pub disconnected_at: Option<Instant>,
     /// Set once the session is removed; the router then delivers nothing more to it.
     pub ended: bool,
+    /// Who holds (or last held) the session, for listings.
+    pub client: Option<ClientInfo>,
+    /// When the current connection attached.
+    pub connected_since: Option<SystemTime>,
 }
 
 /// A session: identity plus locked state plus the wake-up for its connection.
@@ -165,6 +170,8 @@ impl Session {
                 pending_will: None,
                 disconnected_at: None,
                 ended: false,
+                client: None,
+                connected_since: None,
             }),
             wake: Notify::new(),
             online: AtomicBool::new(false),

@@ -18,7 +18,6 @@ const CLIENT_ID: &str = "%c";
 /// A rule's topic filter, as written and split into levels.
 #[derive(Debug, Clone)]
 pub(super) struct RuleFilter {
-    text: Box<str>,
     levels: Box<[Level]>,
     uses_username: bool,
     uses_client_id: bool,
@@ -63,14 +62,8 @@ impl RuleFilter {
             uses_username: text.contains(USERNAME),
             uses_client_id: text.contains(CLIENT_ID),
             leading_placeholder: text.starts_with(USERNAME) || text.starts_with(CLIENT_ID),
-            text: text.into(),
             levels,
         })
-    }
-
-    /// The filter as written in the file.
-    pub(super) fn as_str(&self) -> &str {
-        &self.text
     }
 
     /// The values to substitute for this subject, or `None` when the rule cannot apply to it: it uses
@@ -96,9 +89,10 @@ impl RuleFilter {
     }
 
     fn acceptable(&self, value: &str) -> bool {
-        !value.is_empty()
-            && !value.contains(['/', '+', '#'])
-            && !(self.leading_placeholder && value.starts_with('$'))
+        let widens = value.is_empty()
+            || value.contains(['/', '+', '#'])
+            || (self.leading_placeholder && value.starts_with('$'));
+        !widens
     }
 
     /// Whether the filter matches topic name `topic` (assumed valid).
@@ -173,7 +167,9 @@ impl RuleFilter {
             let sub_wild = sub == "#" || sub == "+";
             let rule_wild = matches!(rule, Level::Multi | Level::Single);
             // At the first level a wildcard never meets a `$` topic.
-            if i == 0 && (sub_wild && rule_starts_with_dollar(rule) || rule_wild && sub.starts_with('$')) {
+            if i == 0
+                && (sub_wild && rule_starts_with_dollar(rule) || rule_wild && sub.starts_with('$'))
+            {
                 return false;
             }
             if sub == "#" || *rule == Level::Multi {
@@ -197,7 +193,9 @@ impl RuleFilter {
 fn rule_starts_with_dollar(level: &Level) -> bool {
     match level {
         Level::Exact(s) => s.starts_with('$'),
-        Level::Template(pieces) => matches!(pieces.first(), Some(Piece::Text(t)) if t.starts_with('$')),
+        Level::Template(pieces) => {
+            matches!(pieces.first(), Some(Piece::Text(t)) if t.starts_with('$'))
+        }
         Level::Single | Level::Multi => false,
     }
 }
@@ -288,7 +286,8 @@ pub(super) fn glob_matches(pattern: &str, text: &str) -> bool {
         pi = star_p;
         ti = next;
     }
-    p.get(pi..).is_some_and(|rest| rest.iter().all(|&b| b == b'*'))
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|&b| b == b'*'))
 }
 
 /// The length of the UTF-8 sequence that starts with `lead`.
@@ -317,7 +316,10 @@ mod tests {
                 Piece::Text("%".into()),
             ]
         );
-        assert_eq!(split_template("%u%c"), vec![Piece::Username, Piece::ClientId]);
+        assert_eq!(
+            split_template("%u%c"),
+            vec![Piece::Username, Piece::ClientId]
+        );
         assert_eq!(parse_level("100%x"), Level::Exact("100%x".into()));
     }
 
@@ -340,7 +342,11 @@ mod tests {
             ("??", "é", false),
             ("a**b", "ab", true),
         ] {
-            assert_eq!(glob_matches(pattern, text), expected, "{pattern:?} {text:?}");
+            assert_eq!(
+                glob_matches(pattern, text),
+                expected,
+                "{pattern:?} {text:?}"
+            );
         }
     }
 }

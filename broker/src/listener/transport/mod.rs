@@ -21,6 +21,11 @@ pub mod proxy;
 pub mod tls;
 pub mod websocket;
 
+#[cfg(test)]
+mod test_pki;
+#[cfg(test)]
+mod tests;
+
 use std::io;
 use std::path::PathBuf;
 

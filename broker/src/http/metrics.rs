@@ -1,0 +1,34 @@
+//! `/metrics`: the counters kept on the hot path, plus gauges sampled from the broker's state at scrape
+//! time (sessions, subscriptions, retained messages, inflight and queued messages).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::HttpState;
+
+pub(super) async fn render(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    let broker = &state.broker;
+    let stats = &broker.stats;
+    let (sessions, inflight, queued) = broker.session_totals();
+    stats.sessions.set(gauge(sessions));
+    stats.inflight.set(gauge(inflight));
+    stats.queued.set(gauge(queued));
+    stats
+        .subscriptions
+        .set(gauge(broker.router.subscription_count()));
+    stats.retained.set(gauge(broker.router.retained_count()));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        stats.render(),
+    )
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,125 @@
+//! The HTTP endpoint on one port: `/metrics` (Prometheus text), `/healthz` (the process is alive),
+//! `/readyz` (listeners up and not draining) and the admin API under `/api/v1/` (see `admin`).
+//! It runs beside the MQTT listeners and stops with the broker's shutdown token.
+
+mod admin;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tracing::info;
+
+pub use admin::AdminToken;
+
+use crate::broker::Broker;
+use crate::config::HttpConfig;
+
+#[derive(Debug, Error)]
+pub enum HttpError {
+    #[error("cannot bind the HTTP endpoint to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read the admin token file {path}: {source}")]
+    Token {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A listener as the admin API reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListenerInfo {
+    pub name: String,
+    pub protocol: String,
+    pub address: SocketAddr,
+}
+
+/// Shared by every handler.
+#[derive(Debug)]
+pub(crate) struct HttpState {
+    broker: Arc<Broker>,
+    listeners: Vec<ListenerInfo>,
+    token: Option<Arc<AdminToken>>,
+}
+
+/// A bound HTTP endpoint.
+pub struct HttpServer {
+    socket: TcpListener,
+    state: Arc<HttpState>,
+}
+
+impl HttpServer {
+    /// Binds the port and reads the admin token (registering it for reload).
+    pub async fn bind(
+        config: &HttpConfig,
+        broker: Arc<Broker>,
+        listeners: Vec<ListenerInfo>,
+    ) -> Result<Self, HttpError> {
+        let token = match &config.admin_token_file {
+            Some(path) => {
+                let token = Arc::new(AdminToken::load(path)?);
+                broker.register_reload(token.clone());
+                Some(token)
+            }
+            None => None,
+        };
+        let socket = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| HttpError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        Ok(Self {
+            socket,
+            state: Arc::new(HttpState {
+                broker,
+                listeners,
+                token,
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.socket.local_addr().ok()
+    }
+
+    /// Serves until the broker shuts down.
+    pub async fn run(self) {
+        let shutdown = self.state.broker.shutdown.clone();
+        info!(addr = ?self.local_addr(), admin_api = self.state.token.is_some(), "HTTP endpoint listening");
+        let app = Router::new()
+            .route("/metrics", get(metrics::render))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .nest("/api/v1", admin::routes(self.state.clone()))
+            .with_state(self.state);
+        let served = axum::serve(self.socket, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%error, "HTTP endpoint failed");
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready while the listeners accept; not ready once a drain or shutdown has begun.
+async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
+    if state.broker.is_draining() || state.broker.accepting.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}
