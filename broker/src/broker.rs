@@ -17,7 +17,7 @@ use tracing::debug;
 
 use crate::codec::{ProtocolVersion, ReasonCode};
 use crate::config::Config;
-use crate::hook::{ClientInfo, Hooks};
+use crate::hook::{Access, ClientInfo, Hooks};
 use crate::message::Message;
 use crate::router::Router;
 use crate::session::{
@@ -53,6 +53,10 @@ pub trait Reload: Send + Sync + std::fmt::Debug + 'static {
     fn name(&self) -> &'static str;
     /// Re-reads; `Ok(true)` if something changed. On error the previous state stays in force.
     fn reload(&self) -> Result<bool, String>;
+    /// Files whose change on disk should trigger a reload.
+    fn watched_files(&self) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
 }
 
 /// What one reload did.
@@ -119,7 +123,7 @@ impl Broker {
     /// the others.
     pub fn reload_all(&self) -> Vec<ReloadOutcome> {
         let reloaders = self.reloaders.lock().clone();
-        reloaders
+        let outcomes: Vec<ReloadOutcome> = reloaders
             .iter()
             .map(|r| match r.reload() {
                 Ok(changed) => ReloadOutcome {
@@ -136,7 +140,86 @@ impl Broker {
                     }
                 }
             })
+            .collect();
+        if outcomes.iter().any(|o| o.changed) {
+            self.revalidate_clients();
+        }
+        outcomes
+    }
+
+    /// Files the registered reloaders watch.
+    pub fn watched_files(&self) -> Vec<std::path::PathBuf> {
+        self.reloaders
+            .lock()
+            .iter()
+            .flat_map(|r| r.watched_files())
             .collect()
+    }
+
+    /// Applies changed rights to connected clients: a revoked client is disconnected (0x87); a
+    /// subscription no longer allowed is removed, and one allowed at a lower QoS is downgraded.
+    /// Clients whose rights did not change are not touched.
+    pub fn revalidate_clients(&self) {
+        for session in self.sessions.snapshot() {
+            let (client, connection, subscriptions) = {
+                let state = session.lock();
+                let Some(client) = state.client.clone() else {
+                    continue;
+                };
+                let subscriptions: Vec<_> = state
+                    .subscriptions
+                    .iter()
+                    .map(|(f, r)| (f.clone(), r.clone()))
+                    .collect();
+                (client, state.connection.clone(), subscriptions)
+            };
+            if let Some(connection) = &connection
+                && self.hooks.revoked(&client)
+            {
+                tracing::info!(client_id = %client.client_id, "credentials revoked; disconnecting");
+                connection.kick(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            }
+            for (filter, record) in subscriptions {
+                self.revalidate_subscription(&session, &client, filter, record);
+            }
+        }
+    }
+
+    fn revalidate_subscription(
+        &self,
+        session: &Arc<Session>,
+        client: &ClientInfo,
+        filter: bytestring::ByteString,
+        mut record: crate::session::SubscriptionRecord,
+    ) {
+        let Ok(parsed) = SubscriptionFilter::parse(&filter, true) else {
+            return;
+        };
+        let requested = record.options.qos;
+        let granted =
+            match self
+                .hooks
+                .authorize_subscribe(client, parsed.filter.as_str(), requested)
+            {
+                Access::Deny => None,
+                Access::AllowUpTo(max) => Some(requested.min(max)),
+                Access::Allow | Access::Continue => Some(requested),
+            };
+        match granted {
+            None => {
+                tracing::info!(client_id = %client.client_id, %filter, "subscription no longer allowed; removed");
+                self.router.unsubscribe(session.id, &parsed);
+                session.lock().subscriptions.remove(&filter);
+            }
+            Some(qos) if qos != requested => {
+                record.options.qos = qos;
+                self.router
+                    .subscribe(session, &parsed, record.options, record.identifier);
+                session.lock().subscriptions.insert(filter, record);
+            }
+            Some(_) => {}
+        }
     }
 
     pub fn is_draining(&self) -> bool {

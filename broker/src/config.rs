@@ -58,6 +58,7 @@ impl Default for Config {
             listeners: vec![ListenerConfig::default()],
             auth: AuthConfig {
                 allow_anonymous: true,
+                ..AuthConfig::default()
             },
             log: LogConfig::default(),
             limits: Limits::default(),
@@ -97,6 +98,17 @@ impl Default for ListenerConfig {
     }
 }
 
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            allow_anonymous: false,
+            users_file: None,
+            acl_file: None,
+            reload_poll_secs: 2,
+        }
+    }
+}
+
 /// The HTTP endpoint: `/metrics`, `/healthz`, `/readyz` and the admin API under `/api/v1/`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -116,11 +128,18 @@ impl Default for HttpConfig {
 }
 
 /// Who may connect.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Let clients in that no authentication hook vouched for. Off unless asked for when a file is given.
     pub allow_anonymous: bool,
+    /// `username:hash` lines (argon2id, or Mosquitto's `$6$`/`$7$`); see `docs/acl.md`.
+    pub users_file: Option<PathBuf>,
+    /// Ordered allow/deny rules; with one configured, anything no rule allows is denied.
+    pub acl_file: Option<PathBuf>,
+    /// Seconds between checks of the users, ACL, TLS and token files for changes; 0 turns the checks
+    /// off (the admin API's reload still works).
+    pub reload_poll_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

@@ -32,6 +32,8 @@ pub struct ClientInfo {
     pub remote_addr: SocketAddr,
     /// The name of the listener the client came through.
     pub listener: Arc<str>,
+    /// The username is the subject of a client certificate the TLS layer verified.
+    pub certificate_identity: bool,
 }
 
 /// What a client presented in CONNECT, for [`Hook::authenticate`].
@@ -56,6 +58,8 @@ pub enum AuthDecision {
 pub enum Access {
     Continue,
     Allow,
+    /// Allow a subscription, granting at most this QoS.
+    AllowUpTo(QoS),
     Deny,
 }
 
@@ -131,6 +135,12 @@ pub trait Hook: Send + Sync + 'static {
     fn on_message_dropped(&self, _client_id: &ClientId, _message: &Message, _reason: DropReason) {}
 
     fn on_session_expired(&self, _client_id: &ClientId) {}
+
+    /// Asked for every connected client after a reload: true disconnects the client (MQTT 5 reason
+    /// 0x87), for example because its user was removed or its password changed.
+    fn revoked(&self, _client: &ClientInfo) -> bool {
+        false
+    }
 }
 
 /// The registered hooks, fixed when the server starts (so the message path reads them without a lock).
@@ -190,6 +200,10 @@ impl Hooks {
             .map(|hook| hook.authorize_publish(client, topic, qos, retain))
             .find(|access| *access != Access::Continue)
             .unwrap_or(Access::Continue)
+    }
+
+    pub fn revoked(&self, client: &ClientInfo) -> bool {
+        self.0.iter().any(|hook| hook.revoked(client))
     }
 
     pub fn authorize_subscribe(&self, client: &ClientInfo, filter: &str, qos: QoS) -> Access {

@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod broker;
 pub mod client;
 pub mod codec;

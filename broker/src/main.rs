@@ -8,6 +8,8 @@ use tern_broker::config::LogFormat;
 use tern_broker::{Config, Server};
 use tracing_subscriber::EnvFilter;
 
+mod passwd;
+
 /// Tern: a Kubernetes-native MQTT 3.1 / 3.1.1 / 5.0 broker.
 #[derive(Debug, Parser)]
 #[command(name = "tern-broker", version, about)]
@@ -18,10 +20,38 @@ struct Args {
     /// Check the configuration file and exit.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Add a user to a users file, change a user's password, or remove a user. New hashes are
+    /// argon2id; the file is created if missing and replaced atomically.
+    Passwd {
+        /// The users file (`username:hash` lines; Mosquitto password files work as they are).
+        file: PathBuf,
+        username: String,
+        /// Remove the user instead.
+        #[arg(long, short = 'D')]
+        delete: bool,
+        /// Read the password from the first line of standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Passwd {
+        file,
+        username,
+        delete,
+        password_stdin,
+    }) = &args.command
+    {
+        return passwd::run(file, username, *delete, *password_stdin);
+    }
     let config = match &args.config {
         Some(path) => match Config::from_file(path) {
             Ok(config) => config,

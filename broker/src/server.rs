@@ -13,6 +13,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::auth::FileAuth;
 use crate::broker::Broker;
 use crate::client::InlineClient;
 use crate::config::Config;
@@ -29,6 +30,8 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 pub enum ServerError {
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error("{0}")]
+    Auth(String),
     #[error("cannot bind listener {name} to {addr}: {source}")]
     Bind {
         name: String,
@@ -65,11 +68,26 @@ impl ServerBuilder {
             listeners.push(bound);
         }
         let http_config = self.config.http.clone();
+        let auth = &self.config.auth;
+        let file_auth = match (&auth.users_file, &auth.acl_file) {
+            (None, None) => None,
+            (users, acl) => Some(Arc::new(
+                FileAuth::load(users.as_deref(), acl.as_deref()).map_err(ServerError::Auth)?,
+            )),
+        };
+        // The built-in file policy decides first; hooks added by an embedding program follow.
+        let mut hooks = self.hooks;
+        if let Some(file_auth) = &file_auth {
+            hooks.insert(0, file_auth.clone() as Arc<dyn Hook>);
+        }
         let broker = Arc::new(Broker::new(
             self.config,
-            Hooks::new(self.hooks),
+            Hooks::new(hooks),
             CancellationToken::new(),
         ));
+        if let Some(file_auth) = file_auth {
+            broker.register_reload(file_auth);
+        }
         let http = match http_config {
             Some(config) => {
                 let infos = listeners
@@ -142,6 +160,7 @@ impl Server {
         }
         broker.tasks.spawn(crate::sys::run(Arc::clone(&broker)));
         broker.tasks.spawn(housekeeping(Arc::clone(&broker)));
+        broker.tasks.spawn(watch_files(Arc::clone(&broker)));
 
         tokio::select! {
             () = shutdown => {}
@@ -165,6 +184,38 @@ impl Server {
             );
         }
         info!("stopped");
+    }
+}
+
+/// Polls the files reloaders depend on (users, ACL, TLS, admin token) and reloads when one changes.
+/// Polling rather than inotify, because Kubernetes updates mounted Secrets and ConfigMaps by swapping a
+/// symlink, which inotify watches on the old target miss.
+async fn watch_files(broker: Arc<Broker>) {
+    let secs = broker.config.auth.reload_poll_secs;
+    if secs == 0 {
+        return;
+    }
+    let mut ticker = tokio::time::interval(Duration::from_secs(secs));
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = broker.shutdown.cancelled() => return,
+        }
+        let signature: Vec<_> = broker
+            .watched_files()
+            .iter()
+            .map(|path| {
+                std::fs::metadata(path)
+                    .ok()
+                    .map(|m| (m.len(), m.modified().ok()))
+            })
+            .collect();
+        if last.as_ref().is_some_and(|last| *last != signature) {
+            info!("a watched file changed; reloading");
+            broker.reload_all();
+        }
+        last = Some(signature);
     }
 }
 

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 HOST = "127.0.0.1"
@@ -221,7 +222,6 @@ class Client:
         kwargs = {}
         if self.protocol == mqtt.MQTTv5:
             if reason_code is not None:
-                from paho.mqtt.reasoncodes import ReasonCode
                 kwargs["reasoncode"] = ReasonCode(PacketTypes.DISCONNECT, identifier=reason_code)
             kwargs["properties"] = make_props(PacketTypes.DISCONNECT, props or {})
         self.mqtt.disconnect(**kwargs)

@@ -1,11 +1,13 @@
 """QoS flows seen from a raw subscriber: acknowledgements, flow control, aliases towards the
 client, and what the server must (not) resend."""
 
+import time
+
 import pytest
 
 import expect
 import rawmqtt as r
-from clients import app_messages, connect_v5, sync, wait_for
+from clients import app_messages, connect_v5, sync
 from expect import xfail_on_mosquitto
 
 
@@ -238,7 +240,6 @@ def test_pipelined_packets_in_one_write(broker, uid):
 def test_packets_split_byte_by_byte(broker, uid):
     """v5 [MQTT-4.2-1]: packets that arrive one byte at a time (here CONNECT and a QoS 1
     PUBLISH with properties) are reassembled and processed normally."""
-    import time
     topic = f"drip/{uid}"
     sub = connect_v5(broker.port, uid + "s")
     sub.subscribe(topic, qos=1)

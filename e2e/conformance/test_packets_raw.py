@@ -5,8 +5,6 @@ checks the server's answer: for MQTT 5 a DISCONNECT (or ack) with the reason
 code the specification gives, then a close; for MQTT 3.1.1 a close.
 """
 
-import time
-
 import pytest
 
 import expect

@@ -9,8 +9,8 @@ so that once the marker is in, the earlier message would have been too.
 import pytest
 
 import rawmqtt as r
-from expect import xfail_on_mosquitto
 from clients import app_messages, connect_v5, connect_v31, connect_v311, sync, wait_for
+from expect import xfail_on_mosquitto
 
 CONNECT = {5: connect_v5, 4: connect_v311, 3: connect_v31}
 VERSION_IDS = {5: "v5", 4: "v311", 3: "v31"}

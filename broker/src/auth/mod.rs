@@ -6,10 +6,12 @@
 //! state beyond the parsed file. The formats are documented in `docs/acl.md` and in each module.
 
 pub mod acl;
+mod files;
 pub mod password;
 pub mod users;
 
 pub use acl::{AclFile, Decision, Subject};
+pub use files::FileAuth;
 pub use password::{PasswordHash, hash_new};
 pub use users::UsersFile;
 

@@ -73,6 +73,7 @@ where
         protocol,
         remote_addr,
         listener,
+        certificate_identity: false,
     };
     if let Err((reason, why)) = check_will(&broker.config.features, &connect) {
         return refuse(io, protocol, reason, why).await;

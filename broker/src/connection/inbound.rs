@@ -167,7 +167,7 @@ impl Connection {
             publish.retain,
         ) {
             Access::Deny => ReasonCode::NOT_AUTHORIZED,
-            Access::Allow | Access::Continue => ReasonCode::SUCCESS,
+            Access::Allow | Access::AllowUpTo(_) | Access::Continue => ReasonCode::SUCCESS,
         }
     }
 
@@ -298,13 +298,14 @@ impl Connection {
         if parsed.share.is_some() && options.no_local {
             return Err(Close::protocol("No Local on a shared subscription")); // [MQTT-3.8.3-4]
         }
-        if self
-            .broker
-            .hooks
-            .authorize_subscribe(&self.client, filter, options.qos)
-            == Access::Deny
-        {
-            return Ok((ReasonCode::NOT_AUTHORIZED, None));
+        match self.broker.hooks.authorize_subscribe(
+            &self.client,
+            parsed.filter.as_str(),
+            options.qos,
+        ) {
+            Access::Deny => return Ok((ReasonCode::NOT_AUTHORIZED, None)),
+            Access::AllowUpTo(max) => options.qos = options.qos.min(max),
+            Access::Allow | Access::Continue => {}
         }
         options.qos = options.qos.min(features.maximum_qos());
         let existed = self

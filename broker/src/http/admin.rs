@@ -63,6 +63,10 @@ impl Reload for AdminToken {
         *value = fresh;
         Ok(changed)
     }
+
+    fn watched_files(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
 }
 
 fn read_token(path: &Path) -> Result<Vec<u8>, HttpError> {

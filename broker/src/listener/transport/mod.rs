@@ -37,7 +37,10 @@ pub enum TlsError {
     #[error("{}: {what}", path.display())]
     Pem { path: PathBuf, what: String },
     #[error("{}: unusable private key: {source}", path.display())]
-    Key { path: PathBuf, source: rustls::Error },
+    Key {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     #[error("the certificate in {} does not belong to the key in {}", cert.display(), key.display())]
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("client CA file {}: {what}", path.display())]

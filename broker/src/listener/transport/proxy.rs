@@ -66,7 +66,8 @@ async fn read_v1<S: AsyncRead + Unpin>(stream: &mut S) -> Result<ProxyHeader, Pr
         check_line_breaks(&line)?;
     }
     line.truncate(line.len() - 2);
-    let text = std::str::from_utf8(&line).map_err(|_| ProxyError::Malformed("v1 line is not ASCII"))?;
+    let text =
+        std::str::from_utf8(&line).map_err(|_| ProxyError::Malformed("v1 line is not ASCII"))?;
     parse_v1(text)
 }
 
@@ -90,23 +91,42 @@ fn check_line_breaks(line: &[u8]) -> Result<(), ProxyError> {
 fn parse_v1(line: &str) -> Result<ProxyHeader, ProxyError> {
     let mut fields = line.split(' ');
     fields.next(); // "PROXY", checked by the caller
-    let unknown = ProxyHeader { version: ProxyVersion::V1, source: None, destination: None };
+    let unknown = ProxyHeader {
+        version: ProxyVersion::V1,
+        source: None,
+        destination: None,
+    };
     let ipv6 = match fields.next() {
         Some("TCP4") => false,
         Some("TCP6") => true,
         // Whatever follows UNKNOWN is to be ignored.
         Some("UNKNOWN") => return Ok(unknown),
-        _ => return Err(ProxyError::Malformed("v1 protocol is not TCP4, TCP6 or UNKNOWN")),
+        _ => {
+            return Err(ProxyError::Malformed(
+                "v1 protocol is not TCP4, TCP6 or UNKNOWN",
+            ));
+        }
     };
-    let mut next = || fields.next().ok_or(ProxyError::Malformed("v1 line has too few fields"));
+    let mut next = || {
+        fields
+            .next()
+            .ok_or(ProxyError::Malformed("v1 line has too few fields"))
+    };
     let (source_ip, destination_ip) = (next()?, next()?);
     let (source_port, destination_port) = (next()?, next()?);
     if fields.next().is_some() {
         return Err(ProxyError::Malformed("v1 line has too many fields"));
     }
     let source = SocketAddr::new(parse_ip(source_ip, ipv6)?, parse_port(source_port)?);
-    let destination = SocketAddr::new(parse_ip(destination_ip, ipv6)?, parse_port(destination_port)?);
-    Ok(ProxyHeader { version: ProxyVersion::V1, source: Some(source), destination: Some(destination) })
+    let destination = SocketAddr::new(
+        parse_ip(destination_ip, ipv6)?,
+        parse_port(destination_port)?,
+    );
+    Ok(ProxyHeader {
+        version: ProxyVersion::V1,
+        source: Some(source),
+        destination: Some(destination),
+    })
 }
 
 fn parse_ip(text: &str, ipv6: bool) -> Result<IpAddr, ProxyError> {
@@ -123,7 +143,8 @@ fn parse_port(text: &str) -> Result<u16, ProxyError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ProxyError::Malformed("v1 port is not a number"));
     }
-    text.parse().map_err(|_| ProxyError::Malformed("v1 port is out of range"))
+    text.parse()
+        .map_err(|_| ProxyError::Malformed("v1 port is out of range"))
 }
 
 /// Reads the rest of a v2 header, the leading '\r' already read.
@@ -143,13 +164,21 @@ async fn read_v2<S: AsyncRead + Unpin>(stream: &mut S) -> Result<ProxyHeader, Pr
     let local = match version_command & 0x0f {
         0x0 => true,
         0x1 => false,
-        _ => return Err(ProxyError::Malformed("v2 command is neither LOCAL nor PROXY")),
+        _ => {
+            return Err(ProxyError::Malformed(
+                "v2 command is neither LOCAL nor PROXY",
+            ));
+        }
     };
     // The whole announced body is consumed even when it is not used (LOCAL, TLVs after the
     // addresses), so the next layer starts at the right byte.
     let mut body = vec![0u8; usize::from(u16::from_be_bytes([len_hi, len_lo]))];
     stream.read_exact(&mut body).await?;
-    let unknown = ProxyHeader { version: ProxyVersion::V2, source: None, destination: None };
+    let unknown = ProxyHeader {
+        version: ProxyVersion::V2,
+        source: None,
+        destination: None,
+    };
     if local {
         return Ok(unknown);
     }
@@ -165,7 +194,11 @@ async fn read_v2<S: AsyncRead + Unpin>(stream: &mut S) -> Result<ProxyHeader, Pr
         0x2 => v2_addresses::<16>(&body, |b| IpAddr::V6(Ipv6Addr::from(b)))?,
         _ => return Err(ProxyError::Malformed("v2 address family is unknown")),
     };
-    Ok(ProxyHeader { version: ProxyVersion::V2, source: Some(source), destination: Some(destination) })
+    Ok(ProxyHeader {
+        version: ProxyVersion::V2,
+        source: Some(source),
+        destination: Some(destination),
+    })
 }
 
 /// Reads source address, destination address, source port, destination port from a v2 body whose
@@ -178,7 +211,8 @@ fn v2_addresses<const N: usize>(
     let addresses = body.get(..2 * N + 4).ok_or(too_short)?;
     let (source_ip, rest) = addresses.split_at(N);
     let (destination_ip, ports) = rest.split_at(N);
-    let array = |bytes: &[u8]| <[u8; N]>::try_from(bytes).map_err(|_| ProxyError::Malformed("v2 address"));
+    let array =
+        |bytes: &[u8]| <[u8; N]>::try_from(bytes).map_err(|_| ProxyError::Malformed("v2 address"));
     let source_port = u16::from_be_bytes([ports[0], ports[1]]);
     let destination_port = u16::from_be_bytes([ports[2], ports[3]]);
     Ok((
