@@ -6,7 +6,7 @@
 //! re-check the session's generation when they fire, so a reconnect simply makes them stale.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,6 +18,7 @@ use tracing::debug;
 use crate::codec::{ProtocolVersion, ReasonCode};
 use crate::config::Config;
 use crate::hook::{Access, ClientInfo, Hooks};
+use crate::limits::TokenBucket;
 use crate::message::Message;
 use crate::router::Router;
 use crate::session::{
@@ -45,6 +46,9 @@ pub struct Broker {
     pub accepting: CancellationToken,
     draining: AtomicBool,
     reloaders: Mutex<Vec<Arc<dyn Reload>>>,
+    /// Connections holding a slot under `limits.max_connections`.
+    admitted: AtomicUsize,
+    connection_rate: Option<Mutex<TokenBucket>>,
 }
 
 /// Something that re-reads its files on demand (users, ACL, TLS certificates, the admin token).
@@ -99,6 +103,10 @@ pub struct Attachment {
 
 impl Broker {
     pub fn new(config: Config, hooks: Hooks, shutdown: CancellationToken) -> Self {
+        let connection_rate = config
+            .limits
+            .max_connection_rate
+            .map(|rate| Mutex::new(TokenBucket::per_second(rate)));
         Self {
             config: Arc::new(config),
             router: Router::new(),
@@ -111,7 +119,35 @@ impl Broker {
             shutdown,
             draining: AtomicBool::new(false),
             reloaders: Mutex::new(Vec::new()),
+            admitted: AtomicUsize::new(0),
+            connection_rate,
         }
+    }
+
+    /// Takes a slot under `limits.max_connections`; false when the broker is full.
+    pub fn admit_connection(&self) -> bool {
+        let before = self.admitted.fetch_add(1, Ordering::AcqRel);
+        if self
+            .config
+            .limits
+            .max_connections
+            .is_some_and(|max| before >= max)
+        {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub fn release_connection(&self) {
+        self.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether `limits.max_connection_rate` lets one more connection in now.
+    pub fn admit_connection_rate(&self) -> bool {
+        self.connection_rate
+            .as_ref()
+            .is_none_or(|bucket| bucket.lock().try_take(Instant::now()))
     }
 
     /// Registers something the admin API's reload (and file watchers) should re-read.

@@ -86,6 +86,9 @@ pub struct ListenerConfig {
     #[serde(default)]
     pub protocol: ListenerProtocol,
     pub bind: SocketAddr,
+    /// Connected clients this listener accepts at once (0x89 *Server busy* beyond).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ListenerConfig {
@@ -94,6 +97,7 @@ impl Default for ListenerConfig {
             name: "mqtt".into(),
             protocol: ListenerProtocol::Tcp,
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_connections: None,
         }
     }
 }
@@ -209,6 +213,15 @@ pub struct Limits {
     pub max_session_expiry_secs: Option<u32>,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
+    /// Connected clients the broker accepts at once; more are refused (0x89 *Server busy*).
+    pub max_connections: Option<usize>,
+    /// New connections per second, broker-wide; more are refused (0x9F *Connection rate exceeded*).
+    pub max_connection_rate: Option<u32>,
+    /// PUBLISH packets per second one client may send; faster clients are slowed down by reading
+    /// their connection more slowly (nothing is dropped).
+    pub max_publish_rate: Option<u32>,
+    /// Subscriptions one session may hold; more are refused in SUBACK (0x97 *Quota exceeded*).
+    pub max_subscriptions_per_client: Option<usize>,
 }
 
 impl Default for Limits {
@@ -225,6 +238,10 @@ impl Default for Limits {
             server_keep_alive: None,
             max_session_expiry_secs: None,
             connect_timeout_secs: 10,
+            max_connections: None,
+            max_connection_rate: None,
+            max_publish_rate: None,
+            max_subscriptions_per_client: None,
         }
     }
 }

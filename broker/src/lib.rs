@@ -22,6 +22,7 @@ pub mod config;
 mod connection;
 pub mod hook;
 pub mod http;
+pub mod limits;
 pub mod listener;
 pub mod message;
 pub mod router;

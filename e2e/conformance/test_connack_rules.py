@@ -167,10 +167,10 @@ def test_connect_refused_when_anonymous_off_v5(auth_broker_factory, uid, with_us
 @pytest.mark.tern_config("auth.allow_anonymous")
 @pytest.mark.parametrize("with_user", [False, True], ids=["anonymous", "user"])
 def test_connect_refused_when_anonymous_off_v311(auth_broker_factory, uid, with_user):
-    """v3.1.1 [MQTT-3.2.2-4] [MQTT-3.2.2-5] [MQTT-3.1.4-5]: with anonymous access off, a 3.1.1
-    client without valid credentials gets CONNACK return code 5 (not authorized) or 4 (bad
-    user name or password) with Session Present 0, then a close; a PUBLISH it sent right
-    after the CONNECT is not processed."""
+    """v3.1.1 [MQTT-3.2.2-4] [MQTT-3.2.2-5]: with anonymous access off, a 3.1.1 client without
+    valid credentials gets CONNACK return code 5 (not authorized) or 4 (bad user name or
+    password) with Session Present 0, then a close, and nothing else, although it sent a
+    PUBLISH right after the CONNECT."""
     b = auth_broker_factory({"auth": {"allow_anonymous": False}})
     creds = {"username": "nobody", "password": b"wrong"} if with_user else {}
     with raw(b, 4) as c:

@@ -21,8 +21,11 @@ use crate::codec::{
 };
 use crate::config::{Config, Features, Limits};
 use crate::hook::{AuthDecision, AuthStep, ClientInfo, ConnectRequest};
+use crate::limits::TokenBucket;
+use crate::listener::ListenerHandle;
 use crate::message::Message;
 use crate::session::{ClientId, PendingWill};
+use crate::stats::LimitKind;
 
 /// Why no connection was established.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +49,7 @@ pub(super) async fn accept<R, W>(
     broker: &Arc<Broker>,
     io: &mut Io<R, W>,
     remote_addr: SocketAddr,
-    listener: Arc<str>,
+    listener: Arc<ListenerHandle>,
 ) -> Result<Connection, Refused>
 where
     R: AsyncRead + Unpin,
@@ -72,8 +75,12 @@ where
         username: connect.username.clone(),
         protocol,
         remote_addr,
-        listener,
+        listener: Arc::clone(&listener.name),
         certificate_identity: false,
+    };
+    let slot = match ConnectionSlot::admit(broker, &listener) {
+        Ok(slot) => slot,
+        Err((reason, why)) => return refuse(io, protocol, reason, why).await,
     };
     if let Err((reason, why)) = check_will(&broker.config.features, &connect) {
         return refuse(io, protocol, reason, why).await;
@@ -145,10 +152,59 @@ where
         outbound_aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
         reauth: None,
         auth_method: connect.properties.authentication_method.clone(),
+        publish_rate: limits.max_publish_rate.map(TokenBucket::per_second),
+        _slot: slot,
         will,
         write_buf,
         client,
     })
+}
+
+/// A connection's place under the broker's and its listener's connection limits, given back when the
+/// connection ends.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    broker: Arc<Broker>,
+    listener: Arc<ListenerHandle>,
+}
+
+impl ConnectionSlot {
+    /// Applies the connection rate and the broker and listener connection limits.
+    fn admit(
+        broker: &Arc<Broker>,
+        listener: &Arc<ListenerHandle>,
+    ) -> Result<Self, (ReasonCode, &'static str)> {
+        if !broker.admit_connection_rate() {
+            broker.stats.limit_hit(LimitKind::ConnectionRate);
+            return Err((
+                ReasonCode::CONNECTION_RATE_EXCEEDED,
+                "connection rate exceeded",
+            ));
+        }
+        if !broker.admit_connection() {
+            broker.stats.limit_hit(LimitKind::Connections);
+            return Err((ReasonCode::SERVER_BUSY, "too many connections"));
+        }
+        if !listener.admit() {
+            broker.release_connection();
+            broker.stats.limit_hit(LimitKind::Connections);
+            return Err((
+                ReasonCode::SERVER_BUSY,
+                "too many connections on this listener",
+            ));
+        }
+        Ok(Self {
+            broker: Arc::clone(broker),
+            listener: Arc::clone(listener),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.broker.release_connection();
+        self.listener.release();
+    }
 }
 
 /// A will the broker cannot honour is refused at CONNECT [MQTT-3.2.2-12], [MQTT-3.2.2-13].
@@ -294,6 +350,9 @@ where
             Ok(None) => {}
             Err(error) => {
                 broker.stats.protocol_errors.inc();
+                if matches!(error, DecodeError::TooLarge { .. }) {
+                    broker.stats.limit_hit(LimitKind::PacketSize);
+                }
                 answer_bad_connect(io, hint, &error).await;
                 return Err(Refused::Malformed(error));
             }

@@ -16,7 +16,7 @@ use crate::codec::{
 use crate::hook::Access;
 use crate::message::{Delivery, Message};
 use crate::session::SubscriptionRecord;
-use crate::stats::DropReason;
+use crate::stats::{DropReason, LimitKind};
 use crate::topic::{self, SubscriptionFilter};
 
 impl Connection {
@@ -59,6 +59,7 @@ impl Connection {
             limits.max_topic_length,
             limits.max_topic_levels,
         ) {
+            self.count_topic_limit(&error);
             return Err(Close::Server(
                 ReasonCode::TOPIC_NAME_INVALID,
                 Cow::Owned(error.to_string()),
@@ -93,6 +94,7 @@ impl Connection {
                 return self.send(&Packet::PubRec(Ack::success(pid(packet_id)?)));
             }
             if state.inbound_qos2.len() >= usize::from(limits.receive_maximum) {
+                self.broker.stats.limit_hit(LimitKind::ReceiveMaximum);
                 return Err(Close::Server(
                     ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
                     Cow::Borrowed("receive maximum exceeded"),
@@ -287,8 +289,19 @@ impl Connection {
                 .map(|()| p)
         }) {
             Ok(parsed) => parsed,
-            Err(_) => return Ok((ReasonCode::TOPIC_FILTER_INVALID, None)),
+            Err(error) => {
+                self.count_topic_limit(&error);
+                return Ok((ReasonCode::TOPIC_FILTER_INVALID, None));
+            }
         };
+        if let Some(max) = limits.max_subscriptions_per_client {
+            let state = self.session.lock();
+            if state.subscriptions.len() >= max && !state.subscriptions.contains_key(filter) {
+                drop(state);
+                self.broker.stats.limit_hit(LimitKind::Subscriptions);
+                return Ok((ReasonCode::QUOTA_EXCEEDED, None));
+            }
+        }
         if parsed.share.is_some() && !features.shared_subscriptions {
             return Ok((ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED, None));
         }
@@ -384,6 +397,18 @@ impl Connection {
         // Only a normal disconnection (0x00) discards the will [MQTT-3.1.2-10], [MQTT-3.14.4-3].
         Close::Client {
             will: disconnect.reason_code != ReasonCode::NORMAL_DISCONNECTION,
+        }
+    }
+
+    fn count_topic_limit(&self, error: &topic::TopicError) {
+        match error {
+            topic::TopicError::TooLong { .. } => {
+                self.broker.stats.limit_hit(LimitKind::TopicLength)
+            }
+            topic::TopicError::TooManyLevels { .. } => {
+                self.broker.stats.limit_hit(LimitKind::TopicLevels)
+            }
+            _ => {}
         }
     }
 

@@ -25,6 +25,8 @@ use tracing::{debug, info};
 use crate::broker::Broker;
 use crate::codec::{self, Disconnect, EncodeError, Packet, ProtocolVersion, ReasonCode};
 use crate::hook::{ClientInfo, EnhancedAuth};
+use crate::limits::TokenBucket;
+use crate::listener::ListenerHandle;
 use crate::session::{ConnectionControl, PendingWill, Session};
 use crate::stats::Stats;
 
@@ -57,8 +59,12 @@ impl Close {
 }
 
 /// Entry point for listeners: runs one client connection to its end.
-pub async fn serve<S>(broker: Arc<Broker>, stream: S, remote_addr: SocketAddr, listener: Arc<str>)
-where
+pub async fn serve<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    remote_addr: SocketAddr,
+    listener: Arc<ListenerHandle>,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let (reader, writer) = tokio::io::split(stream);
@@ -132,6 +138,10 @@ pub(crate) struct Connection {
     auth_method: Option<bytestring::ByteString>,
     /// The will from CONNECT; handed to the broker when the connection ends.
     will: Option<PendingWill>,
+    /// `limits.max_publish_rate`, when set.
+    publish_rate: Option<TokenBucket>,
+    /// Released when the connection ends.
+    _slot: handshake::ConnectionSlot,
     write_buf: BytesMut,
 }
 
@@ -253,11 +263,20 @@ impl Connection {
             match codec::decode(read_buf, self.protocol, max) {
                 Ok(Some(packet)) => {
                     self.last_received = Instant::now();
+                    let is_publish = matches!(packet, Packet::Publish(_));
                     self.handle(packet).await?;
+                    if is_publish {
+                        self.throttle_publishes().await;
+                    }
                 }
                 Ok(None) => return Ok(()),
                 Err(error) => {
                     self.broker.stats.protocol_errors.inc();
+                    if matches!(error, codec::DecodeError::TooLarge { .. }) {
+                        self.broker
+                            .stats
+                            .limit_hit(crate::stats::LimitKind::PacketSize);
+                    }
                     debug!(client_id = %self.client.client_id, %error, "malformed input");
                     return Err(Close::Server(
                         error.reason_code(),
@@ -265,6 +284,20 @@ impl Connection {
                     ));
                 }
             }
+        }
+    }
+
+    /// Holds a client to `limits.max_publish_rate` by pausing its reads: nothing is dropped, the
+    /// client's own flow control slows it down.
+    async fn throttle_publishes(&mut self) {
+        let Some(bucket) = self.publish_rate.as_mut() else {
+            return;
+        };
+        if let Some(wait) = bucket.take_or_wait(std::time::Instant::now()) {
+            self.broker
+                .stats
+                .limit_hit(crate::stats::LimitKind::PublishRate);
+            tokio::time::sleep(wait).await;
         }
     }
 

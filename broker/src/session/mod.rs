@@ -27,7 +27,7 @@ use crate::codec::{ProtocolVersion, ReasonCode, SubscriptionOptions};
 use crate::config::QueueOverflow;
 use crate::hook::ClientInfo;
 use crate::message::{Delivery, Message};
-use crate::stats::{DropReason, Stats};
+use crate::stats::{DropReason, LimitKind, Stats};
 
 /// The broker-wide identity of one session incarnation (a new session for the same client id gets a new
 /// one), used for No Local and to order sessions cheaply.
@@ -219,9 +219,13 @@ impl Session {
         };
         match outcome {
             Enqueued::Queued => {}
-            Enqueued::QueuedDroppedOldest => self.stats.dropped(DropReason::QueueFullOldest),
+            Enqueued::QueuedDroppedOldest => {
+                self.stats.dropped(DropReason::QueueFullOldest);
+                self.stats.limit_hit(LimitKind::QueueFull);
+            }
             Enqueued::Dropped | Enqueued::DroppedDisconnect => {
                 self.stats.dropped(DropReason::QueueFull);
+                self.stats.limit_hit(LimitKind::QueueFull);
             }
         }
         if matches!(outcome, Enqueued::Queued | Enqueued::QueuedDroppedOldest) {

@@ -14,23 +14,23 @@ const EXPLICIT_VERSION: u8 = 0xa0;
 
 /// The subject's first common name, if it has one that is a non-empty string.
 pub(super) fn common_name(certificate: &[u8]) -> Option<String> {
-    let (certificate, _) = expect(SEQUENCE, certificate)?;
-    let (mut tbs, _) = expect(SEQUENCE, certificate)?;
+    let (certificate, _) = element(SEQUENCE, certificate)?;
+    let (mut tbs, _) = element(SEQUENCE, certificate)?;
     if tbs.first() == Some(&EXPLICIT_VERSION) {
         tbs = split_tlv(tbs)?.2;
     }
     // serialNumber, signature, issuer, validity; then the subject.
     for tag in [INTEGER, SEQUENCE, SEQUENCE, SEQUENCE] {
-        tbs = expect(tag, tbs)?.1;
+        tbs = element(tag, tbs)?.1;
     }
-    let (mut names, _) = expect(SEQUENCE, tbs)?;
+    let (mut names, _) = element(SEQUENCE, tbs)?;
     while !names.is_empty() {
-        let (mut attributes, rest) = expect(SET, names)?;
+        let (mut attributes, rest) = element(SET, names)?;
         names = rest;
         while !attributes.is_empty() {
-            let (attribute, rest) = expect(SEQUENCE, attributes)?;
+            let (attribute, rest) = element(SEQUENCE, attributes)?;
             attributes = rest;
-            let (oid, value) = expect(OBJECT_IDENTIFIER, attribute)?;
+            let (oid, value) = element(OBJECT_IDENTIFIER, attribute)?;
             if oid == COMMON_NAME_OID {
                 let (tag, content, _) = split_tlv(value)?;
                 return directory_string(tag, content).filter(|name| !name.is_empty());
@@ -66,7 +66,7 @@ fn split_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 }
 
 /// Content and rest of an element with the given tag.
-fn expect(tag: u8, input: &[u8]) -> Option<(&[u8], &[u8])> {
+fn element(tag: u8, input: &[u8]) -> Option<(&[u8], &[u8])> {
     let (found, content, rest) = split_tlv(input)?;
     (found == tag).then_some((content, rest))
 }
