@@ -234,7 +234,7 @@ impl Default for Limits {
             queue_overflow: QueueOverflow::DropOldest,
             topic_alias_maximum: 64,
             max_topic_length: 65_535,
-            max_topic_levels: 128,
+            max_topic_levels: 65_535,
             server_keep_alive: None,
             max_session_expiry_secs: None,
             connect_timeout_secs: 10,

@@ -301,7 +301,9 @@ def sync(publisher: Client, subscriber: Client, topic: str, qos: int = 0) -> Non
 
     Messages from one publisher on one topic arrive in order, so once the marker
     is in, anything sent before it that was going to arrive has arrived: a test
-    can then assert that something did *not* arrive without sleeping."""
+    can then assert that something did *not* arrive without sleeping. Use the QoS of the
+    messages sent before it: paho passes a QoS 2 message to the application only when PUBREL
+    arrives, so a lower-QoS marker can overtake it inside the client."""
     marker = f"sync-{time.monotonic_ns()}".encode()
     publisher.publish(topic, marker, qos=qos)
     wait_for(lambda: any(m.payload == marker for m in subscriber.received(topic)),

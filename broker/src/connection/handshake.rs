@@ -65,7 +65,7 @@ where
 
     let client_id = match assign_client_id(&connect) {
         Ok(id) => id,
-        Err(reason) => return refuse(io, protocol, reason, "client identifier not valid").await,
+        Err(reason) => return refuse(io, &connect, reason, "client identifier not valid").await,
     };
     if connect.client_id.is_empty() && protocol.is_v5() {
         connack.assigned_client_identifier = Some(client_id.as_bytestring().clone()); // [MQTT-3.2.2-16]
@@ -80,15 +80,15 @@ where
     };
     let slot = match ConnectionSlot::admit(broker, &listener) {
         Ok(slot) => slot,
-        Err((reason, why)) => return refuse(io, protocol, reason, why).await,
+        Err((reason, why)) => return refuse(io, &connect, reason, why).await,
     };
     if let Err((reason, why)) = check_will(&broker.config.features, &connect) {
-        return refuse(io, protocol, reason, why).await;
+        return refuse(io, &connect, reason, why).await;
     }
     if let Err(reason) = authenticate(broker, io, &client, &connect, &mut connack).await? {
         broker.stats.auth_failures.inc();
         info!(client_id = %client.client_id, %remote_addr, %reason, "authentication failed");
-        return refuse(io, protocol, reason, "not authorized").await;
+        return refuse(io, &connect, reason, "not authorized").await;
     }
     let (expiry, keep_alive) = session_terms(&broker.config.limits, &connect, &mut connack);
     let will = will_of(&connect);
@@ -395,9 +395,11 @@ fn connack_failure(reason: ReasonCode) -> Packet {
 }
 
 /// Sends a refusing CONNACK and reports the refusal [MQTT-3.2.2-7].
+/// The Reason String is left out if the CONNACK would otherwise exceed the client's Maximum Packet
+/// Size [MQTT-3.1.2-25].
 async fn refuse<R, W>(
     io: &mut Io<R, W>,
-    protocol: ProtocolVersion,
+    connect: &Connect,
     reason: ReasonCode,
     why: &'static str,
 ) -> Result<Connection, Refused>
@@ -405,12 +407,15 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let max = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
     let mut packet = connack_failure(reason);
     if let Packet::ConnAck(connack) = &mut packet {
         connack.properties.reason_string = Some(ByteString::from_static(why));
     }
     let mut buf = BytesMut::new();
-    if codec::encode(&packet, protocol, u32::MAX, &mut buf).is_ok() {
+    let encoded = codec::encode(&packet, connect.protocol, max, &mut buf)
+        .or_else(|_| codec::encode(&connack_failure(reason), connect.protocol, max, &mut buf));
+    if encoded.is_ok() {
         let _ = io.write_all(&mut buf).await;
     }
     Err(Refused::ConnAck(reason))

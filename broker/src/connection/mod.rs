@@ -176,6 +176,10 @@ impl Connection {
             read_buf,
             stats,
         } = io;
+        // Packets that arrived in the same read as CONNECT are already in the buffer.
+        if let Err(close) = self.process_input(read_buf).await {
+            return close;
+        }
         loop {
             if self.write_buf.len() < WRITE_HIGH_WATER
                 && let Err(close) = self.pull_deliveries()
@@ -265,6 +269,11 @@ impl Connection {
                     self.last_received = Instant::now();
                     let is_publish = matches!(packet, Packet::Publish(_));
                     self.handle(packet).await?;
+                    // Deliveries this packet caused (to this same client) go out before the answers
+                    // to later packets in the same read.
+                    if self.write_buf.len() < WRITE_HIGH_WATER {
+                        self.pull_deliveries()?;
+                    }
                     if is_publish {
                         self.throttle_publishes().await;
                     }
