@@ -12,6 +12,8 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::codec::QoS;
+use crate::listener::transport::tls::TlsSettings;
+use crate::listener::transport::websocket::WebSocketSettings;
 
 /// Why a configuration could not be used. Messages name the offending key.
 #[derive(Debug, Error)]
@@ -73,8 +75,34 @@ impl Default for Config {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenerProtocol {
+    /// MQTT over plain TCP.
     #[default]
     Tcp,
+    /// MQTT over TLS (needs `tls`).
+    Tls,
+    /// MQTT over WebSocket (`websocket.path`, default `/mqtt`).
+    Ws,
+    /// MQTT over WebSocket over TLS (needs `tls`).
+    Wss,
+}
+
+impl ListenerProtocol {
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Tls | Self::Wss)
+    }
+
+    pub fn uses_websocket(self) -> bool {
+        matches!(self, Self::Ws | Self::Wss)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
+        }
+    }
 }
 
 /// One listening socket.
@@ -89,6 +117,16 @@ pub struct ListenerConfig {
     /// Connected clients this listener accepts at once (0x89 *Server busy* beyond).
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// Expect a PROXY protocol v1 or v2 header first (from a load balancer) and take the client's
+    /// address from it.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Certificate, key and client-certificate settings for `tls` and `wss`.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+    /// WebSocket settings for `ws` and `wss`.
+    #[serde(default)]
+    pub websocket: Option<WebSocketSettings>,
 }
 
 impl Default for ListenerConfig {
@@ -98,6 +136,9 @@ impl Default for ListenerConfig {
             protocol: ListenerProtocol::Tcp,
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
             max_connections: None,
+            proxy_protocol: false,
+            tls: None,
+            websocket: None,
         }
     }
 }
@@ -352,6 +393,24 @@ impl Config {
                 return Err(invalid(
                     &format!("listeners[{i}].name"),
                     "must not be empty",
+                ));
+            }
+            if listener.protocol.uses_tls() && listener.tls.is_none() {
+                return Err(invalid(
+                    &format!("listeners[{i}].tls"),
+                    "required for protocol tls and wss",
+                ));
+            }
+            if !listener.protocol.uses_tls() && listener.tls.is_some() {
+                return Err(invalid(
+                    &format!("listeners[{i}].tls"),
+                    "only protocol tls and wss use it",
+                ));
+            }
+            if !listener.protocol.uses_websocket() && listener.websocket.is_some() {
+                return Err(invalid(
+                    &format!("listeners[{i}].websocket"),
+                    "only protocol ws and wss use it",
                 ));
             }
             if self.listeners[..i].iter().any(|l| l.name == listener.name) {

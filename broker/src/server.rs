@@ -19,7 +19,7 @@ use crate::client::InlineClient;
 use crate::config::Config;
 use crate::hook::{Hook, Hooks};
 use crate::http::{HttpError, HttpServer, ListenerInfo};
-use crate::listener::BoundListener;
+use crate::listener::{BoundListener, ListenerError};
 
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -32,11 +32,11 @@ pub enum ServerError {
     Http(#[from] HttpError),
     #[error("{0}")]
     Auth(String),
-    #[error("cannot bind listener {name} to {addr}: {source}")]
-    Bind {
+    #[error("listener {name} ({addr}): {source}")]
+    Listener {
         name: String,
         addr: SocketAddr,
-        source: std::io::Error,
+        source: ListenerError,
     },
 }
 
@@ -60,7 +60,7 @@ impl ServerBuilder {
             let bound =
                 BoundListener::bind(listener)
                     .await
-                    .map_err(|source| ServerError::Bind {
+                    .map_err(|source| ServerError::Listener {
                         name: listener.name.clone(),
                         addr: listener.bind,
                         source,
@@ -88,13 +88,18 @@ impl ServerBuilder {
         if let Some(file_auth) = file_auth {
             broker.register_reload(file_auth);
         }
+        for listener in &listeners {
+            if let Some(reload) = listener.tls_reload() {
+                broker.register_reload(reload);
+            }
+        }
         let http = match http_config {
             Some(config) => {
                 let infos = listeners
                     .iter()
                     .map(|l| ListenerInfo {
                         name: l.name.to_string(),
-                        protocol: format!("{:?}", l.protocol).to_lowercase(),
+                        protocol: l.protocol.name().to_string(),
                         address: l.local_addr,
                     })
                     .collect();

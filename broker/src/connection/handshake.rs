@@ -50,6 +50,7 @@ pub(super) async fn accept<R, W>(
     io: &mut Io<R, W>,
     remote_addr: SocketAddr,
     listener: Arc<ListenerHandle>,
+    identity: Option<String>,
 ) -> Result<Connection, Refused>
 where
     R: AsyncRead + Unpin,
@@ -70,13 +71,18 @@ where
     if connect.client_id.is_empty() && protocol.is_v5() {
         connack.assigned_client_identifier = Some(client_id.as_bytestring().clone()); // [MQTT-3.2.2-16]
     }
+    // A verified client certificate's common name replaces the CONNECT username
+    // (`use_identity_as_username`), and then stands in for the password.
+    let certificate_identity = identity.is_some();
     let client = ClientInfo {
         client_id,
-        username: connect.username.clone(),
+        username: identity
+            .map(ByteString::from)
+            .or_else(|| connect.username.clone()),
         protocol,
         remote_addr,
         listener: Arc::clone(&listener.name),
-        certificate_identity: false,
+        certificate_identity,
     };
     let slot = match ConnectionSlot::admit(broker, &listener) {
         Ok(slot) => slot,

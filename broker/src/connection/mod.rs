@@ -64,6 +64,7 @@ pub async fn serve<S>(
     stream: S,
     remote_addr: SocketAddr,
     listener: Arc<ListenerHandle>,
+    identity: Option<String>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
@@ -74,13 +75,14 @@ pub async fn serve<S>(
         read_buf: BytesMut::with_capacity(4096),
         stats: Arc::clone(&broker.stats),
     };
-    let connection = match handshake::accept(&broker, &mut io, remote_addr, listener).await {
-        Ok(connection) => connection,
-        Err(reason) => {
-            debug!(%remote_addr, %reason, "connection refused before CONNACK");
-            return;
-        }
-    };
+    let connection =
+        match handshake::accept(&broker, &mut io, remote_addr, listener, identity).await {
+            Ok(connection) => connection,
+            Err(reason) => {
+                debug!(%remote_addr, %reason, "connection refused before CONNACK");
+                return;
+            }
+        };
     connection.run(io).await;
 }
 

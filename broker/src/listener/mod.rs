@@ -1,18 +1,34 @@
 //! Listeners: bind the configured sockets and accept connections, handing each to its own tracked
-//! connection task. A listener stops accepting as soon as shutdown begins.
+//! task. That task first peels the transport stack — optional PROXY header, optional TLS, optional
+//! WebSocket — under one deadline, then runs the MQTT connection. A slow handshake therefore never
+//! holds up the accept loop, which stops as soon as a drain or shutdown begins.
 
-use std::io;
+pub mod transport;
+
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tracing::{info, warn};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
 
-use crate::broker::Broker;
+use self::transport::tls::TlsTerminator;
+use self::transport::{TlsError, proxy, websocket};
+use crate::broker::{Broker, Reload};
 use crate::config::{ListenerConfig, ListenerProtocol};
 use crate::connection;
+
+#[derive(Debug, Error)]
+pub enum ListenerError {
+    #[error("cannot bind: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
 
 /// What a connection knows about the listener it came through.
 #[derive(Debug)]
@@ -38,6 +54,14 @@ impl ListenerHandle {
     }
 }
 
+/// The layers between TCP and MQTT on one listener.
+#[derive(Debug)]
+struct Stack {
+    proxy_protocol: bool,
+    tls: Option<Arc<TlsTerminator>>,
+    websocket_path: Option<String>,
+}
+
 /// A bound, not yet accepting, listener.
 #[derive(Debug)]
 pub struct BoundListener {
@@ -46,10 +70,22 @@ pub struct BoundListener {
     pub local_addr: SocketAddr,
     socket: TcpListener,
     handle: Arc<ListenerHandle>,
+    stack: Arc<Stack>,
 }
 
 impl BoundListener {
-    pub async fn bind(config: &ListenerConfig) -> io::Result<Self> {
+    /// Binds the socket and loads the TLS files, so a bad certificate fails at start.
+    pub async fn bind(config: &ListenerConfig) -> Result<Self, ListenerError> {
+        let tls = match &config.tls {
+            Some(settings) if config.protocol.uses_tls() => {
+                Some(Arc::new(TlsTerminator::load(settings)?))
+            }
+            _ => None,
+        };
+        let websocket_path = config
+            .protocol
+            .uses_websocket()
+            .then(|| config.websocket.clone().unwrap_or_default().path);
         let socket = TcpListener::bind(config.bind).await?;
         let name: Arc<str> = Arc::from(config.name.as_str());
         Ok(Self {
@@ -62,13 +98,26 @@ impl BoundListener {
             protocol: config.protocol,
             local_addr: socket.local_addr()?,
             socket,
+            stack: Arc::new(Stack {
+                proxy_protocol: config.proxy_protocol,
+                tls,
+                websocket_path,
+            }),
         })
     }
 
-    /// Accepts until shutdown. Accept errors (out of file descriptors, say) are logged and retried
-    /// after a pause instead of ending the listener.
+    /// The certificate reloader of a TLS listener, for the broker's reload and file watching.
+    pub fn tls_reload(&self) -> Option<Arc<dyn Reload>> {
+        let terminator = self.stack.tls.as_ref()?;
+        Some(Arc::new(TlsReload {
+            terminator: Arc::clone(terminator),
+        }))
+    }
+
+    /// Accepts until the broker stops accepting. Accept errors (out of file descriptors, say) are
+    /// logged and retried after a pause instead of ending the listener.
     pub async fn run(self, broker: Arc<Broker>) {
-        info!(listener = %self.name, addr = %self.local_addr, protocol = ?self.protocol, "listening");
+        info!(listener = %self.name, addr = %self.local_addr, protocol = self.protocol.name(), "listening");
         loop {
             let accepted = tokio::select! {
                 accepted = self.socket.accept() => accepted,
@@ -78,13 +127,12 @@ impl BoundListener {
                 Ok((stream, remote_addr)) => {
                     // MQTT packets are small and latency matters more than coalescing.
                     let _ = stream.set_nodelay(true);
-                    let broker_for_task = Arc::clone(&broker);
-                    let handle = Arc::clone(&self.handle);
-                    broker.tasks.spawn(connection::serve(
-                        broker_for_task,
+                    broker.tasks.spawn(establish(
+                        Arc::clone(&broker),
                         stream,
                         remote_addr,
-                        handle,
+                        Arc::clone(&self.handle),
+                        Arc::clone(&self.stack),
                     ));
                 }
                 Err(error) => {
@@ -94,5 +142,101 @@ impl BoundListener {
             }
         }
         info!(listener = %self.name, "stopped accepting");
+    }
+}
+
+/// Peels PROXY, TLS and WebSocket as configured, within the connect timeout, then serves MQTT.
+async fn establish(
+    broker: Arc<Broker>,
+    mut tcp: TcpStream,
+    mut remote_addr: SocketAddr,
+    listener: Arc<ListenerHandle>,
+    stack: Arc<Stack>,
+) {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(broker.config.limits.connect_timeout_secs);
+    if stack.proxy_protocol {
+        match tokio::time::timeout_at(deadline, proxy::read_header(&mut tcp)).await {
+            Ok(Ok(header)) => remote_addr = header.source.unwrap_or(remote_addr),
+            Ok(Err(error)) => {
+                debug!(listener = %listener.name, %remote_addr, kind = error.kind(), %error, "bad PROXY header");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+    let Some(tls) = &stack.tls else {
+        return upgrade(broker, tcp, remote_addr, listener, &stack, None, deadline).await;
+    };
+    match tokio::time::timeout_at(deadline, tls.accept(tcp)).await {
+        Ok(Ok((stream, identity))) => {
+            upgrade(
+                broker,
+                stream,
+                remote_addr,
+                listener,
+                &stack,
+                identity,
+                deadline,
+            )
+            .await;
+        }
+        Ok(Err(error)) => {
+            debug!(listener = %listener.name, %remote_addr, %error, "TLS handshake failed");
+        }
+        Err(_) => debug!(listener = %listener.name, %remote_addr, "TLS handshake timed out"),
+    }
+}
+
+/// The WebSocket layer, if the listener has one, then the MQTT connection.
+async fn upgrade<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    remote_addr: SocketAddr,
+    listener: Arc<ListenerHandle>,
+    stack: &Stack,
+    identity: Option<String>,
+    deadline: tokio::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let Some(path) = &stack.websocket_path else {
+        return connection::serve(broker, stream, remote_addr, listener, identity).await;
+    };
+    match tokio::time::timeout_at(deadline, websocket::accept(stream, path)).await {
+        Ok(Ok(ws)) => connection::serve(broker, ws, remote_addr, listener, identity).await,
+        Ok(Err(error)) => {
+            debug!(listener = %listener.name, %remote_addr, kind = error.kind(), %error, "WebSocket upgrade failed");
+        }
+        Err(_) => debug!(listener = %listener.name, %remote_addr, "WebSocket upgrade timed out"),
+    }
+}
+
+/// Certificate rotation: the terminator re-reads its files; connections keep their sessions.
+#[derive(Debug)]
+struct TlsReload {
+    terminator: Arc<TlsTerminator>,
+}
+
+impl Reload for TlsReload {
+    fn name(&self) -> &'static str {
+        "tls"
+    }
+
+    fn reload(&self) -> Result<bool, String> {
+        self.terminator.reload().map_err(|e| e.to_string())
+    }
+
+    fn watched_files(&self) -> Vec<PathBuf> {
+        let settings = self.terminator.settings();
+        [
+            Some(&settings.cert_file),
+            Some(&settings.key_file),
+            settings.client_ca_file.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
     }
 }
