@@ -10,17 +10,18 @@
     reason = "test code: a panic is a test failure"
 )]
 
-use std::time::Duration;
+mod support;
 
 use bytes::Bytes;
-use tern_broker::config::ListenerConfig;
 use tern_broker::hook::{AuthDecision, BoxFuture, ConnectRequest};
-use tern_broker::{AuthStep, ClientInfo, Config, EnhancedAuth, Hook, ReasonCode, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tern_broker::{AuthStep, ClientInfo, EnhancedAuth, Hook, ReasonCode};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use support::embedded::start_with_hook;
+use support::raw_v5::{Received, auth, connect, read_packet};
+
 const METHOD: &str = "ECHO-BACK";
-const WAIT: Duration = Duration::from_secs(5);
 /// The Authenticate Reason Codes of MQTT 5 §3.15.2.1.
 const AUTH_REASON_CODES: [u8; 3] = [0x00, 0x18, 0x19];
 
@@ -70,23 +71,7 @@ impl Hook for Gatekeeper {
 }
 
 async fn start_server() -> (u16, tokio_util::sync::CancellationToken) {
-    let config = Config {
-        listeners: vec![ListenerConfig {
-            name: "test".into(),
-            bind: "127.0.0.1:0".parse().unwrap(),
-            ..ListenerConfig::default()
-        }],
-        ..Config::default()
-    };
-    let server = Server::builder(config)
-        .hook(Gatekeeper)
-        .bind()
-        .await
-        .unwrap();
-    let port = server.local_addrs()[0].1.port();
-    let token = server.shutdown_token();
-    tokio::spawn(server.run(std::future::pending()));
-    (port, token)
+    start_with_hook(Gatekeeper).await
 }
 
 /// Connects with the enhanced authentication method and answers the challenge correctly;
@@ -250,158 +235,4 @@ async fn refused_client_identifier_gets_0x85_and_close() {
         "another identifier is accepted"
     );
     shutdown.cancel();
-}
-
-// ---- hand-built MQTT 5 packets (sections 2.1.4, 2.2.2, 3.1, 3.15) ----
-
-fn remaining_length(mut n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            return out;
-        }
-    }
-}
-
-fn string(s: &[u8]) -> Vec<u8> {
-    let mut out = u16::try_from(s.len()).unwrap().to_be_bytes().to_vec();
-    out.extend_from_slice(s);
-    out
-}
-
-fn packet(first_byte: u8, body: Vec<u8>) -> Vec<u8> {
-    let mut out = vec![first_byte];
-    out.extend(remaining_length(body.len()));
-    out.extend(body);
-    out
-}
-
-/// A property block: Authentication Method (0x15) and Data (0x16) when given, then `extra`.
-fn properties(method: Option<(&str, Option<&[u8]>)>, extra: &[u8]) -> Vec<u8> {
-    let mut props = Vec::new();
-    if let Some((method, data)) = method {
-        props.push(0x15);
-        props.extend(string(method.as_bytes()));
-        if let Some(data) = data {
-            props.push(0x16);
-            props.extend(string(data));
-        }
-    }
-    props.extend_from_slice(extra);
-    let mut out = remaining_length(props.len());
-    out.extend(props);
-    out
-}
-
-fn connect(client_id: &str, method: Option<(&str, Option<&[u8]>)>, extra: &[u8]) -> Vec<u8> {
-    let mut body = string(b"MQTT");
-    body.extend([5, 0x02, 0, 30]); // level 5, clean start, keep alive 30
-    body.extend(properties(method, extra));
-    body.extend(string(client_id.as_bytes()));
-    packet(0x10, body)
-}
-
-fn auth(reason: u8, method: &str, data: Option<&[u8]>) -> Vec<u8> {
-    let mut body = vec![reason];
-    body.extend(properties(Some((method, data)), &[]));
-    packet(0xF0, body)
-}
-
-/// A received packet: its type nibble, and the body after the fixed header.
-struct Received {
-    kind: u8,
-    body: Vec<u8>,
-}
-
-impl Received {
-    /// The reason code: byte 1 of CONNACK, byte 0 of AUTH and DISCONNECT.
-    fn reason(&self) -> u8 {
-        match self.kind {
-            2 => self.body[1],
-            _ => self.body.first().copied().unwrap_or(0),
-        }
-    }
-
-    /// Bytes on the wire: the fixed header byte, the Remaining Length and the body.
-    fn size(&self) -> usize {
-        1 + remaining_length(self.body.len()).len() + self.body.len()
-    }
-
-    /// The value of a string/binary property (identifier `id`) in the packet's property block.
-    fn property(&self, id: u8) -> Option<Vec<u8>> {
-        let start = if self.kind == 2 { 2 } else { 1 };
-        if self.body.len() <= start {
-            return None;
-        }
-        let (len, used) = read_varint(&self.body[start..]);
-        let props = &self.body[start + used..start + used + len];
-        let mut i = 0;
-        while i < props.len() {
-            let pid = props[i];
-            i += 1;
-            let two = |i: usize| usize::from(u16::from_be_bytes([props[i], props[i + 1]]));
-            match pid {
-                0x15 | 0x16 | 0x1F | 0x12 | 0x1A | 0x1C => {
-                    let n = two(i);
-                    if pid == id {
-                        return Some(props[i + 2..i + 2 + n].to_vec());
-                    }
-                    i += 2 + n;
-                }
-                0x11 | 0x27 => i += 4,
-                0x21 | 0x22 | 0x13 => i += 2,
-                0x24 | 0x25 | 0x28 | 0x29 | 0x2A => i += 1,
-                0x26 => {
-                    let n = two(i);
-                    i += 2 + n;
-                    i += 2 + two(i);
-                }
-                other => panic!("unexpected property {other:#x}"),
-            }
-        }
-        None
-    }
-}
-
-fn read_varint(bytes: &[u8]) -> (usize, usize) {
-    let (mut value, mut shift, mut used) = (0usize, 0, 0);
-    for byte in bytes {
-        value |= usize::from(byte & 0x7F) << shift;
-        shift += 7;
-        used += 1;
-        if byte & 0x80 == 0 {
-            break;
-        }
-    }
-    (value, used)
-}
-
-/// The next whole packet, or `None` once the server has closed the connection.
-async fn read_packet(stream: &mut TcpStream) -> Option<Received> {
-    tokio::time::timeout(WAIT, async {
-        let first = stream.read_u8().await.ok()?;
-        let (mut len, mut shift) = (0usize, 0);
-        loop {
-            let byte = stream.read_u8().await.ok()?;
-            len |= usize::from(byte & 0x7F) << shift;
-            shift += 7;
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        stream.read_exact(&mut body).await.ok()?;
-        Some(Received {
-            kind: first >> 4,
-            body,
-        })
-    })
-    .await
-    .expect("no packet and no close in time")
 }

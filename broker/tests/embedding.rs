@@ -7,14 +7,17 @@
     reason = "test code: a panic is a test failure"
 )]
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
-use tern_broker::config::ListenerConfig;
-use tern_broker::{Access, ClientInfo, Config, Hook, Message, QoS, ReasonCode, Server};
+use tern_broker::{Access, ClientInfo, Hook, Message, QoS, ReasonCode, Server};
 use tokio::sync::mpsc;
+
+use support::embedded::loopback_config;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -45,17 +48,6 @@ impl Hook for RecordingPolicy {
     }
     fn on_publish(&self, _: Option<&ClientInfo>, _: &Message) {
         self.published.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn loopback_config() -> Config {
-    Config {
-        listeners: vec![ListenerConfig {
-            name: "test".into(),
-            bind: "127.0.0.1:0".parse().unwrap(),
-            ..ListenerConfig::default()
-        }],
-        ..Config::default()
     }
 }
 

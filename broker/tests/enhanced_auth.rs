@@ -8,17 +8,18 @@
     reason = "test code: a panic is a test failure"
 )]
 
-use std::time::Duration;
+mod support;
 
 use bytes::Bytes;
-use tern_broker::config::ListenerConfig;
 use tern_broker::hook::BoxFuture;
-use tern_broker::{AuthStep, ClientInfo, Config, EnhancedAuth, Hook, ReasonCode, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tern_broker::{AuthStep, ClientInfo, EnhancedAuth, Hook, ReasonCode};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use support::embedded::start_with_hook;
+use support::raw_v5::{auth, connect, read_packet};
+
 const METHOD: &str = "REVERSE";
-const WAIT: Duration = Duration::from_secs(5);
 
 /// Challenges the client with a nonce and accepts the nonce reversed.
 struct ReverseChallenge;
@@ -60,168 +61,7 @@ impl Hook for ReverseChallenge {
 }
 
 async fn start_server() -> (u16, tokio_util::sync::CancellationToken) {
-    let config = Config {
-        listeners: vec![ListenerConfig {
-            name: "test".into(),
-            bind: "127.0.0.1:0".parse().unwrap(),
-            ..ListenerConfig::default()
-        }],
-        ..Config::default()
-    };
-    let server = Server::builder(config)
-        .hook(ReverseChallenge)
-        .bind()
-        .await
-        .unwrap();
-    let port = server.local_addrs()[0].1.port();
-    let token = server.shutdown_token();
-    tokio::spawn(server.run(std::future::pending()));
-    (port, token)
-}
-
-// ---- hand-built MQTT 5 packets (sections 2.1.4, 2.2.2, 3.1, 3.15) ----
-
-fn remaining_length(mut n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            return out;
-        }
-    }
-}
-
-fn string(s: &[u8]) -> Vec<u8> {
-    let mut out = (s.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(s);
-    out
-}
-
-fn packet(first_byte: u8, body: Vec<u8>) -> Vec<u8> {
-    let mut out = vec![first_byte];
-    out.extend(remaining_length(body.len()));
-    out.extend(body);
-    out
-}
-
-/// Authentication Method (0x15) and optional Authentication Data (0x16) as a property block.
-fn auth_properties(method: &str, data: Option<&[u8]>) -> Vec<u8> {
-    let mut props = vec![0x15];
-    props.extend(string(method.as_bytes()));
-    if let Some(data) = data {
-        props.push(0x16);
-        props.extend(string(data));
-    }
-    let mut out = remaining_length(props.len());
-    out.extend(props);
-    out
-}
-
-fn connect(client_id: &str, method: &str, data: Option<&[u8]>) -> Vec<u8> {
-    let mut body = string(b"MQTT");
-    body.extend([5, 0x02, 0, 30]); // level 5, clean start, keep alive 30
-    body.extend(auth_properties(method, data));
-    body.extend(string(client_id.as_bytes()));
-    packet(0x10, body)
-}
-
-fn auth(reason: u8, method: &str, data: Option<&[u8]>) -> Vec<u8> {
-    let mut body = vec![reason];
-    body.extend(auth_properties(method, data));
-    packet(0xF0, body)
-}
-
-/// A received packet: its type nibble, and the body after the fixed header.
-struct Received {
-    kind: u8,
-    body: Vec<u8>,
-}
-
-impl Received {
-    /// The reason code: byte 1 of CONNACK, byte 0 of AUTH and DISCONNECT.
-    fn reason(&self) -> u8 {
-        match self.kind {
-            2 => self.body[1],
-            _ => self.body.first().copied().unwrap_or(0),
-        }
-    }
-
-    /// The value of a binary/string property (identifier `id`) in the packet's property block.
-    fn property(&self, id: u8) -> Option<Vec<u8>> {
-        let start = if self.kind == 2 { 2 } else { 1 };
-        let (len, used) = read_varint(&self.body[start..]);
-        let props = &self.body[start + used..start + used + len];
-        let mut i = 0;
-        while i < props.len() {
-            let pid = props[i];
-            i += 1;
-            match pid {
-                0x15 | 0x16 | 0x1F => {
-                    let n = u16::from_be_bytes([props[i], props[i + 1]]) as usize;
-                    if pid == id {
-                        return Some(props[i + 2..i + 2 + n].to_vec());
-                    }
-                    i += 2 + n;
-                }
-                0x11 | 0x27 => i += 4,
-                0x21 | 0x22 | 0x13 => i += 2,
-                0x24 | 0x25 | 0x28 | 0x29 | 0x2A => i += 1,
-                0x12 | 0x1A | 0x1C => {
-                    let n = u16::from_be_bytes([props[i], props[i + 1]]) as usize;
-                    i += 2 + n;
-                }
-                0x26 => {
-                    let n = u16::from_be_bytes([props[i], props[i + 1]]) as usize;
-                    i += 2 + n;
-                    let m = u16::from_be_bytes([props[i], props[i + 1]]) as usize;
-                    i += 2 + m;
-                }
-                other => panic!("unexpected property {other:#x}"),
-            }
-        }
-        None
-    }
-}
-
-fn read_varint(bytes: &[u8]) -> (usize, usize) {
-    let (mut value, mut shift, mut used) = (0usize, 0, 0);
-    for byte in bytes {
-        value |= usize::from(byte & 0x7F) << shift;
-        shift += 7;
-        used += 1;
-        if byte & 0x80 == 0 {
-            break;
-        }
-    }
-    (value, used)
-}
-
-async fn read_packet(stream: &mut TcpStream) -> Option<Received> {
-    tokio::time::timeout(WAIT, async {
-        let first = stream.read_u8().await.ok()?;
-        let (mut len, mut shift) = (0usize, 0);
-        loop {
-            let byte = stream.read_u8().await.ok()?;
-            len |= usize::from(byte & 0x7F) << shift;
-            shift += 7;
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        stream.read_exact(&mut body).await.ok()?;
-        Some(Received {
-            kind: first >> 4,
-            body,
-        })
-    })
-    .await
-    .expect("no packet and no close in time")
+    start_with_hook(ReverseChallenge).await
 }
 
 /// [MQTT-4.12.0-2], [MQTT-4.12.0-3]: the server answers a CONNECT carrying an Authentication Method with
@@ -231,7 +71,7 @@ async fn challenge_response_exchange_connects() {
     let (port, shutdown) = start_server().await;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     stream
-        .write_all(&connect("auth-ok", METHOD, None))
+        .write_all(&connect("auth-ok", Some((METHOD, None)), &[]))
         .await
         .unwrap();
 
@@ -273,7 +113,7 @@ async fn wrong_response_is_refused() {
     let (port, shutdown) = start_server().await;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     stream
-        .write_all(&connect("auth-bad", METHOD, None))
+        .write_all(&connect("auth-bad", Some((METHOD, None)), &[]))
         .await
         .unwrap();
     let _challenge = read_packet(&mut stream).await.expect("AUTH challenge");
@@ -296,7 +136,11 @@ async fn unknown_method_is_a_bad_authentication_method() {
     let (port, shutdown) = start_server().await;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     stream
-        .write_all(&connect("auth-unknown", "SCRAM-SHA-1", Some(b"x")))
+        .write_all(&connect(
+            "auth-unknown",
+            Some(("SCRAM-SHA-1", Some(b"x"))),
+            &[],
+        ))
         .await
         .unwrap();
     let connack = read_packet(&mut stream).await.expect("CONNACK");
@@ -314,7 +158,7 @@ async fn reauthentication_with_another_method_is_a_protocol_error() {
     let (port, shutdown) = start_server().await;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     stream
-        .write_all(&connect("auth-switch", METHOD, None))
+        .write_all(&connect("auth-switch", Some((METHOD, None)), &[]))
         .await
         .unwrap();
     let challenge = read_packet(&mut stream).await.unwrap();

@@ -16,6 +16,8 @@
     reason = "test code: a panic is a test failure"
 )]
 
+pub mod embedded;
+pub mod raw_v5;
 pub mod v311;
 pub mod v5;
 
