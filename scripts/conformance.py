@@ -7,7 +7,7 @@ docs/conformance.md differs from what would be written (for CI).
 
 Where citations are read:
   * Python: every `test_*` function (top level or in a `Test*` class) of
-    e2e/conformance/**/test_*.py - its docstring, comments and body. Test id: pytest node id,
+    e2e/conformance/**/test_*.py and e2e/edge/**/test_*.py - its docstring, comments and body. Test id: pytest node id,
     e.g. `e2e/conformance/test_connect_raw.py::test_connect_second_connect_is_protocol_error`.
   * Rust: every `#[test]` / `#[tokio::test]` function in broker/src/**/*.rs (the `#[cfg(test)]`
     modules and tests*.rs files) and broker/tests/**/*.rs - the comment lines just above it,
@@ -45,7 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CATALOGUE = "e2e/conformance/statements.tsv"
 REPORT = "docs/conformance.md"
-PY_GLOBS = ["e2e/conformance/**/test_*.py"]
+PY_GLOBS = ["e2e/conformance/**/test_*.py", "e2e/edge/**/test_*.py"]
 RUST_GLOBS = ["broker/src/**/*.rs", "broker/tests/**/*.rs"]
 VERSIONS = ("5.0", "3.1.1")
 APPLIES = ("server", "both", "client", "na")
