@@ -256,6 +256,8 @@ where
     Ok(match broker.hooks.authenticate(&request).await {
         AuthDecision::Allow => Ok(()),
         AuthDecision::Deny(reason) => Err(reason),
+        // A client certificate the TLS layer verified is an authenticated identity.
+        AuthDecision::Continue if client.certificate_identity => Ok(()),
         AuthDecision::Continue if broker.config.auth.allow_anonymous => Ok(()),
         AuthDecision::Continue if connect.username.is_some() => {
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
