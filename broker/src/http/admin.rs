@@ -286,10 +286,14 @@ fn subscription_json(
     })
 }
 
+// The paging fields are repeated rather than flattened: `serde(flatten)` makes the query-string
+// deserializer see every value as a string, so numbers would be refused.
 #[derive(Debug, Deserialize)]
 struct SubscriptionQuery {
-    #[serde(flatten)]
-    page: Page,
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
     client_id: Option<String>,
 }
 
@@ -315,14 +319,20 @@ async fn list_subscriptions(
         subscriptions.sort_by(|a, b| a["filter"].as_str().cmp(&b["filter"].as_str()));
         all.extend(subscriptions);
     }
-    let items = query.page.apply(all.iter().cloned());
-    Json(json!({ "total": all.len(), "offset": query.page.offset, "items": items }))
+    let page = Page {
+        offset: query.offset,
+        limit: query.limit,
+    };
+    let items = page.apply(all.iter().cloned());
+    Json(json!({ "total": all.len(), "offset": page.offset, "items": items }))
 }
 
 #[derive(Debug, Deserialize)]
 struct RetainedQuery {
-    #[serde(flatten)]
-    page: Page,
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
     filter: Option<String>,
 }
 
@@ -340,8 +350,11 @@ async fn list_retained(
         .router
         .retained_matching(&filter, Instant::now());
     messages.sort_by(|a, b| a.topic.cmp(&b.topic));
-    let items: Vec<Value> = query
-        .page
+    let page = Page {
+        offset: query.offset,
+        limit: query.limit,
+    };
+    let items: Vec<Value> = page
         .apply(messages.iter())
         .into_iter()
         .map(|m| {
@@ -353,8 +366,7 @@ async fn list_retained(
             })
         })
         .collect();
-    Json(json!({ "total": messages.len(), "offset": query.page.offset, "items": items }))
-        .into_response()
+    Json(json!({ "total": messages.len(), "offset": page.offset, "items": items })).into_response()
 }
 
 #[derive(Debug, Deserialize)]
