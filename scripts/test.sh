@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (Debian's mosquitto
-# clients, Python's paho-mqtt and pytest in a virtualenv), checks formatting and lints, then runs the
-# Rust tests (unit, property and integration tests against the real binary) and the Python
-# conformance suite against the real binary.
+# clients and mosquitto_passwd, Python's paho-mqtt, pytest and friends in a virtualenv), checks
+# formatting and lints, then runs the Rust tests (unit, property and integration tests against the
+# real binary) and the Python conformance and edge suites against the real binary.
 #
 # Usage: scripts/test.sh            (everything)
 #        SKIP_LINT=1 scripts/test.sh (no fmt/clippy)
@@ -17,9 +17,11 @@ as_root() {
 }
 
 step "system packages"
-if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
+# mosquitto-clients for mosquitto_pub/sub; mosquitto for mosquitto_passwd (the users-file tests
+# check that its hashes work unchanged).
+if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_passwd >/dev/null; then
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients mosquitto
 fi
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 
@@ -42,7 +44,7 @@ python3 scripts/conformance.py --check
 step "rust tests"
 cargo test --workspace --locked
 
-step "conformance suite (paho-mqtt, mosquitto clients, raw sockets)"
+step "conformance and edge suites (paho-mqtt, mosquitto clients, raw sockets, TLS, WebSocket)"
 cargo build -p tern-broker --locked
 TERN_BROKER_BIN="$root/target/debug/tern-broker" \
-    "$venv/bin/python" -m pytest e2e/conformance -q -p no:cacheprovider
+    "$venv/bin/python" -m pytest e2e/conformance e2e/edge -q -p no:cacheprovider

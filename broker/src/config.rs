@@ -407,6 +407,15 @@ impl Config {
                     "only protocol tls and wss use it",
                 ));
             }
+            if let Some(tls) = &listener.tls
+                && tls.client_ca_file.is_none()
+                && (tls.require_client_certificate || tls.use_identity_as_username)
+            {
+                return Err(invalid(
+                    &format!("listeners[{i}].tls"),
+                    "require_client_certificate and use_identity_as_username need client_ca_file",
+                ));
+            }
             if !listener.protocol.uses_websocket() && listener.websocket.is_some() {
                 return Err(invalid(
                     &format!("listeners[{i}].websocket"),

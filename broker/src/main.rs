@@ -72,7 +72,13 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(config))
+    if let Err(error) = runtime.block_on(run(config)) {
+        // Start-up failures (a port in use, an unreadable certificate) are for the operator to fix:
+        // the cause chain in one line, no backtrace.
+        eprintln!("tern-broker: cannot start: {error:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -122,6 +122,13 @@ class EdgeBroker(conformance.Broker):
         if IS_MOSQUITTO:
             pytest.skip("the edge suite tests Tern's own configuration and admin API")
         super().start(timeout)
+        # The process binds its sockets one after another (listeners, then HTTP): the first
+        # accepting does not mean the others do yet.
+        for port in list(self.ports.values()) + [self.http_port]:
+            if port is None:
+                continue
+            wait_for(lambda: _accepts(port), timeout=timeout,
+                     message=f"port {port} of {self.name} to accept")
         return self
 
     # -- HTTP ----------------------------------------------------------------
@@ -136,6 +143,14 @@ class EdgeBroker(conformance.Broker):
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=1.0).close()
+        return True
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------
@@ -602,13 +617,6 @@ def paho_client(client_id: str, version: int = 5, *, transport: str = "tcp",
         c.mqtt.username_pw_set(username, password)
     clients._OPEN.append(c)
     return c
-
-
-def connect_user(port: int, client_id: str, username: Optional[str], password: Optional[str],
-                 version: int = 5, **kw):
-    """A connected paho client with credentials (fails the test if refused)."""
-    return paho_client(client_id, version, username=username, password=password,
-                       **kw).start(port)
 
 
 def raw_connect(port: int, client_id: str, version: int = 5, username=None, password=None,

@@ -6,7 +6,6 @@ read exactly as sent."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -25,6 +24,8 @@ allow all publish clients/%c/#
 allow group ops both ops/#
 allow user alice subscribe capped/# qos<=1
 allow user alice publish capped/# qos<=1
+allow user bob publish plain/# retain=false
+allow client sensor-?? publish sensors/#
 allow user watcher subscribe #
 """
 
@@ -189,3 +190,23 @@ def test_sys_topics_need_an_explicit_rule(acl_broker):
         assert sub_code(c, "$SYS/#") == 0x87
         assert sub_code(c, "#") == 0x87
         assert sub_code(c, "anything/else/#") == 1
+
+
+def test_retain_option_restricts_publishes(acl_broker):
+    """`allow user bob publish plain/# retain=false`: a non-retained PUBLISH is accepted, a
+    retained one is denied (PUBACK 0x87) and nothing is retained (admin API)."""
+    with login(acl_broker.port, "bob") as bob:
+        assert pub_ack(bob, "plain/a") in OK
+        bob.send(r.publish("plain/b", b"keep me", qos=1, retain=True, packet_id=900))
+        assert bob.expect(r.PUBACK).reason == 0x87
+    assert acl_broker.admin().ok("GET", "/retained")["total"] == 0
+
+
+def test_client_id_pattern_rules(acl_broker):
+    """`allow client sensor-?? publish sensors/#`: `?` is exactly one character, so client ids
+    `sensor-01` and `sensor-ab` may publish there, `sensor-1` and `sensor-001` may not (0x87)."""
+    for client_id, allowed in (("sensor-01", True), ("sensor-ab", True), ("sensor-1", False),
+                               ("sensor-001", False)):
+        with login(acl_broker.port, "bob", client_id=client_id) as c:
+            code = pub_ack(c, "sensors/temp")
+            assert (code in OK) == allowed, (client_id, hex(code))

@@ -153,3 +153,36 @@ def test_a_header_split_across_segments_is_read_whole(edge_broker):
         c.send(header[20:] + connect)
         assert c.expect(r.CONNACK).reason == 0
         assert _listed(b, "proxied-split")["remote_addr"] == "203.0.113.99:3333"
+
+
+def test_proxy_header_before_a_websocket_upgrade(edge_broker):
+    """PROXY protocol on a `ws` listener: the header precedes the HTTP upgrade; the WebSocket
+    session then works and the header's address is the client's `remote_addr`."""
+    from .helpers import WsRawClient
+
+    b = edge_broker([{"name": "lb-ws", "protocol": "ws", "proxy_protocol": True}])
+    sock = socket.create_connection((HOST, b.ports["lb-ws"]), timeout=WAIT)
+    sock.sendall(v1_header("203.0.113.21", "198.51.100.1", 4242, 80))
+    with WsRawClient(b.ports["lb-ws"], sock=sock) as c:
+        assert c.status == 101, c.headers
+        c.handshake("proxied-ws")
+        assert _listed(b, "proxied-ws")["remote_addr"] == "203.0.113.21:4242"
+
+
+@pytest.mark.parametrize("kind", ["proxy", "tls"])
+def test_a_silent_connection_is_closed_after_the_connect_timeout(edge_broker, pki, kind):
+    """docs/configuration.md `connect_timeout_secs`: a connection that never completes the PROXY
+    header (or, on a `tls` listener, never sends a ClientHello) is closed once the timeout (1 s
+    here) has passed — the transport handshakes run under it."""
+    listeners = [{"name": "lb", "protocol": "tcp", "proxy_protocol": True}]
+    if kind == "tls":
+        listeners = [tls_listener("lb", "tls", pki().server())]
+    b = edge_broker(listeners, {"limits": {"connect_timeout_secs": 1}})
+    with socket.create_connection((HOST, b.ports["lb"]), timeout=WAIT) as s:
+        if kind == "proxy":
+            s.sendall(b"PROXY TCP4 203.0.113.7")  # an unfinished header
+        s.settimeout(WAIT)
+        try:
+            assert s.recv(1024) == b""
+        except ConnectionResetError:
+            pass

@@ -4,11 +4,14 @@ connected — with Debian's mosquitto_sub, paho-mqtt and Python's ssl module as 
 
 from __future__ import annotations
 
+import shutil
 import ssl
 import subprocess
-import time
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+import expect  # conformance helper
 
 from .helpers import (HOST, WAIT, TlsRawClient, client_context, clients, paho_client, r,
                       served_certificate, tern_passwd, tls_listener, wait_for, write_text)
@@ -194,7 +197,6 @@ def test_certificate_rotation_while_clients_stay_connected(edge_broker, pki, tri
                 served_certificate(port, ctx)),
             message="the new certificate served by the watcher")
     assert served.serial_number == second.serial
-    from cryptography.hazmat.primitives.serialization import Encoding
     assert served.public_bytes(Encoding.DER) == second.der
 
     pub.publish("rot/after", b"2", qos=1)
@@ -223,3 +225,61 @@ def test_a_broken_certificate_file_is_refused_and_the_old_one_kept(edge_broker, 
     assert served_certificate(b.ports["tls"], client_context(ca)).serial_number == leaf.serial
     with TlsRawClient(b.ports["tls"], client_context(ca)) as c:
         c.handshake("after-bad-reload")
+
+
+def test_a_password_change_does_not_disconnect_certificate_clients(edge_broker, pki, tmp_path):
+    """A users-file reload disconnects clients whose password changed — but a client that logged
+    in as `device-7` with its certificate (no password involved) stays connected when
+    `device-7`'s password is changed, while the MQTT 5 client that used the old password gets
+    DISCONNECT 0x87."""
+    ca = pki()
+    users = tmp_path / "users.txt"
+    tern_passwd(users, "device-7", "old-pw")
+    b = _mtls_broker(edge_broker, ca, use_identity=True,
+                     config={"auth": {"allow_anonymous": False, "users_file": str(users)}})
+    with TlsRawClient(b.ports["mtls"], client_context(ca, ca.client("device-7"))) as by_cert, \
+            r.RawClient(b.port) as by_password:
+        by_cert.handshake("by-cert")
+        by_password.handshake("by-password", username="device-7", password=b"old-pw")
+        tern_passwd(users, "device-7", "new-pw")
+        body = b.admin().reload()
+        assert {"name": "users_and_acl", "changed": True, "error": None} in body["reloaded"]
+        expect.disconnected(by_password, 0x87, timeout=WAIT)
+        expect.still_open(by_cert)
+
+
+def test_client_ca_rotation(edge_broker, pki):
+    """The client CA file is reloaded too: after `client_ca_file` is replaced by another CA and
+    `POST /api/v1/reload`, a client certificate from the new CA is accepted and one from the old CA
+    is refused; the client connected with the old CA's certificate before the change stays
+    connected."""
+    old_ca, new_ca = pki("old-client-ca"), pki("new-client-ca")
+    server_ca = pki("server-ca")
+    bundle = old_ca.cert_path.with_name("client-ca-bundle.pem")
+    shutil.copy(old_ca.cert_path, bundle)
+    b = edge_broker([tls_listener("mtls", "tls", server_ca.server(), client_ca_file=str(bundle),
+                                  require_client_certificate=True)])
+    port = b.ports["mtls"]
+    old_leaf, new_leaf = old_ca.client("old-device"), new_ca.client("new-device")
+    with TlsRawClient(port, client_context(server_ca, old_leaf)) as before:
+        before.handshake("before-rotation")
+        write_text(bundle, new_ca.cert_path.read_text())
+        body = b.admin().reload()
+        assert {"name": "tls", "changed": True, "error": None} in body["reloaded"], body
+        with TlsRawClient(port, client_context(server_ca, new_leaf)) as c:
+            c.handshake("new-ca-client")
+        _refused_at_tls(port, client_context(server_ca, old_leaf))
+        expect.still_open(before)
+
+
+def test_tls_1_2_and_1_3_are_both_served(edge_broker, pki):
+    """docs/configuration.md: TLS 1.2 and 1.3. A client limited to TLS 1.2 and one requiring
+    TLS 1.3 both complete the handshake and get a CONNACK."""
+    ca = pki()
+    b = edge_broker([tls_listener("tls", "tls", ca.server())])
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = client_context(ca)
+        ctx.minimum_version = ctx.maximum_version = version
+        with TlsRawClient(b.ports["tls"], ctx) as c:
+            assert c.sock.version() == version.name.replace("v1_", "v1."), c.sock.version()
+            c.handshake(f"tls-{version.name}")

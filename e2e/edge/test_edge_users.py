@@ -5,11 +5,12 @@ unknown users and anonymous clients, on MQTT 5 and 3.1.1; refusals counted in
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from .helpers import mosquitto_passwd, r, raw_connect, tern_passwd
+from .helpers import conformance, mosquitto_passwd, r, raw_connect, tern_passwd
 
 PASSWORDS = {"argon": "argon-secret", "sha6": "sha6-secret", "pbkdf7": "pbkdf7 secret with spaces"}
 PREFIXES = {"argon": "$argon2id$v=19$", "sha6": "$6$", "pbkdf7": "$7$"}
@@ -91,8 +92,6 @@ def test_tern_passwd_updates_and_deletes_entries_in_place(tmp_path, edge_broker)
     path = _users_file(tmp_path)
     before = {l.split(":", 1)[0]: l for l in path.read_text().splitlines() if l}
     tern_passwd(path, "argon", "changed")
-    import subprocess
-    from .helpers import conformance
     done = subprocess.run([str(conformance.tern_binary()), "passwd", str(path), "pbkdf7", "-D"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -103,3 +102,15 @@ def test_tern_passwd_updates_and_deletes_entries_in_place(tmp_path, edge_broker)
     assert _connack(b.port, "new-pw", 5, "argon", "changed") == 0
     assert _connack(b.port, "old-pw", 5, "argon", PASSWORDS["argon"]) == 0x86
     assert _connack(b.port, "deleted", 5, "pbkdf7", PASSWORDS["pbkdf7"]) == 0x86
+
+
+def test_comments_blank_lines_and_crlf_are_ignored(edge_broker, tmp_path):
+    """docs/acl.md: `#` comment lines and blank lines are ignored, and so is whitespace around a
+    line, so a users file with CRLF line endings reads the same."""
+    path = _users_file(tmp_path)
+    lines = path.read_text().splitlines()
+    path.write_bytes(("# made by hand\r\n\r\n   " + "\r\n".join(lines) + "\r\n  # end\r\n")
+                     .encode())
+    b = edge_broker(config={"auth": {"allow_anonymous": False, "users_file": str(path)}})
+    for user, password in PASSWORDS.items():
+        assert _connack(b.port, f"crlf-{user}", 5, user, password) == 0, user

@@ -175,3 +175,19 @@ def test_upgrade_request_bytes_are_standard(edge_broker):
     expected = base64.b64encode(hashlib.sha1(
         (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
     assert status == 101 and headers["sec-websocket-accept"] == expected, headers
+
+
+def test_large_messages_use_extended_frame_lengths(edge_broker):
+    """A 70,000-byte PUBLISH sent in one binary frame (64-bit extended payload length) is accepted
+    and delivered back in frames the hand-built reader reassembles into the same bytes; a
+    300-byte one uses the 16-bit length form."""
+    b, _ = _ws_broker(edge_broker)
+    with WsRawClient(b.ports["ws"]) as c:
+        c.handshake("big-ws")
+        assert c.subscribe("big/#", r.sub_options(qos=1)).codes == [1]
+        for i, size in enumerate((300, 70_000)):
+            payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+            c.send(r.publish("big/t", payload, qos=1, packet_id=i + 1))
+            got = [c.recv(WAIT), c.recv(WAIT)]
+            delivery = [p for p in got if p.type == r.PUBLISH]
+            assert len(delivery) == 1 and delivery[0].payload == payload, got
