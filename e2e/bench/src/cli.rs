@@ -1,0 +1,179 @@
+//! Command-line interface: one subcommand per scenario, plus `report`.
+//!
+//! Only parsing and defaults live here; the scenarios read these structs and never look at argv
+//! themselves (except `connections`, which passes its own argv on to its worker processes).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Load generator for MQTT brokers: throughput, publish→delivery latency, losses, connections.
+#[derive(Debug, Parser)]
+#[command(name = "tern-bench", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Point-to-point: N publishers, each with its own subscriber on its own topic (default N = 10).
+    P2p(PubSubArgs),
+    /// Fan-out: one publisher, N subscribers on one topic (default N = 1000).
+    Fanout(PubSubArgs),
+    /// Fan-in: N publishers (default 1000), one subscriber on a wildcard filter.
+    Fanin(PubSubArgs),
+    /// Shared subscription: N publishers (default 10), a `$share/bench/...` group of subscribers.
+    Shared(PubSubArgs),
+    /// Open N idle clients as fast as the broker allows, hold them, report rate and memory.
+    Connections(ConnectionsArgs),
+    /// The mqtt-stresser workload (each client publishes M messages to its own subscriber).
+    Stresser(StresserArgs),
+    /// Turn a directory of JSON results into a Markdown page and SVG charts.
+    Report(ReportArgs),
+}
+
+/// Where the broker listens.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// Broker host name or address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker MQTT (TCP) port.
+    #[arg(long, default_value_t = 1883)]
+    pub port: u16,
+}
+
+/// What is recorded about the broker, and where the results go.
+#[derive(Debug, Clone, Args)]
+pub struct Output {
+    /// PID of the broker process: its CPU time and RSS are read from /proc.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// Write the machine-readable summary to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Name of the broker under test, as it appears in reports.
+    #[arg(long, default_value = "broker")]
+    pub label: String,
+    /// Broker version, for the report.
+    #[arg(long)]
+    pub broker_version: Option<String>,
+    /// Command line the broker was started with, for the report.
+    #[arg(long)]
+    pub broker_cmd: Option<String>,
+    /// A change from the broker's default configuration this run needed (repeatable).
+    #[arg(long = "broker-change")]
+    pub broker_changes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PubSubArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub output: Output,
+    /// N of the scenario: pairs (p2p), subscribers (fanout) or publishers (fanin, shared).
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Members of the `$share` group (shared scenario).
+    #[arg(long, default_value_t = 10)]
+    pub group_size: usize,
+    /// QoS of every PUBLISH and SUBSCRIBE.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Payload size in bytes (at least the 24-byte stamp; the rest is padding).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Messages per second per publisher; 0 publishes as fast as flow control allows.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of publishing before measuring starts.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Seconds without new deliveries after which the missing messages count as lost.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain_timeout: f64,
+    /// Clients connecting at the same time while the scenario is set up.
+    #[arg(long, default_value_t = 100)]
+    pub connect_concurrency: usize,
+    /// Unacknowledged QoS 1/2 PUBLISH packets each client keeps in flight.
+    #[arg(long, default_value_t = 100)]
+    pub inflight: u16,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionsArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub output: Output,
+    /// Idle clients to open.
+    #[arg(long, default_value_t = 10_000)]
+    pub clients: usize,
+    /// Loopback source addresses to spread connections over (127.0.0.1, 127.0.0.2, ...), each
+    /// good for about 28,000 connections to one destination.
+    #[arg(long, default_value_t = 1)]
+    pub sources: u8,
+    /// Processes to spread the connections over (this binary forks itself).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Connection attempts in progress at once, over all processes. Above the broker's listen
+    /// backlog, SYNs are dropped and retried a second later, which then dominates the rate.
+    #[arg(long, default_value_t = 100)]
+    pub connect_concurrency: usize,
+    /// Seconds to hold the connections open once all are up.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Keep alive announced in CONNECT, in seconds (clients send nothing while idle).
+    #[arg(long, default_value_t = 600)]
+    pub keep_alive: u16,
+    /// Seconds one connection may take from SYN to CONNACK.
+    #[arg(long, default_value_t = 30.0)]
+    pub connect_timeout: f64,
+    /// Internal: run as worker I of `--workers` (set by the parent process).
+    #[arg(long, hide = true)]
+    pub worker_index: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StresserArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub output: Output,
+    /// Concurrent clients (each one publisher and one subscriber).
+    #[arg(long, default_value_t = 10)]
+    pub clients: usize,
+    /// Messages each client publishes.
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: usize,
+    /// QoS of publisher and subscriber.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Seconds after which the run is abandoned.
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout: f64,
+    /// Run this mqtt-stresser binary and parse its report instead of the built-in workload.
+    #[arg(long)]
+    pub stresser_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Directory of JSON results written by the scenarios (and by scripts/bench.sh).
+    #[arg(long)]
+    pub results: PathBuf,
+    /// Markdown file to write.
+    #[arg(long)]
+    pub markdown: PathBuf,
+    /// Directory for the SVG charts.
+    #[arg(long)]
+    pub svg_dir: PathBuf,
+    /// How the Markdown page refers to the SVG directory.
+    #[arg(long, default_value = "benchmarks")]
+    pub svg_href: String,
+}

@@ -1,0 +1,87 @@
+//! Reporting: the result schema, the summary a run prints, and the `report` subcommand that turns
+//! a directory of results into a Markdown page with SVG charts.
+
+pub mod format;
+mod markdown;
+pub mod result;
+mod svg;
+pub mod table;
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use self::result::{RunResult, Unmeasured};
+use crate::cli::ReportArgs;
+
+/// Chart files the page refers to.
+const THROUGHPUT_SVG: &str = "throughput.svg";
+const LATENCY_SVG: &str = "latency-p99.svg";
+
+pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
+    let (runs, unmeasured) = load(&args.results)?;
+    if runs.is_empty() && unmeasured.is_empty() {
+        bail!("no results in {}", args.results.display());
+    }
+    std::fs::create_dir_all(&args.svg_dir)
+        .with_context(|| format!("creating {}", args.svg_dir.display()))?;
+    let charts = markdown::charts(&runs);
+    let write = |path: &Path, text: String| {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write(&args.svg_dir.join(THROUGHPUT_SVG), charts.throughput)?;
+    write(&args.svg_dir.join(LATENCY_SVG), charts.latency)?;
+    let href = args.svg_href.trim_end_matches('/');
+    let page = markdown::render(
+        &runs,
+        &unmeasured,
+        &[
+            (
+                "Delivered messages per second",
+                format!("{href}/{THROUGHPUT_SVG}"),
+            ),
+            (
+                "p99 publish→delivery latency",
+                format!("{href}/{LATENCY_SVG}"),
+            ),
+        ],
+    );
+    write(&args.markdown, page)?;
+    eprintln!(
+        "report: {} results, {} unmeasured → {} and {}",
+        runs.len(),
+        unmeasured.len(),
+        args.markdown.display(),
+        args.svg_dir.display()
+    );
+    Ok(())
+}
+
+/// Reads every `*.json` in `dir`: run results, and `{"unmeasured": …}` records.
+fn load(dir: &Path) -> anyhow::Result<(Vec<RunResult>, Vec<Unmeasured>)> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    paths.sort();
+    let (mut runs, mut unmeasured) = (Vec::new(), Vec::new());
+    for path in paths {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if let Some(record) = value.get_mut("unmeasured") {
+            unmeasured.push(
+                serde_json::from_value(record.take())
+                    .with_context(|| format!("reading {}", path.display()))?,
+            );
+        } else {
+            runs.push(
+                serde_json::from_value(value)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            );
+        }
+    }
+    Ok((runs, unmeasured))
+}

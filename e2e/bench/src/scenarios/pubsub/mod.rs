@@ -1,0 +1,378 @@
+//! The publish/subscribe scenarios (p2p, fan-out, fan-in, shared): connect every subscriber, then
+//! every publisher; publish through a warm-up and a measured window; let deliveries drain; count.
+//!
+//! Throughput is what crossed the window's edges (counter snapshots), latency covers messages sent
+//! inside the window, and losses and duplicates cover everything that was written.
+
+pub mod publisher;
+mod subscriber;
+pub mod topology;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use self::publisher::{Plan, Progress};
+use self::topology::{Kind, Topology};
+use super::mqtt::{self, ClientConfig, ClientSpec, Connected};
+use crate::cli::PubSubArgs;
+use crate::measure::clock::Clock;
+use crate::measure::latency::{LatencySummary, SharedLatency};
+use crate::measure::procfs::{ProcessProbe, Usage};
+use crate::measure::progress::{self, Counters, Phase, PhaseCell};
+use crate::measure::sequence::{DeliveryCount, Ledger};
+use crate::payload::STAMP_LEN;
+use crate::report::result::{ConnectStats, Params, RunResult, Throughput};
+
+/// What every client task of a run shares.
+pub struct Shared {
+    pub clock: Clock,
+    pub counters: Arc<Counters>,
+    pub latency: SharedLatency,
+    /// Clock readings of the measured window: messages sent inside it count for latency.
+    pub window: Range<u64>,
+}
+
+struct PublisherTask {
+    client: rumqttc::AsyncClient,
+    progress: Arc<Progress>,
+    driver: JoinHandle<Option<String>>,
+    publishing: JoinHandle<anyhow::Result<u64>>,
+}
+
+/// At most this many client errors are kept in the result.
+const MAX_ERRORS: usize = 10;
+
+pub async fn run(kind: Kind, args: PubSubArgs) -> anyhow::Result<RunResult> {
+    ensure!(
+        args.payload >= STAMP_LEN,
+        "--payload must be at least {STAMP_LEN} bytes"
+    );
+    ensure!(
+        args.duration > 0.0 && args.warmup >= 0.0,
+        "--duration must be positive"
+    );
+    ensure!(args.rate >= 0.0, "--rate must not be negative");
+    let run_id = super::run_id();
+    let clients = args.clients.unwrap_or(kind.default_clients());
+    let topology = Topology::build(kind, clients, args.group_size, &run_id)?;
+    let probe = args.output.broker_pid.map(ProcessProbe::new).transpose()?;
+
+    eprintln!(
+        "{}: connecting {} subscribers and {} publishers to {}:{}",
+        kind.name(),
+        topology.subscribers.len(),
+        topology.publishers.len(),
+        args.target.host,
+        args.target.port
+    );
+    let (subscribers, publishers) = connect(&topology, &args, &run_id).await?;
+    let connect = connect_stats(&subscribers, &publishers)?;
+
+    let clock = Clock::new();
+    let window = clock.ns_at(args.warmup)..clock.ns_at(args.warmup + args.duration);
+    let shared = Arc::new(Shared {
+        clock,
+        counters: Arc::default(),
+        latency: SharedLatency::new()?,
+        window,
+    });
+    let phase = Arc::new(PhaseCell::default());
+    phase.set(Phase::Warmup);
+    let progress_line = progress::spawn(
+        shared.counters.clone(),
+        shared.latency.clone(),
+        phase.clone(),
+    );
+    let (stop, stop_rx) = watch::channel(false);
+    let sub_tasks: Vec<_> = subscribers
+        .clients
+        .into_iter()
+        .zip(&topology.subscribers)
+        .map(|(connected, spec)| {
+            tokio::spawn(subscriber::run(
+                connected,
+                spec.sink,
+                shared.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    let pub_tasks = start_publishers(publishers, &topology, &args, &shared);
+
+    let (throughput, usage) = measure_window(&shared, &phase, probe.as_ref()).await?;
+
+    let mut errors = Vec::new();
+    let sent = stop_publishers(pub_tasks, args.qos, secs(args.drain_timeout), &mut errors).await?;
+    drain(
+        &shared.counters,
+        topology.expected(&sent),
+        secs(args.drain_timeout),
+    )
+    .await;
+    stop.send_replace(true);
+    let delivery = account(sub_tasks, &topology, &sent, &mut errors).await?;
+    progress_line.abort();
+    errors.truncate(MAX_ERRORS);
+
+    let mut result = super::base_result(
+        kind.name(),
+        &args.output,
+        Params {
+            qos: Some(args.qos),
+            payload: Some(args.payload),
+            rate: Some(args.rate),
+            publishers: topology.publishers.len(),
+            subscribers: topology.subscribers.len(),
+            warmup_s: args.warmup,
+            duration_s: args.duration,
+            ..Params::default()
+        },
+    );
+    result.throughput = Some(throughput);
+    result.latency = Some(shared.latency.summary());
+    result.delivery = Some(delivery);
+    result.connect = Some(connect);
+    result.broker_usage = usage;
+    result.bench_cpu_s = ProcessProbe::own()
+        .sample()
+        .map_or(0.0, |s| s.cpu_s + s.children_cpu_s);
+    result.errors = errors;
+    Ok(result)
+}
+
+/// Collects the subscribers' ledgers by sink and counts them against what was sent.
+async fn account(
+    tasks: Vec<JoinHandle<anyhow::Result<subscriber::Outcome>>>,
+    topology: &Topology,
+    sent: &[u64],
+    errors: &mut Vec<String>,
+) -> anyhow::Result<DeliveryCount> {
+    let mut sinks = vec![Ledger::default(); topology.sinks.len()];
+    for task in tasks {
+        let outcome = task.await.context("a subscriber task panicked")??;
+        sinks[outcome.sink].merge(&outcome.ledger);
+        errors.extend(outcome.error);
+    }
+    let mut delivery = DeliveryCount::default();
+    for (ledger, hears) in sinks.iter().zip(&topology.sinks) {
+        delivery.add(ledger.account(hears, sent));
+    }
+    Ok(delivery)
+}
+
+/// Connects every subscriber (each one ready once its SUBACK is in), then every publisher.
+async fn connect(
+    topology: &Topology,
+    args: &PubSubArgs,
+    run_id: &str,
+) -> anyhow::Result<(mqtt::Fleet, mqtt::Fleet)> {
+    let qos = mqtt::qos(args.qos);
+    let config = ClientConfig {
+        host: args.target.host.clone(),
+        port: args.target.port,
+        inflight: args.inflight,
+        max_packet: (args.payload + 1024).max(10 * 1024),
+        channel_capacity: 16,
+    };
+    let sub_specs = topology
+        .subscribers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ClientSpec {
+            id: format!("tb-{run_id}-s{i}"),
+            subscribe: Some((s.filter.clone(), qos)),
+        });
+    let subscribers = mqtt::connect_all(&config, sub_specs.collect(), args.connect_concurrency)
+        .await
+        .context("connecting the subscribers")?;
+    let pub_specs = (0..topology.publishers.len()).map(|i| ClientSpec {
+        id: format!("tb-{run_id}-p{i}"),
+        subscribe: None,
+    });
+    let publishers = mqtt::connect_all(&config, pub_specs.collect(), args.connect_concurrency)
+        .await
+        .context("connecting the publishers")?;
+    Ok((subscribers, publishers))
+}
+
+/// Starts each publisher's event loop driver and publishing loop. Fixed-rate publishers are
+/// spread evenly over one period, so they do not all fire at once.
+fn start_publishers(
+    publishers: mqtt::Fleet,
+    topology: &Topology,
+    args: &PubSubArgs,
+    shared: &Arc<Shared>,
+) -> Vec<PublisherTask> {
+    let count = topology.publishers.len();
+    let clients = publishers
+        .clients
+        .into_iter()
+        .zip(&topology.publishers)
+        .enumerate();
+    clients
+        .map(|(index, (Connected { client, eventloop }, topic))| {
+            let progress = Arc::new(Progress::default());
+            let plan = Plan {
+                index: index as u32,
+                topic: topic.clone(),
+                qos: mqtt::qos(args.qos),
+                payload: args.payload,
+                rate: args.rate,
+                phase_s: if args.rate > 0.0 {
+                    index as f64 / count as f64 / args.rate
+                } else {
+                    0.0
+                },
+            };
+            PublisherTask {
+                driver: tokio::spawn(publisher::drive(
+                    eventloop,
+                    progress.clone(),
+                    shared.clone(),
+                )),
+                publishing: tokio::spawn(publisher::publish(client.clone(), plan, shared.clone())),
+                client,
+                progress,
+            }
+        })
+        .collect()
+}
+
+/// Sleeps through the warm-up and the measured window; returns what crossed the window and what
+/// the broker used in it.
+async fn measure_window(
+    shared: &Shared,
+    phase: &PhaseCell,
+    probe: Option<&ProcessProbe>,
+) -> anyhow::Result<(Throughput, Option<Usage>)> {
+    let sample = || {
+        probe
+            .map(|p| p.sample().context("reading the broker's /proc entries"))
+            .transpose()
+    };
+    sleep_until(&shared.clock, shared.window.start).await;
+    phase.set(Phase::Measuring);
+    let (sent0, delivered0, at0) = (
+        shared.counters.sent(),
+        shared.counters.delivered(),
+        Instant::now(),
+    );
+    let broker0 = sample()?;
+    sleep_until(&shared.clock, shared.window.end).await;
+    let (sent1, delivered1) = (shared.counters.sent(), shared.counters.delivered());
+    let window_s = at0.elapsed().as_secs_f64();
+    let broker1 = sample()?;
+    phase.set(Phase::Draining);
+    let throughput = Throughput {
+        window_s,
+        published: sent1 - sent0,
+        delivered: delivered1 - delivered0,
+        published_per_s: (sent1 - sent0) as f64 / window_s,
+        delivered_per_s: (delivered1 - delivered0) as f64 / window_s,
+    };
+    let usage = broker0
+        .zip(broker1)
+        .map(|(start, end)| Usage::between(&start, &end, window_s));
+    Ok((throughput, usage))
+}
+
+fn secs(value: f64) -> Duration {
+    Duration::from_secs_f64(value.max(0.0))
+}
+
+async fn sleep_until(clock: &Clock, at_ns: u64) {
+    let now = clock.now_ns();
+    if at_ns > now {
+        tokio::time::sleep(Duration::from_nanos(at_ns - now)).await;
+    }
+}
+
+fn connect_stats(
+    subscribers: &mqtt::Fleet,
+    publishers: &mqtt::Fleet,
+) -> anyhow::Result<ConnectStats> {
+    let mut times = subscribers.setup_times.clone();
+    times
+        .add(&publishers.setup_times)
+        .context("merging connect times")?;
+    let connected = (subscribers.clients.len() + publishers.clients.len()) as u64;
+    let elapsed_s = (subscribers.elapsed + publishers.elapsed).as_secs_f64();
+    Ok(ConnectStats {
+        requested: connected,
+        connected,
+        elapsed_s,
+        per_s: connected as f64 / elapsed_s.max(1e-9),
+        latency: LatencySummary::of(&times),
+        ..ConnectStats::default()
+    })
+}
+
+/// Ends publishing, waits (up to `within`) for everything issued to be written and acknowledged,
+/// disconnects the publishers, and returns how many PUBLISH packets each one wrote.
+async fn stop_publishers(
+    mut tasks: Vec<PublisherTask>,
+    qos: u8,
+    within: Duration,
+    errors: &mut Vec<String>,
+) -> anyhow::Result<Vec<u64>> {
+    let mut issued = Vec::with_capacity(tasks.len());
+    for task in &mut tasks {
+        match (&mut task.publishing)
+            .await
+            .context("a publisher task panicked")?
+        {
+            Ok(count) => issued.push(count),
+            Err(e) => {
+                errors.push(format!("publisher: {e:#}"));
+                issued.push(0);
+            }
+        }
+    }
+    let settled = || {
+        tasks.iter().zip(&issued).all(|(task, &issued)| {
+            let sent = task.progress.sent.load(Ordering::Relaxed);
+            let acked = task.progress.acked.load(Ordering::Relaxed);
+            sent >= issued && (qos == 0 || acked >= sent)
+        })
+    };
+    let deadline = Instant::now() + within;
+    while !settled() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in &tasks {
+        let _ = task.client.try_disconnect();
+    }
+    let mut sent = Vec::with_capacity(tasks.len());
+    for mut task in tasks {
+        match tokio::time::timeout(Duration::from_secs(2), &mut task.driver).await {
+            Ok(Ok(Some(error))) => errors.push(format!("publisher: {error}")),
+            Ok(_) => {}
+            Err(_) => {
+                task.driver.abort();
+                errors.push("publisher: DISCONNECT not written within 2 s".into());
+            }
+        }
+        sent.push(task.progress.sent.load(Ordering::Relaxed));
+    }
+    Ok(sent)
+}
+
+/// Waits until `expected` deliveries arrived, or none arrived for `idle`.
+async fn drain(counters: &Counters, expected: u64, idle: Duration) {
+    let mut last = (counters.delivered(), Instant::now());
+    while counters.delivered() < expected {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = counters.delivered();
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() >= idle {
+            break;
+        }
+    }
+}
