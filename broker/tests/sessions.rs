@@ -4,7 +4,9 @@
 
 mod support;
 
+use rumqttc::QoS;
 use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode;
+use support::client::{Client, Version};
 use support::{QUIET, TestBroker, WAIT, v5, v311};
 
 const HOUR: u32 = 3600;
@@ -15,87 +17,14 @@ const HOUR: u32 = 3600;
 /// [MQTT-3.2.2-2] the resuming one Session Present = 1. (MQTT 3.1.1)
 #[tokio::test]
 async fn v311_persistent_session_keeps_subscriptions_and_queues_messages_while_offline() {
-    use rumqttc::QoS;
-    let broker = TestBroker::start().await;
-    let (sub, mut sub_inbox, connack) = v311::connect_persistent(broker.port(), "sleeper").await;
-    assert!(!connack.session_present, "no session existed yet");
-    v311::subscribe(&sub, &mut sub_inbox, "mail/#", QoS::ExactlyOnce).await;
-    v311::disconnect(&sub, &mut sub_inbox).await;
-
-    let (publisher, mut pub_inbox) = v311::connect(broker.port(), "publisher").await;
-    v311::publish(
-        &publisher,
-        &mut pub_inbox,
-        "mail/a",
-        QoS::AtLeastOnce,
-        false,
-        "one",
-    )
-    .await;
-    v311::publish(
-        &publisher,
-        &mut pub_inbox,
-        "mail/a",
-        QoS::ExactlyOnce,
-        false,
-        "two",
-    )
-    .await;
-
-    let (_sub, mut sub_inbox, connack) = v311::connect_persistent(broker.port(), "sleeper").await;
-    assert!(connack.session_present, "the stored session is resumed");
-    let queued = v311::expect_publishes(&mut sub_inbox, 2, WAIT).await;
-    let got: Vec<_> = queued.iter().map(|p| (v311::payload(p), p.qos)).collect();
-    assert_eq!(got, [("one", QoS::AtLeastOnce), ("two", QoS::ExactlyOnce)]);
-
-    // The subscription itself survived: new messages flow without a new SUBSCRIBE.
-    v311::publish(
-        &publisher,
-        &mut pub_inbox,
-        "mail/b",
-        QoS::AtLeastOnce,
-        false,
-        "three",
-    )
-    .await;
-    let live = v311::expect_publish(&mut sub_inbox, WAIT).await;
-    assert_eq!(v311::payload(&live), "three");
+    persistent_session_keeps_subscriptions_and_queues_messages(Version::V311).await;
 }
 
 /// [MQTT-3.1.2-6] CleanSession = 1 discards the previous session, [MQTT-3.2.2-1] with Session
 /// Present = 0: its subscriptions are gone. (MQTT 3.1.1)
 #[tokio::test]
 async fn v311_clean_session_discards_the_previous_session() {
-    use rumqttc::QoS;
-    let broker = TestBroker::start().await;
-    let (sub, mut sub_inbox, _) = v311::connect_persistent(broker.port(), "forgetful").await;
-    v311::subscribe(&sub, &mut sub_inbox, "notes", QoS::AtLeastOnce).await;
-    v311::disconnect(&sub, &mut sub_inbox).await;
-
-    let (publisher, mut pub_inbox) = v311::connect(broker.port(), "publisher").await;
-    v311::publish(
-        &publisher,
-        &mut pub_inbox,
-        "notes",
-        QoS::AtLeastOnce,
-        false,
-        "queued",
-    )
-    .await;
-
-    let (_sub, mut sub_inbox, connack) =
-        v311::start(v311::options(broker.port(), "forgetful")).await;
-    assert!(!connack.session_present);
-    v311::publish(
-        &publisher,
-        &mut pub_inbox,
-        "notes",
-        QoS::AtLeastOnce,
-        false,
-        "live",
-    )
-    .await;
-    v311::expect_no_publish(&mut sub_inbox, QUIET).await;
+    clean_start_discards_the_previous_session(Version::V311).await;
 }
 
 /// [MQTT-3.1.2-5] With Clean Start = 0 the broker resumes the session kept for
@@ -103,90 +32,14 @@ async fn v311_clean_session_discards_the_previous_session() {
 /// messages queued meanwhile; [MQTT-3.2.2-3] Session Present says whether a session existed.
 #[tokio::test]
 async fn v5_persistent_session_keeps_subscriptions_and_queues_messages_while_offline() {
-    use rumqttc::v5::mqttbytes::QoS;
-    let broker = TestBroker::start().await;
-    let (sub, mut sub_inbox, connack) =
-        v5::connect_persistent(broker.port(), "sleeper", HOUR).await;
-    assert!(!connack.session_present, "no session existed yet");
-    v5::subscribe(&sub, &mut sub_inbox, "mail/#", QoS::ExactlyOnce).await;
-    v5::disconnect(&sub, &mut sub_inbox).await;
-
-    let (publisher, mut pub_inbox) = v5::connect(broker.port(), "publisher").await;
-    v5::publish(
-        &publisher,
-        &mut pub_inbox,
-        "mail/a",
-        QoS::AtLeastOnce,
-        false,
-        "one",
-    )
-    .await;
-    v5::publish(
-        &publisher,
-        &mut pub_inbox,
-        "mail/a",
-        QoS::ExactlyOnce,
-        false,
-        "two",
-    )
-    .await;
-
-    let (_sub, mut sub_inbox, connack) =
-        v5::connect_persistent(broker.port(), "sleeper", HOUR).await;
-    assert!(connack.session_present, "the stored session is resumed");
-    let queued = v5::expect_publishes(&mut sub_inbox, 2, WAIT).await;
-    let got: Vec<_> = queued.iter().map(|p| (v5::payload(p), p.qos)).collect();
-    assert_eq!(got, [("one", QoS::AtLeastOnce), ("two", QoS::ExactlyOnce)]);
-
-    v5::publish(
-        &publisher,
-        &mut pub_inbox,
-        "mail/b",
-        QoS::AtLeastOnce,
-        false,
-        "three",
-    )
-    .await;
-    let live = v5::expect_publish(&mut sub_inbox, WAIT).await;
-    assert_eq!(v5::payload(&live), "three");
+    persistent_session_keeps_subscriptions_and_queues_messages(Version::V5).await;
 }
 
 /// [MQTT-3.1.2-4] Clean Start = 1 discards the existing session and [MQTT-3.2.2-2] the CONNACK
 /// has Session Present = 0.
 #[tokio::test]
 async fn v5_clean_start_discards_the_previous_session() {
-    use rumqttc::v5::mqttbytes::QoS;
-    let broker = TestBroker::start().await;
-    let (sub, mut sub_inbox, _) = v5::connect_persistent(broker.port(), "forgetful", HOUR).await;
-    v5::subscribe(&sub, &mut sub_inbox, "notes", QoS::AtLeastOnce).await;
-    v5::disconnect(&sub, &mut sub_inbox).await;
-
-    let (publisher, mut pub_inbox) = v5::connect(broker.port(), "publisher").await;
-    v5::publish(
-        &publisher,
-        &mut pub_inbox,
-        "notes",
-        QoS::AtLeastOnce,
-        false,
-        "queued",
-    )
-    .await;
-
-    let mut options = v5::options(broker.port(), "forgetful");
-    options.set_clean_start(true);
-    options.set_session_expiry_interval(Some(HOUR));
-    let (_sub, mut sub_inbox, connack) = v5::start(options).await;
-    assert!(!connack.session_present);
-    v5::publish(
-        &publisher,
-        &mut pub_inbox,
-        "notes",
-        QoS::AtLeastOnce,
-        false,
-        "live",
-    )
-    .await;
-    v5::expect_no_publish(&mut sub_inbox, QUIET).await;
+    clean_start_discards_the_previous_session(Version::V5).await;
 }
 
 /// [MQTT-4.1.0-2] A session whose expiry interval is absent (0) ends with its network
@@ -224,45 +77,7 @@ async fn v5_session_without_expiry_ends_with_the_connection() {
 /// (MQTT 3.1.1)
 #[tokio::test]
 async fn v311_unacknowledged_messages_are_redelivered_with_dup_after_reconnect() {
-    use rumqttc::QoS;
-    let broker = TestBroker::start().await;
-    let mut options = v311::options(broker.port(), "slowpoke");
-    options.set_clean_session(false).set_manual_acks(true);
-    let (sub, mut sub_inbox, _) = v311::start(options).await;
-    v311::subscribe(&sub, &mut sub_inbox, "work", QoS::ExactlyOnce).await;
-
-    let (publisher, mut pub_inbox) = v311::connect(broker.port(), "publisher").await;
-    v311::publish(
-        &publisher,
-        &mut pub_inbox,
-        "work",
-        QoS::AtLeastOnce,
-        false,
-        "at least once",
-    )
-    .await;
-    v311::publish(
-        &publisher,
-        &mut pub_inbox,
-        "work",
-        QoS::ExactlyOnce,
-        false,
-        "exactly once",
-    )
-    .await;
-    let first = v311::expect_publishes(&mut sub_inbox, 2, WAIT).await;
-    assert!(first.iter().all(|p| !p.dup), "first delivery has DUP = 0");
-    sub_inbox.drop_connection().await;
-
-    let (_sub, mut sub_inbox, connack) = v311::connect_persistent(broker.port(), "slowpoke").await;
-    assert!(connack.session_present);
-    let again = v311::expect_publishes(&mut sub_inbox, 2, WAIT).await;
-    for (before, after) in first.iter().zip(&again) {
-        assert_eq!(v311::payload(after), v311::payload(before));
-        assert_eq!(after.pkid, before.pkid, "original packet identifier");
-        assert_eq!(after.qos, before.qos);
-        assert!(after.dup, "redelivery has DUP = 1: {after:?}");
-    }
+    unacknowledged_messages_are_redelivered_with_dup(Version::V311).await;
 }
 
 /// [MQTT-4.4.0-1] On reconnecting with Clean Start = 0 to a present session the broker resends
@@ -270,49 +85,7 @@ async fn v311_unacknowledged_messages_are_redelivered_with_dup_after_reconnect()
 /// [MQTT-3.3.1-1] with DUP = 1.
 #[tokio::test]
 async fn v5_unacknowledged_messages_are_redelivered_with_dup_after_reconnect() {
-    use rumqttc::v5::mqttbytes::QoS;
-    let broker = TestBroker::start().await;
-    let mut options = v5::options(broker.port(), "slowpoke");
-    options
-        .set_clean_start(false)
-        .set_session_expiry_interval(Some(HOUR))
-        .set_manual_acks(true);
-    let (sub, mut sub_inbox, _) = v5::start(options).await;
-    v5::subscribe(&sub, &mut sub_inbox, "work", QoS::ExactlyOnce).await;
-
-    let (publisher, mut pub_inbox) = v5::connect(broker.port(), "publisher").await;
-    v5::publish(
-        &publisher,
-        &mut pub_inbox,
-        "work",
-        QoS::AtLeastOnce,
-        false,
-        "at least once",
-    )
-    .await;
-    v5::publish(
-        &publisher,
-        &mut pub_inbox,
-        "work",
-        QoS::ExactlyOnce,
-        false,
-        "exactly once",
-    )
-    .await;
-    let first = v5::expect_publishes(&mut sub_inbox, 2, WAIT).await;
-    assert!(first.iter().all(|p| !p.dup), "first delivery has DUP = 0");
-    sub_inbox.drop_connection().await;
-
-    let (_sub, mut sub_inbox, connack) =
-        v5::connect_persistent(broker.port(), "slowpoke", HOUR).await;
-    assert!(connack.session_present);
-    let again = v5::expect_publishes(&mut sub_inbox, 2, WAIT).await;
-    for (before, after) in first.iter().zip(&again) {
-        assert_eq!(v5::payload(after), v5::payload(before));
-        assert_eq!(after.pkid, before.pkid, "original packet identifier");
-        assert_eq!(after.qos, before.qos);
-        assert!(after.dup, "redelivery has DUP = 1: {after:?}");
-    }
+    unacknowledged_messages_are_redelivered_with_dup(Version::V5).await;
 }
 
 /// The offline queue is bounded by `limits.max_queued_messages` (DESIGN §2: QoS 1/2 kept up to a
@@ -440,4 +213,88 @@ async fn expect_taken_over(first_inbox: &mut v5::Inbox) {
     }
     let reason = v5::expect_server_disconnect(first_inbox, WAIT).await;
     assert_eq!(reason, DisconnectReasonCode::SessionTakenOver);
+}
+
+/// A persistent session (Session Present = 0 at first, 1 on resuming) keeps its subscription and
+/// the QoS 1 and 2 messages published while the client was away, then goes on delivering.
+async fn persistent_session_keeps_subscriptions_and_queues_messages(v: Version) {
+    let broker = TestBroker::start().await;
+    let (mut sub, session_present) =
+        Client::start_session(v, broker.port(), "sleeper", false, false).await;
+    assert!(!session_present, "no session existed yet");
+    sub.subscribe("mail/#", QoS::ExactlyOnce).await;
+    sub.disconnect().await;
+
+    let mut publisher = Client::connect(v, broker.port(), "publisher").await;
+    publisher
+        .publish("mail/a", QoS::AtLeastOnce, false, "one")
+        .await;
+    publisher
+        .publish("mail/a", QoS::ExactlyOnce, false, "two")
+        .await;
+
+    let (mut sub, session_present) =
+        Client::start_session(v, broker.port(), "sleeper", false, false).await;
+    assert!(session_present, "the stored session is resumed");
+    let queued = sub.expect_publishes(2).await;
+    let got: Vec<_> = queued.iter().map(|p| (p.payload(), p.qos)).collect();
+    assert_eq!(got, [("one", QoS::AtLeastOnce), ("two", QoS::ExactlyOnce)]);
+
+    // The subscription itself survived: new messages flow without a new SUBSCRIBE.
+    publisher
+        .publish("mail/b", QoS::AtLeastOnce, false, "three")
+        .await;
+    assert_eq!(sub.expect_publish().await.payload(), "three");
+}
+
+/// A clean start over a persistent session answers Session Present = 0 and drops the old
+/// subscription: neither the message queued meanwhile nor a new one arrives.
+async fn clean_start_discards_the_previous_session(v: Version) {
+    let broker = TestBroker::start().await;
+    let (mut sub, _) = Client::start_session(v, broker.port(), "forgetful", false, false).await;
+    sub.subscribe("notes", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+
+    let mut publisher = Client::connect(v, broker.port(), "publisher").await;
+    publisher
+        .publish("notes", QoS::AtLeastOnce, false, "queued")
+        .await;
+
+    let (mut sub, session_present) =
+        Client::start_session(v, broker.port(), "forgetful", true, false).await;
+    assert!(!session_present);
+    publisher
+        .publish("notes", QoS::AtLeastOnce, false, "live")
+        .await;
+    sub.expect_no_publish().await;
+}
+
+/// A subscriber that acknowledges nothing and drops its connection gets the QoS 1 and 2
+/// messages again on resuming its session: same payload, packet identifier and QoS, DUP = 1.
+async fn unacknowledged_messages_are_redelivered_with_dup(v: Version) {
+    let broker = TestBroker::start().await;
+    let (mut sub, _) = Client::start_session(v, broker.port(), "slowpoke", false, true).await;
+    sub.subscribe("work", QoS::ExactlyOnce).await;
+
+    let mut publisher = Client::connect(v, broker.port(), "publisher").await;
+    publisher
+        .publish("work", QoS::AtLeastOnce, false, "at least once")
+        .await;
+    publisher
+        .publish("work", QoS::ExactlyOnce, false, "exactly once")
+        .await;
+    let first = sub.expect_publishes(2).await;
+    assert!(first.iter().all(|p| !p.dup), "first delivery has DUP = 0");
+    sub.drop_connection().await;
+
+    let (mut sub, session_present) =
+        Client::start_session(v, broker.port(), "slowpoke", false, false).await;
+    assert!(session_present);
+    let again = sub.expect_publishes(2).await;
+    for (before, after) in first.iter().zip(&again) {
+        assert_eq!(after.payload(), before.payload());
+        assert_eq!(after.pkid, before.pkid, "original packet identifier");
+        assert_eq!(after.qos, before.qos);
+        assert!(after.dup, "redelivery has DUP = 1: {after:?}");
+    }
 }

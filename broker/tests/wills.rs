@@ -3,6 +3,7 @@
 
 mod support;
 
+use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties};
 use support::{QUIET, TestBroker, WAIT, v5, v311};
 
 /// [MQTT-3.1.2-8] The will is published when the network connection closes without DISCONNECT.
@@ -98,30 +99,14 @@ async fn v311_retained_will_is_kept_for_later_subscribers() {
 #[tokio::test]
 async fn v5_will_is_published_after_its_delay() {
     use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties};
     let broker = TestBroker::start().await;
     let (watcher, mut watcher_inbox) = v5::connect(broker.port(), "watcher").await;
     v5::subscribe(&watcher, &mut watcher_inbox, "status/+", QoS::AtLeastOnce).await;
 
-    let properties = LastWillProperties {
-        delay_interval: Some(1),
-        payload_format_indicator: None,
-        message_expiry_interval: None,
-        content_type: None,
-        response_topic: None,
-        correlation_data: None,
-        user_properties: Vec::new(),
-    };
     let mut options = v5::options(broker.port(), "device");
     options
         .set_session_expiry_interval(Some(3600))
-        .set_last_will(LastWill::new(
-            "status/device",
-            "gone",
-            QoS::AtLeastOnce,
-            true,
-            Some(properties),
-        ));
+        .set_last_will(device_will(1, true));
     let (_device, device_inbox, _) = v5::start(options).await;
     device_inbox.drop_connection().await;
 
@@ -140,32 +125,16 @@ async fn v5_will_is_published_after_its_delay() {
 #[tokio::test]
 async fn v5_reconnect_within_the_will_delay_cancels_the_will() {
     use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties};
     let broker = TestBroker::start().await;
     let (watcher, mut watcher_inbox) = v5::connect(broker.port(), "watcher").await;
     v5::subscribe(&watcher, &mut watcher_inbox, "status/+", QoS::AtLeastOnce).await;
 
     // A delay far longer than this test runs, so the reconnect is surely within it.
-    let properties = LastWillProperties {
-        delay_interval: Some(300),
-        payload_format_indicator: None,
-        message_expiry_interval: None,
-        content_type: None,
-        response_topic: None,
-        correlation_data: None,
-        user_properties: Vec::new(),
-    };
     let mut options = v5::options(broker.port(), "device");
     options
         .set_clean_start(false)
         .set_session_expiry_interval(Some(3600))
-        .set_last_will(LastWill::new(
-            "status/device",
-            "gone",
-            QoS::AtLeastOnce,
-            false,
-            Some(properties),
-        ));
+        .set_last_will(device_will(300, false));
     let (_device, device_inbox, _) = v5::start(options).await;
     device_inbox.drop_connection().await;
 
@@ -186,4 +155,25 @@ async fn v5_reconnect_within_the_will_delay_cancels_the_will() {
         "back"
     );
     v5::expect_no_publish(&mut watcher_inbox, QUIET).await;
+}
+
+/// The v5 will of the client "device": "gone" on `status/device` at QoS 1, published `delay`
+/// seconds after the connection is lost.
+fn device_will(delay: u32, retain: bool) -> LastWill {
+    let properties = LastWillProperties {
+        delay_interval: Some(delay),
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+    };
+    LastWill::new(
+        "status/device",
+        "gone",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        retain,
+        Some(properties),
+    )
 }

@@ -72,7 +72,7 @@ pub async fn serve<S>(
     let mut io = Io {
         reader,
         writer,
-        read_buf: BytesMut::with_capacity(4096),
+        read_buf: BytesMut::with_capacity(READ_BUF_INITIAL),
         stats: Arc::clone(&broker.stats),
     };
     let connection =
@@ -86,6 +86,21 @@ pub async fn serve<S>(
     connection.run(io).await;
 }
 
+/// Read buffers start small, grow (doubling) only while a large packet arrives, and shrink back once
+/// it is consumed: most connections are idle most of the time, and per-connection memory is what
+/// limits how many clients one broker holds.
+const READ_BUF_INITIAL: usize = 512;
+/// An empty read buffer larger than this is replaced by a small one.
+const READ_BUF_KEEP: usize = 16 * 1024;
+
+fn make_room(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > READ_BUF_KEEP {
+        *buf = BytesMut::with_capacity(READ_BUF_INITIAL);
+    } else if buf.capacity() - buf.len() < READ_BUF_INITIAL / 2 {
+        buf.reserve(buf.len().max(READ_BUF_INITIAL));
+    }
+}
+
 /// The socket halves and the read buffer.
 struct Io<R, W> {
     reader: R,
@@ -97,9 +112,7 @@ struct Io<R, W> {
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
     /// Reads more bytes; `Ok(false)` on end of stream.
     async fn fill(&mut self) -> std::io::Result<bool> {
-        if self.read_buf.capacity() - self.read_buf.len() < 1024 {
-            self.read_buf.reserve(4096);
-        }
+        make_room(&mut self.read_buf);
         let n = self.reader.read_buf(&mut self.read_buf).await?;
         self.stats.bytes_received.inc_by(n as u64);
         Ok(n > 0)
@@ -222,9 +235,7 @@ impl Connection {
                             if let Err(close) = self.process_input(read_buf).await {
                                 return close;
                             }
-                            if read_buf.capacity() - read_buf.len() < 1024 {
-                                read_buf.reserve(4096);
-                            }
+                            make_room(read_buf);
                         }
                     }
                 }

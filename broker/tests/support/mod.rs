@@ -16,7 +16,10 @@
     reason = "test code: a panic is a test failure"
 )]
 
+pub mod client;
 pub mod embedded;
+pub mod expect;
+pub mod pubsub;
 pub mod raw_v5;
 pub mod v311;
 pub mod v5;

@@ -11,8 +11,44 @@ use tokio::sync::mpsc;
 
 use super::{Note, WAIT};
 
+#[allow(
+    unused_imports,
+    reason = "every test file compiles this module on its own and uses only part of it"
+)]
+pub use super::expect::{
+    expect_connack, expect_connection_closed, expect_no_publish, expect_publish, expect_publishes,
+    expect_suback, next_publish_within,
+};
+
 /// What one v3.1.1 client has received.
 pub type Inbox = super::Inbox<Packet, ConnectionError>;
+
+impl super::expect::Packets for Packet {
+    type ConnAck = ConnAck;
+    type SubAck = SubAck;
+    type Publish = Publish;
+
+    fn as_connack(&self) -> Option<&ConnAck> {
+        match self {
+            Packet::ConnAck(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn as_suback(&self) -> Option<&SubAck> {
+        match self {
+            Packet::SubAck(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn as_publish(&self) -> Option<&Publish> {
+        match self {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        }
+    }
+}
 
 /// Options for a client of the broker on `port`, with a clean session.
 pub fn options(port: u16, client_id: &str) -> MqttOptions {
@@ -71,59 +107,6 @@ pub async fn connect_persistent(port: u16, client_id: &str) -> (AsyncClient, Inb
     start(options).await
 }
 
-pub async fn expect_connack(inbox: &mut Inbox, timeout: Duration) -> ConnAck {
-    inbox
-        .next_matching("CONNACK", timeout, |p| match p {
-            Packet::ConnAck(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await
-}
-
-/// The next application message the broker sends to this client.
-pub async fn expect_publish(inbox: &mut Inbox, timeout: Duration) -> Publish {
-    inbox
-        .next_matching("PUBLISH", timeout, |p| match p {
-            Packet::Publish(publish) => Some(publish.clone()),
-            _ => None,
-        })
-        .await
-}
-
-/// The next application message if one arrives within `within`, else `None`.
-pub async fn next_publish_within(inbox: &mut Inbox, within: Duration) -> Option<Publish> {
-    inbox
-        .next_matching_within("PUBLISH", within, |p| match p {
-            Packet::Publish(publish) => Some(publish.clone()),
-            _ => None,
-        })
-        .await
-}
-
-/// The next `count` application messages, in arrival order.
-pub async fn expect_publishes(inbox: &mut Inbox, count: usize, timeout: Duration) -> Vec<Publish> {
-    let mut received = Vec::with_capacity(count);
-    for _ in 0..count {
-        received.push(expect_publish(inbox, timeout).await);
-    }
-    received
-}
-
-/// Fails if an application message arrives within `within`.
-pub async fn expect_no_publish(inbox: &mut Inbox, within: Duration) {
-    inbox
-        .nothing_matching("PUBLISH", within, |p| matches!(p, Packet::Publish(_)))
-        .await
-}
-
-/// Waits until the broker closes the connection (v3.1.1 has no DISCONNECT from the server).
-pub async fn expect_connection_closed(inbox: &mut Inbox, timeout: Duration) -> ConnectionError {
-    match inbox.ended(timeout).await {
-        Note::Failed(e) => e,
-        other => panic!("expected the broker to close the connection, got {other:?}"),
-    }
-}
-
 /// Subscribes to one filter and waits for its SUBACK; returns the granted QoS.
 pub async fn subscribe(client: &AsyncClient, inbox: &mut Inbox, filter: &str, qos: QoS) -> QoS {
     subscribe_many(client, inbox, &[(filter, qos)])
@@ -156,15 +139,6 @@ pub async fn subscribe_many(
             SubscribeReasonCode::Failure => panic!("SUBSCRIBE {path} refused"),
         })
         .collect()
-}
-
-pub async fn expect_suback(inbox: &mut Inbox, timeout: Duration) -> SubAck {
-    inbox
-        .next_matching("SUBACK", timeout, |p| match p {
-            Packet::SubAck(s) => Some(s.clone()),
-            _ => None,
-        })
-        .await
 }
 
 /// Unsubscribes from one filter and waits for the UNSUBACK.
