@@ -75,14 +75,15 @@ pub async fn serve<S>(
         read_buf: BytesMut::with_capacity(READ_BUF_INITIAL),
         stats: Arc::clone(&broker.stats),
     };
-    let connection =
-        match handshake::accept(&broker, &mut io, remote_addr, listener, identity).await {
-            Ok(connection) => connection,
-            Err(reason) => {
-                debug!(%remote_addr, %reason, "connection refused before CONNACK");
-                return;
-            }
-        };
+    // Boxed: the handshake's state is only needed until CONNACK, not for the life of the connection.
+    let handshake = handshake::accept(&broker, &mut io, remote_addr, listener, identity);
+    let connection = match Box::pin(handshake).await {
+        Ok(connection) => connection,
+        Err(reason) => {
+            debug!(%remote_addr, %reason, "connection refused before CONNACK");
+            return;
+        }
+    };
     connection.run(io).await;
 }
 
@@ -167,7 +168,8 @@ impl Connection {
         W: AsyncWrite + Unpin,
     {
         let close = self.event_loop(&mut io).await;
-        self.finish(&mut io, close).await;
+        // Boxed for the same reason as the handshake: needed once, at the end.
+        Box::pin(self.finish(&mut io, close)).await;
     }
 
     async fn event_loop<R, W>(&mut self, io: &mut Io<R, W>) -> Close
