@@ -61,6 +61,11 @@ pub trait Reload: Send + Sync + std::fmt::Debug + 'static {
     fn watched_files(&self) -> Vec<std::path::PathBuf> {
         Vec::new()
     }
+    /// Whether a change can alter what connected clients may do, so that they must be re-checked
+    /// (users and ACL: yes; certificates and the admin token: no).
+    fn affects_client_rights(&self) -> bool {
+        false
+    }
 }
 
 /// What one reload did.
@@ -177,7 +182,11 @@ impl Broker {
                 }
             })
             .collect();
-        if outcomes.iter().any(|o| o.changed) {
+        let rights_changed = reloaders
+            .iter()
+            .zip(&outcomes)
+            .any(|(r, o)| o.changed && r.affects_client_rights());
+        if rights_changed {
             self.revalidate_clients();
         }
         outcomes
@@ -501,8 +510,7 @@ impl Broker {
         };
         self.sessions.remove_if_same(session);
         for filter in subscriptions.keys() {
-            let allow_shared = true;
-            if let Ok(parsed) = SubscriptionFilter::parse(filter, allow_shared) {
+            if let Ok(parsed) = SubscriptionFilter::parse(filter, true) {
                 self.router.unsubscribe(session.id, &parsed);
             }
         }

@@ -175,6 +175,10 @@ impl Reload for FileAuth {
         Ok(changed)
     }
 
+    fn affects_client_rights(&self) -> bool {
+        true
+    }
+
     fn watched_files(&self) -> Vec<PathBuf> {
         self.users_path
             .iter()

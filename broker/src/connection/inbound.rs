@@ -154,7 +154,7 @@ impl Connection {
 
     /// Whether a well-formed PUBLISH may be delivered: authorization, payload format, `$SYS`.
     fn publish_reason(&self, publish: &Publish) -> ReasonCode {
-        if publish.topic.starts_with("$SYS") {
+        if publish.topic == "$SYS" || publish.topic.starts_with("$SYS/") {
             return ReasonCode::NOT_AUTHORIZED; // only the broker publishes there
         }
         if publish.properties.payload_format_indicator == Some(1)
