@@ -2,7 +2,10 @@
 # The whole test suite, from a fresh machine: installs what the tests need (Debian's mosquitto
 # clients and mosquitto_passwd, Python's paho-mqtt, pytest and friends in a virtualenv), checks
 # formatting and lints, then runs the Rust tests (unit, property and integration tests against the
-# real binary) and the Python conformance and edge suites against the real binary.
+# real binary) and the Python conformance and edge suites against the real binary, and finally the
+# operator against a real Kubernetes control plane (kube-apiserver, etcd and kube-controller-manager
+# built from the upstream Go modules by e2e/control-plane/, cached after the first build) with helm
+# and kubectl from npm.
 #
 # Usage: scripts/test.sh            (everything)
 #        SKIP_LINT=1 scripts/test.sh (no fmt/clippy)
@@ -48,3 +51,16 @@ step "conformance and edge suites (paho-mqtt, mosquitto clients, raw sockets, TL
 cargo build -p tern-broker --locked
 TERN_BROKER_BIN="$root/target/debug/tern-broker" \
     "$venv/bin/python" -m pytest e2e/conformance e2e/edge -q -p no:cacheprovider
+
+step "operator against a real control plane (helm, kubectl, tern-test-kubelet, rumqttc)"
+cargo build --workspace --locked
+e2e/control-plane/build.sh
+# A control plane of its own, so a developer's running one is left alone.
+export TERN_CP_RUN="${TMPDIR:-/tmp}/tern-cp-test-$$"
+stop_control_plane() { CLEAN=1 e2e/control-plane/stop.sh >/dev/null 2>&1 || true; }
+trap stop_control_plane EXIT
+KUBECONFIG=$(e2e/control-plane/start.sh)
+export KUBECONFIG
+PATH="$(e2e/control-plane/tools.sh):$PATH"
+export PATH
+cargo test --locked -p tern-test-kubelet -p tern-operator -- --ignored --test-threads=1

@@ -76,6 +76,17 @@ pub struct ReloadOutcome {
     pub error: Option<String>,
 }
 
+/// What re-checking connected clients after a rights change did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Revalidation {
+    /// Connections told to go (MQTT 5: DISCONNECT 0x87) because their credentials were revoked.
+    pub disconnected: usize,
+    /// Subscriptions removed because the ACL no longer allows them.
+    pub subscriptions_removed: usize,
+    /// Subscriptions kept at a lower QoS than before.
+    pub subscriptions_downgraded: usize,
+}
+
 /// How far a drain has got.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DrainProgress {
@@ -85,6 +96,13 @@ pub struct DrainProgress {
     pub sessions: usize,
     pub inflight: usize,
     pub queued: usize,
+}
+
+/// What re-checking one subscription did.
+enum SubscriptionCheck {
+    Kept,
+    Removed,
+    Downgraded,
 }
 
 /// What a connection asks for when it opens its session.
@@ -204,7 +222,8 @@ impl Broker {
     /// Applies changed rights to connected clients: a revoked client is disconnected (0x87); a
     /// subscription no longer allowed is removed, and one allowed at a lower QoS is downgraded.
     /// Clients whose rights did not change are not touched.
-    pub fn revalidate_clients(&self) {
+    pub fn revalidate_clients(&self) -> Revalidation {
+        let mut done = Revalidation::default();
         for session in self.sessions.snapshot() {
             let (client, connection, subscriptions) = {
                 let state = session.lock();
@@ -223,12 +242,19 @@ impl Broker {
             {
                 tracing::info!(client_id = %client.client_id, "credentials revoked; disconnecting");
                 connection.kick(ReasonCode::NOT_AUTHORIZED);
+                done.disconnected += 1;
                 continue;
             }
             for (filter, record) in subscriptions {
-                self.revalidate_subscription(&session, &client, filter, record);
+                match self.revalidate_subscription(&session, &client, filter, record) {
+                    SubscriptionCheck::Kept => {}
+                    SubscriptionCheck::Removed => done.subscriptions_removed += 1,
+                    SubscriptionCheck::Downgraded => done.subscriptions_downgraded += 1,
+                }
             }
         }
+        tracing::debug!(?done, "connected clients re-checked");
+        done
     }
 
     fn revalidate_subscription(
@@ -237,9 +263,9 @@ impl Broker {
         client: &ClientInfo,
         filter: bytestring::ByteString,
         mut record: crate::session::SubscriptionRecord,
-    ) {
+    ) -> SubscriptionCheck {
         let Ok(parsed) = SubscriptionFilter::parse(&filter, true) else {
-            return;
+            return SubscriptionCheck::Kept;
         };
         let requested = record.options.qos;
         let granted =
@@ -256,14 +282,16 @@ impl Broker {
                 tracing::info!(client_id = %client.client_id, %filter, "subscription no longer allowed; removed");
                 self.router.unsubscribe(session.id, &parsed);
                 session.lock().subscriptions.remove(&filter);
+                SubscriptionCheck::Removed
             }
             Some(qos) if qos != requested => {
                 record.options.qos = qos;
                 self.router
                     .subscribe(session, &parsed, record.options, record.identifier);
                 session.lock().subscriptions.insert(filter, record);
+                SubscriptionCheck::Downgraded
             }
-            Some(_) => {}
+            Some(_) => SubscriptionCheck::Kept,
         }
     }
 

@@ -1,6 +1,7 @@
 //! `tern-broker`: runs the broker from a YAML configuration file until SIGTERM or Ctrl-C.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -8,6 +9,7 @@ use tern_broker::config::LogFormat;
 use tern_broker::{Config, Server};
 use tracing_subscriber::EnvFilter;
 
+mod drain;
 mod passwd;
 
 /// Tern: a Kubernetes-native MQTT 3.1 / 3.1.1 / 5.0 broker.
@@ -39,6 +41,18 @@ enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Drain the broker that a configuration file describes, through its admin API: it stops
+    /// accepting and tells clients to use another server. Waits until no client is connected or the
+    /// timeout passes, and exits 0 either way (a Kubernetes preStop hook); 1 if the broker cannot be
+    /// reached or refuses, 2 if the configuration has no `http` section or admin token file.
+    Drain {
+        /// The broker's configuration file (`http.bind` and `http.admin_token_file` are used).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Seconds to wait for the clients to leave.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        timeout: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +65,9 @@ fn main() -> anyhow::Result<()> {
     }) = &args.command
     {
         return passwd::run(file, username, *delete, *password_stdin);
+    }
+    if let Some(Command::Drain { config, timeout }) = &args.command {
+        std::process::exit(drain::run(config, Duration::from_secs(*timeout)));
     }
     let config = match &args.config {
         Some(path) => match Config::from_file(path) {

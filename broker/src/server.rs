@@ -85,8 +85,8 @@ impl ServerBuilder {
             Hooks::new(hooks),
             CancellationToken::new(),
         ));
-        if let Some(file_auth) = file_auth {
-            broker.register_reload(file_auth);
+        if let Some(file_auth) = &file_auth {
+            broker.register_reload(file_auth.clone());
         }
         for listener in &listeners {
             if let Some(reload) = listener.tls_reload() {
@@ -103,7 +103,7 @@ impl ServerBuilder {
                         address: l.local_addr,
                     })
                     .collect();
-                Some(HttpServer::bind(&config, Arc::clone(&broker), infos).await?)
+                Some(HttpServer::bind(&config, Arc::clone(&broker), infos, file_auth).await?)
             }
             None => None,
         };

@@ -17,7 +17,7 @@ from .helpers import (HOST, WAIT, clients, conformance, http_request, r, wait_fo
 ROUTES = [("GET", "/broker"), ("GET", "/clients"), ("GET", "/clients/x"),
           ("DELETE", "/clients/x"), ("POST", "/clients/x/kick"), ("GET", "/subscriptions"),
           ("GET", "/retained"), ("DELETE", "/retained?topic=a"), ("POST", "/publish"),
-          ("POST", "/reload"), ("GET", "/drain"), ("POST", "/drain")]
+          ("POST", "/reload"), ("PUT", "/auth"), ("GET", "/drain"), ("POST", "/drain")]
 
 
 def test_missing_or_wrong_token_is_401_with_a_bearer_challenge(edge_broker):

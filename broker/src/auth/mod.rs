@@ -3,7 +3,8 @@
 //!
 //! Pure logic: callers read the files, hand over their text, and decide what to do with the answer
 //! (the broker's hook, its reload path and the `passwd` command). Nothing here does I/O, logs, or holds
-//! state beyond the parsed file. The formats are documented in `docs/acl.md` and in each module.
+//! state beyond the parsed file, except [`FileAuth`], the broker's live copy of both files. The formats
+//! are documented in `docs/acl.md` and in each module.
 
 pub mod acl;
 mod files;
@@ -11,7 +12,7 @@ pub mod password;
 pub mod users;
 
 pub use acl::{AclFile, Decision, Subject};
-pub use files::FileAuth;
+pub use files::{Applied, AuthPush, FileAuth};
 pub use password::{PasswordHash, hash_new};
 pub use users::UsersFile;
 
@@ -114,6 +115,17 @@ impl UsersError {
             Self::DuplicateUser { .. } => "duplicate_user",
             Self::Hash { .. } => "hash",
             Self::NoSuchUser(_) => "no_such_user",
+        }
+    }
+
+    /// The line the error is on, counted from 1; `None` when it is about no line of a file.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Self::MissingSeparator { line }
+            | Self::InvalidUsername { line, .. }
+            | Self::DuplicateUser { line, .. }
+            | Self::Hash { line, .. } => Some(*line).filter(|&line| line > 0),
+            Self::NoSuchUser(_) => None,
         }
     }
 }
@@ -233,6 +245,77 @@ impl AclError {
             | Self::UnknownGroup { line, .. }
             | Self::DuplicateGroup { line, .. }
             | Self::BadGroupLine { line, .. } => *line,
+        }
+    }
+}
+
+/// One of the two files [`FileAuth`] serves: the users file or the ACL file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthPart {
+    /// `auth.users_file`.
+    Users,
+    /// `auth.acl_file`.
+    Acl,
+}
+
+impl AuthPart {
+    /// `users` or `acl`, as the admin API names the part.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Users => "users",
+            Self::Acl => "acl",
+        }
+    }
+
+    /// The configuration key that names the file.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Self::Users => "auth.users_file",
+            Self::Acl => "auth.acl_file",
+        }
+    }
+}
+
+/// Why content pushed in place of the users or ACL file was refused. Nothing was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// Content for a file the configuration does not name: without the file there is no such policy
+    /// to replace, and turning one on is a configuration change.
+    #[error("{}: the configuration has no {}, so there is no {} content to replace", .0.name(), .0.config_key(), .0.name())]
+    NotConfigured(AuthPart),
+    /// The pushed users text does not parse.
+    #[error("users: {0}")]
+    Users(UsersError),
+    /// The pushed ACL text does not parse.
+    #[error("acl: {0}")]
+    Acl(AclError),
+}
+
+impl PushError {
+    /// A short, fixed name for the variant, fit for a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotConfigured(_) => "not_configured",
+            Self::Users(_) => "users",
+            Self::Acl(_) => "acl",
+        }
+    }
+
+    /// Which part was refused.
+    pub fn part(&self) -> AuthPart {
+        match self {
+            Self::NotConfigured(part) => *part,
+            Self::Users(_) => AuthPart::Users,
+            Self::Acl(_) => AuthPart::Acl,
+        }
+    }
+
+    /// The line of the pushed text the error is on, counted from 1.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Self::NotConfigured(_) => None,
+            Self::Users(e) => e.line(),
+            Self::Acl(e) => Some(e.line()),
         }
     }
 }

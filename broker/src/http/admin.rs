@@ -1,17 +1,18 @@
 //! The admin API under `/api/v1/`, behind a bearer token read from a file (documented in
-//! `docs/admin-api.md`). The operator drives brokers through it: reload after it rewrote the users or
-//! ACL file, drain before a pod goes away. Without a token file the API is off (404).
+//! `docs/admin-api.md`). The operator drives brokers through it: push new users and ACL content (or
+//! reload after it rewrote the files), drain before a pod goes away. Without a token file the API is
+//! off (404).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
 use axum::Json;
-use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use base64::Engine;
 use bytestring::ByteString;
 use parking_lot::RwLock;
@@ -20,7 +21,8 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::{HttpError, HttpState};
-use crate::broker::Reload;
+use crate::auth::{AuthPart, AuthPush, PushError};
+use crate::broker::{Reload, Revalidation};
 use crate::codec::{QoS, ReasonCode};
 use crate::message::Message;
 use crate::session::{ClientId, Session};
@@ -28,6 +30,9 @@ use crate::topic::{self, TopicFilter};
 
 /// Largest page a listing returns.
 const MAX_PAGE: usize = 1000;
+/// Largest `PUT /auth` body: room for users and ACL files of tens of thousands of users (axum's
+/// default of 2 MiB is not).
+const MAX_AUTH_BODY: usize = 16 * 1024 * 1024;
 
 /// The bearer token, re-read on reload so it can be rotated without a restart.
 #[derive(Debug)]
@@ -87,6 +92,10 @@ pub(super) fn routes(state: Arc<HttpState>) -> axum::Router<Arc<HttpState>> {
         .route("/retained", get(list_retained).delete(delete_retained))
         .route("/publish", post(publish))
         .route("/reload", post(reload))
+        .route(
+            "/auth",
+            put(push_auth).layer(DefaultBodyLimit::max(MAX_AUTH_BODY)),
+        )
         .route("/drain", get(drain_progress).post(start_drain))
         .layer(middleware::from_fn_with_state(state, require_token))
 }
@@ -444,6 +453,79 @@ async fn reload(State(state): State<Arc<HttpState>>) -> Response {
         StatusCode::OK
     };
     (status, Json(json!({ "reloaded": outcomes }))).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthRequest {
+    /// The users file's new text.
+    users: Option<String>,
+    /// The ACL file's new text.
+    acl: Option<String>,
+}
+
+/// Replaces the users and/or ACL content without waiting for the files to change, then re-checks
+/// connected clients as a reload does. The files' text at the moment of the push is remembered, so a
+/// later reload keeps the pushed content until the files change (see `FileAuth::push`).
+async fn push_auth(
+    State(state): State<Arc<HttpState>>,
+    body: Result<Json<AuthRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, &rejection.body_text()),
+    };
+    let push = AuthPush {
+        users: request.users,
+        acl: request.acl,
+    };
+    if push.users.is_none() && push.acl.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "nothing to push: give users, acl or both",
+        );
+    }
+    let result = match &state.auth {
+        Some(auth) => auth.push(&push),
+        // Neither file is configured, so whatever was given has nothing to replace.
+        None if push.users.is_some() => Err(PushError::NotConfigured(AuthPart::Users)),
+        None => Err(PushError::NotConfigured(AuthPart::Acl)),
+    };
+    let applied = match result {
+        Ok(applied) => applied,
+        Err(refused) => return push_refused(&refused),
+    };
+    let revalidation = if applied.changed {
+        state.broker.revalidate_clients()
+    } else {
+        Revalidation::default()
+    };
+    Json(json!({
+        "changed": applied.changed,
+        "users": applied.users,
+        "acl_rules": applied.acl_rules,
+        "revoked_users": applied.revoked_users,
+        "disconnected": revalidation.disconnected,
+        "subscriptions_removed": revalidation.subscriptions_removed,
+        "subscriptions_downgraded": revalidation.subscriptions_downgraded,
+    }))
+    .into_response()
+}
+
+/// `409` for a file the configuration does not name, `422` for text that does not parse; the body
+/// names the part and the line.
+fn push_refused(refused: &PushError) -> Response {
+    tracing::warn!(error = %refused, "pushed users/ACL content refused; previous state kept");
+    let status = match refused {
+        PushError::NotConfigured(_) => StatusCode::CONFLICT,
+        PushError::Users(_) | PushError::Acl(_) => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    let body = json!({
+        "error": refused.to_string(),
+        "part": refused.part().name(),
+        "line": refused.line(),
+    });
+    (status, Json(body)).into_response()
 }
 
 async fn start_drain(State(state): State<Arc<HttpState>>) -> Response {

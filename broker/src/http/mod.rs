@@ -18,6 +18,7 @@ use tracing::info;
 
 pub use admin::AdminToken;
 
+use crate::auth::FileAuth;
 use crate::broker::Broker;
 use crate::config::HttpConfig;
 
@@ -49,6 +50,9 @@ pub(crate) struct HttpState {
     broker: Arc<Broker>,
     listeners: Vec<ListenerInfo>,
     token: Option<Arc<AdminToken>>,
+    /// The users and ACL files' live content, which `PUT /api/v1/auth` replaces; `None` when the
+    /// configuration names neither file.
+    auth: Option<Arc<FileAuth>>,
 }
 
 /// A bound HTTP endpoint.
@@ -58,11 +62,13 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds the port and reads the admin token (registering it for reload).
+    /// Binds the port and reads the admin token (registering it for reload). `auth` is what the
+    /// admin API pushes users and ACL content into.
     pub async fn bind(
         config: &HttpConfig,
         broker: Arc<Broker>,
         listeners: Vec<ListenerInfo>,
+        auth: Option<Arc<FileAuth>>,
     ) -> Result<Self, HttpError> {
         let token = match &config.admin_token_file {
             Some(path) => {
@@ -84,6 +90,7 @@ impl HttpServer {
                 broker,
                 listeners,
                 token,
+                auth,
             }),
         })
     }

@@ -1,0 +1,80 @@
+//! What every reconcile shares: the client, the operator's settings, metrics, and the little state
+//! that must survive between reconciles (password hashes, what each broker was last sent, when a
+//! leaving pod started draining).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use parking_lot::Mutex;
+
+use crate::broker_api::BrokerApi;
+use crate::metrics::Metrics;
+
+/// Settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Image for clusters that do not name one.
+    pub broker_image: String,
+    /// The cluster's DNS domain, for Service names in certificates and URIs.
+    pub cluster_domain: String,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub broker_api: BrokerApi,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    /// Argon2id hashes by `namespace/cluster/username`, with a digest of the password they were
+    /// made from: hashing is slow by design, and a new hash of the same password would change
+    /// the users file and make the brokers disconnect that user.
+    pub password_hashes: Mutex<HashMap<String, (Vec<u8>, String)>>,
+    /// The auth revision each broker pod (by UID) last accepted.
+    pub pushed_auth: Mutex<HashMap<String, String>>,
+    /// When each leaving pod (by UID) was asked to drain.
+    pub drains: Mutex<HashMap<String, Instant>>,
+    /// Whether optional kinds exist, rechecked after a while: (checked at, present).
+    pub discovered: Mutex<HashMap<&'static str, (Instant, bool)>>,
+}
+
+/// How long a discovery answer is trusted.
+const DISCOVERY_TTL: Duration = Duration::from_secs(60);
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Metrics) -> Self {
+        let reporter = Reporter {
+            controller: "tern-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            broker_api: BrokerApi::new(),
+            metrics,
+            password_hashes: Mutex::new(HashMap::new()),
+            pushed_auth: Mutex::new(HashMap::new()),
+            drains: Mutex::new(HashMap::new()),
+            discovered: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the API server serves `group_version` (`monitoring.coreos.com/v1`) with `plural`.
+    pub async fn serves(&self, group_version: &'static str, plural: &str) -> bool {
+        if let Some((at, present)) = self.discovered.lock().get(group_version)
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return *present;
+        }
+        let present = match self.client.list_api_group_resources(group_version).await {
+            Ok(list) => list.resources.iter().any(|r| r.name == plural),
+            Err(_) => false,
+        };
+        self.discovered
+            .lock()
+            .insert(group_version, (Instant::now(), present));
+        present
+    }
+}

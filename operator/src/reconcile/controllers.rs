@@ -1,0 +1,226 @@
+//! Wires the three controllers to the API: what each watches and how a change to a related
+//! object finds the resource to reconcile.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::context::Context;
+use super::error::Error;
+use super::{acl, cluster, user};
+use crate::crd::{MqttAcl, MqttCluster, MqttUser};
+use crate::render::names::{FIELD_MANAGER, LABEL_CLUSTER, LABEL_INSTANCE, LABEL_MANAGED_BY};
+
+/// The namespace the operator watches, or all.
+#[derive(Debug, Clone, Default)]
+pub struct Scope(pub Option<String>);
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        match &self.0 {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
+/// Runs all controllers until `shutdown` is cancelled.
+pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
+    tokio::join!(
+        run_clusters(
+            ctx.clone(),
+            scope.clone(),
+            shutdown.clone().cancelled_owned()
+        ),
+        run_users(
+            ctx.clone(),
+            scope.clone(),
+            shutdown.clone().cancelled_owned()
+        ),
+        run_acls(ctx, scope, shutdown.cancelled_owned()),
+    );
+}
+
+fn error_policy<K: ResourceExt>(object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(name = %object.name_any(), namespace = ?object.namespace(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(10))
+}
+
+fn log_outcome<K, E: std::fmt::Display>(
+    controller: &'static str,
+) -> impl Fn(Result<(ObjectRef<K>, Action), E>) -> std::future::Ready<()>
+where
+    K: Resource,
+{
+    move |result| {
+        match result {
+            Ok((object, _)) => debug!(controller, object = %object.name, "reconciled"),
+            Err(error) => debug!(controller, %error, "controller event"),
+        }
+        std::future::ready(())
+    }
+}
+
+/// The cluster a labelled object belongs to.
+fn cluster_of_label<K: ResourceExt>(object: &K, label: &str) -> Option<ObjectRef<MqttCluster>> {
+    let name = object.labels().get(label)?;
+    Some(ObjectRef::new(name).within(&object.namespace()?))
+}
+
+async fn run_clusters(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ours = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
+    Controller::new(
+        scope.api::<MqttCluster>(&client),
+        watcher::Config::default(),
+    )
+    .owns(scope.api::<StatefulSet>(&client), ours.clone())
+    .owns(scope.api::<Service>(&client), ours.clone())
+    .owns(scope.api::<ConfigMap>(&client), ours.clone())
+    .owns(scope.api::<PodDisruptionBudget>(&client), ours.clone())
+    // Owned Secrets and users' credentials Secrets alike carry the cluster label.
+    .watches(
+        scope.api::<Secret>(&client),
+        watcher::Config::default().labels(LABEL_CLUSTER),
+        |s| cluster_of_label(&s, LABEL_CLUSTER),
+    )
+    .watches(
+        scope.api::<Pod>(&client),
+        watcher::Config::default().labels("app.kubernetes.io/name=tern-broker"),
+        |p| cluster_of_label(&p, LABEL_INSTANCE),
+    )
+    .watches(
+        scope.api::<MqttUser>(&client),
+        watcher::Config::default(),
+        |u| {
+            u.namespace()
+                .map(|ns| ObjectRef::new(&u.spec.cluster_ref.name).within(&ns))
+        },
+    )
+    .watches(
+        scope.api::<MqttAcl>(&client),
+        watcher::Config::default(),
+        |a| {
+            a.namespace()
+                .map(|ns| ObjectRef::new(&a.spec.cluster_ref.name).within(&ns))
+        },
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(cluster::reconcile, error_policy, ctx)
+    .for_each(log_outcome("cluster"))
+    .await;
+}
+
+async fn run_users(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let controller = Controller::new(scope.api::<MqttUser>(&client), watcher::Config::default());
+    let users = controller.store();
+    let users_of_cluster = users.clone();
+    controller
+        .owns(
+            scope.api::<Secret>(&client),
+            watcher::Config::default().labels(LABEL_CLUSTER),
+        )
+        // A user's own password Secret (rotation), or a cluster's CA changing under the users.
+        .watches(
+            scope.api::<Secret>(&client),
+            watcher::Config::default(),
+            move |secret| {
+                let namespace = secret.namespace();
+                let cluster = secret.labels().get(LABEL_CLUSTER).cloned();
+                let name = secret.name_any();
+                users
+                    .state()
+                    .into_iter()
+                    .filter(|u| u.namespace() == namespace)
+                    .filter(|u| {
+                        u.spec
+                            .password_from
+                            .as_ref()
+                            .is_some_and(|p| p.secret_key_ref.name == name)
+                            || (cluster.as_deref() == Some(u.spec.cluster_ref.name.as_str())
+                                && secret
+                                    .labels()
+                                    .get("app.kubernetes.io/component")
+                                    .map(String::as_str)
+                                    == Some("tls"))
+                    })
+                    .map(|u| ObjectRef::from_obj(&*u))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            scope.api::<MqttCluster>(&client),
+            watcher::Config::default(),
+            move |cluster| {
+                let namespace = cluster.namespace();
+                let name = cluster.name_any();
+                users_of_cluster
+                    .state()
+                    .into_iter()
+                    .filter(|u| u.namespace() == namespace && u.spec.cluster_ref.name == name)
+                    .map(|u| ObjectRef::from_obj(&*u))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(user::reconcile, error_policy, ctx)
+        .for_each(log_outcome("user"))
+        .await;
+}
+
+async fn run_acls(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let controller = Controller::new(scope.api::<MqttAcl>(&client), watcher::Config::default());
+    let acls = controller.store();
+    controller
+        .watches(
+            scope.api::<MqttCluster>(&client),
+            watcher::Config::default(),
+            move |cluster| {
+                let namespace = cluster.namespace();
+                let name = cluster.name_any();
+                acls.state()
+                    .into_iter()
+                    .filter(|a| a.namespace() == namespace && a.spec.cluster_ref.name == name)
+                    .map(|a| ObjectRef::from_obj(&*a))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(acl::reconcile, error_policy, ctx)
+        .for_each(log_outcome("acl"))
+        .await;
+}
