@@ -469,10 +469,20 @@ async fn invalid_resources_are_refused_or_reported(env: &Env) {
         "apiVersion: tern.dev/v1alpha1\nkind: MqttUser\nmetadata: {name: carol}\nspec:\n  clusterRef: {name: demo}\n  passwordFrom: {secretKeyRef: {name: no-such-secret}}\n",
     )
     .expect("user with a missing Secret");
+    // A Secret made by someone else under a user's credentials name, labelled to look like ours.
+    env.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: mallory-mqtt-credentials\n  labels: {tern.dev/cluster: demo, app.kubernetes.io/component: credentials}\nstringData: {username: mallory, password: chosen-by-mallory}\n",
+    )
+    .expect("look-alike Secret");
+    env.apply(
+        "apiVersion: tern.dev/v1alpha1\nkind: MqttUser\nmetadata: {name: mallory}\nspec:\n  clusterRef: {name: demo}\n",
+    )
+    .expect("user whose Secret name is taken");
     let users: Api<MqttUser> = Api::namespaced(env.admin.clone(), &env.namespace);
     for (user, reason) in [
         ("orphan", "ClusterNotFound"),
         ("carol", "PasswordSecretNotFound"),
+        ("mallory", "SecretConflict"),
     ] {
         eventually(&format!("{user} reports {reason}"), SHORT, || async {
             let status = users.get(user).await.ok()?.status?;
@@ -484,6 +494,25 @@ async fn invalid_resources_are_refused_or_reported(env: &Env) {
         })
         .await;
     }
+    // Users are rendered as a whole: once a user created after mallory can log in, the users file
+    // the brokers hold reflects mallory's state too.
+    env.apply("apiVersion: tern.dev/v1alpha1\nkind: MqttUser\nmetadata: {name: dave}\nspec:\n  clusterRef: {name: demo}\n")
+        .expect("user dave");
+    let dave = credentials(env, "dave-mqtt-credentials").await;
+    let ip = pod_ip(env, "demo-0");
+    eventually("dave connects", SHORT, || async {
+        connect(ip, 8883, "dave", &dave).await.ok()
+    })
+    .await;
+    let mut mallory = credentials(env, "alice-mqtt-credentials").await;
+    mallory.username = "mallory".into();
+    mallory.password = "chosen-by-mallory".into();
+    assert!(
+        connect(pod_ip(env, "demo-0"), 8883, "mallory", &mallory)
+            .await
+            .is_err(),
+        "a password from a Secret the MqttUser does not own is never deployed"
+    );
 }
 
 async fn deleting_the_cluster_collects_its_children(env: &Env) {

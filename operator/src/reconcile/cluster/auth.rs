@@ -57,7 +57,13 @@ pub async fn render_and_store(
         if !claimed.insert(username.clone()) {
             continue; // the older MqttUser keeps the name; the newer one reports the conflict
         }
-        let Some(password) = passwords.get(&user.credentials_secret_name()) else {
+        // Only a Secret this MqttUser controls counts: a look-alike Secret someone else made under
+        // that name must not smuggle a password in.
+        let Some(password) = passwords
+            .get(&user.credentials_secret_name())
+            .filter(|(owner, _)| user.metadata.uid.as_ref() == Some(owner))
+            .map(|(_, password)| password)
+        else {
             continue;
         };
         let key = format!("{ns}/{}/{username}", names.name);
@@ -211,8 +217,12 @@ async fn acls_of(ctx: &Context, names: &ClusterNames) -> Result<Vec<MqttAcl>> {
         .collect())
 }
 
-/// Passwords by credentials-Secret name, from the Secrets the user controller writes.
-async fn credentials_of(ctx: &Context, names: &ClusterNames) -> Result<HashMap<String, String>> {
+/// `(controlling owner's UID, password)` by credentials-Secret name, from the Secrets the user
+/// controller writes.
+async fn credentials_of(
+    ctx: &Context,
+    names: &ClusterNames,
+) -> Result<HashMap<String, (String, String)>> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let selector = format!(
         "{LABEL_CLUSTER}={},app.kubernetes.io/component=credentials",
@@ -224,8 +234,14 @@ async fn credentials_of(ctx: &Context, names: &ClusterNames) -> Result<HashMap<S
         .items
         .into_iter()
         .filter_map(|s| {
+            let owner = s
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true))?
+                .uid
+                .clone();
             let password = secret_strings(&s).remove("password")?;
-            Some((s.name_any(), password))
+            Some((s.name_any(), (owner, password)))
         })
         .collect())
 }
