@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use serde_json::json;
 
+use super::apply::patch_status;
 use super::context::Context;
 use super::error::{Error, Result};
 use crate::crd::{Conditions, MqttAcl, MqttAclStatus, MqttCluster, condition};
@@ -68,14 +68,6 @@ async fn reconcile_inner(acl: &MqttAcl, ctx: &Context) -> Result<Action> {
             .and_then(|n| i32::try_from(n).ok())
             .unwrap_or(0),
     };
-    if acl.status.as_ref() != Some(&status) {
-        let api: Api<MqttAcl> = Api::namespaced(ctx.client.clone(), &namespace);
-        api.patch_status(
-            &acl.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "status": status })),
-        )
-        .await?;
-    }
+    patch_status(&ctx.client, acl, acl.status.as_ref(), &status).await?;
     Ok(Action::requeue(Duration::from_secs(600)))
 }

@@ -64,3 +64,35 @@ pub fn secret_data(pairs: BTreeMap<String, String>) -> BTreeMap<String, ByteStri
         .map(|(k, v)| (k, ByteString(v.into_bytes())))
         .collect()
 }
+
+/// Replaces `object`'s status with `status` unless it already holds exactly that, so an unchanged
+/// reconcile writes nothing (and triggers no watch event).
+pub async fn patch_status<K, S>(
+    client: &kube::Client,
+    object: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(
+        client.clone(),
+        object.namespace().as_deref().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -79,6 +79,25 @@ where
         }
         std::future::ready(())
     }
+}
+
+/// The resources in `store` that name `cluster` in their `clusterRef`.
+fn members_of<K>(
+    store: &Store<K>,
+    cluster: &MqttCluster,
+    cluster_ref: impl Fn(&K) -> &String,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let namespace = cluster.namespace();
+    let name = cluster.name_any();
+    store
+        .state()
+        .into_iter()
+        .filter(|k| k.namespace() == namespace && *cluster_ref(k) == name)
+        .map(|k| ObjectRef::from_obj(&*k))
+        .collect()
 }
 
 /// The cluster a labelled object belongs to.
@@ -180,16 +199,7 @@ async fn run_users(
         .watches(
             scope.api::<MqttCluster>(&client),
             watcher::Config::default(),
-            move |cluster| {
-                let namespace = cluster.namespace();
-                let name = cluster.name_any();
-                users_of_cluster
-                    .state()
-                    .into_iter()
-                    .filter(|u| u.namespace() == namespace && u.spec.cluster_ref.name == name)
-                    .map(|u| ObjectRef::from_obj(&*u))
-                    .collect::<Vec<_>>()
-            },
+            move |cluster| members_of(&users_of_cluster, &cluster, |u| &u.spec.cluster_ref.name),
         )
         .graceful_shutdown_on(shutdown)
         .run(user::reconcile, error_policy, ctx)
@@ -209,15 +219,7 @@ async fn run_acls(
         .watches(
             scope.api::<MqttCluster>(&client),
             watcher::Config::default(),
-            move |cluster| {
-                let namespace = cluster.namespace();
-                let name = cluster.name_any();
-                acls.state()
-                    .into_iter()
-                    .filter(|a| a.namespace() == namespace && a.spec.cluster_ref.name == name)
-                    .map(|a| ObjectRef::from_obj(&*a))
-                    .collect::<Vec<_>>()
-            },
+            move |cluster| members_of(&acls, &cluster, |a| &a.spec.cluster_ref.name),
         )
         .graceful_shutdown_on(shutdown)
         .run(acl::reconcile, error_policy, ctx)

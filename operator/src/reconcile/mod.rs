@@ -14,11 +14,13 @@ pub use context::{Context, Settings};
 pub use error::Error;
 pub mod user;
 
-/// Lowercase hex of a SHA-256 digest's first 12 bytes: short, stable fingerprints for annotations.
+/// Lowercase hex of a SHA-256 digest's first 12 bytes: short, stable fingerprints for annotations
+/// and revisions.
 pub fn fingerprint(text: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes())[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&sha2::Sha256::digest(text.as_bytes())[..12])
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

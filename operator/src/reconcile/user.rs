@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use time::OffsetDateTime;
 
-use super::apply::{apply, secret_data, secret_strings};
+use super::apply::{apply, patch_status, secret_data, secret_strings};
 use super::cluster::{random_token, users_of};
 use super::context::Context;
 use super::error::{Error, Result};
@@ -320,18 +319,7 @@ async fn finish(
         credentials_secret: secret.map(str::to_owned).or(previous.credentials_secret),
         certificate_not_after,
     };
-    if user.status.as_ref() != Some(&status) {
-        let api: Api<MqttUser> = Api::namespaced(
-            ctx.client.clone(),
-            user.metadata.namespace.as_deref().unwrap_or_default(),
-        );
-        api.patch_status(
-            &user.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "status": status })),
-        )
-        .await?;
-    }
+    patch_status(&ctx.client, user, user.status.as_ref(), &status).await?;
     // A missing cluster or Secret shows up through the watches; the requeue is a backstop.
     Ok(Action::requeue(if retry {
         Duration::from_secs(30)

@@ -26,7 +26,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use rand::RngExt;
-use sha2::{Digest, Sha256};
 use tracing::info;
 
 use super::apply::{apply, delete_if_present, secret_data, secret_strings};
@@ -119,7 +118,7 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Action>
     observed.auth = Some(auth_files.clone());
 
     let config = broker_config(spec);
-    let config_hash = tls::hex(&Sha256::digest(config.as_bytes())[..12]);
+    let config_hash = super::fingerprint(&config);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     apply(
         &config_maps,

@@ -4,12 +4,11 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
 
 use super::auth::{AuthFiles, is_running_and_ready, pod_ip};
 use super::tls::ServerTls;
 use crate::crd::{Conditions, Endpoint, Member, MqttCluster, MqttClusterStatus, condition};
+use crate::reconcile::apply::patch_status;
 use crate::reconcile::context::Context;
 use crate::reconcile::error::Result;
 use crate::render::names::ClusterNames;
@@ -206,19 +205,5 @@ pub fn is_settled(status: &MqttClusterStatus, replicas: i32) -> bool {
 }
 
 pub async fn patch(ctx: &Context, cluster: &MqttCluster, status: MqttClusterStatus) -> Result<()> {
-    if cluster.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<MqttCluster> = Api::namespaced(
-        ctx.client.clone(),
-        cluster.metadata.namespace.as_deref().unwrap_or_default(),
-    );
-    let patch = json!({ "status": status });
-    api.patch_status(
-        &cluster.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
+    patch_status(&ctx.client, cluster, cluster.status.as_ref(), &status).await
 }

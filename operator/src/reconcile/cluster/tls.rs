@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use super::super::apply::{apply, secret_data, secret_strings};
 use super::super::error::{Error, Result};
+use super::super::hex;
 use crate::crd::ManagedTls;
 use crate::render::names::{ANNOTATION_ISSUED_FOR, ClusterNames, keys};
 use crate::tls::{CertificateAuthority, inspect};
@@ -221,10 +222,6 @@ fn issued_for(hostnames: &[String], ca_pem: &str) -> String {
     }
     digest.update(ca_pem.as_bytes());
     hex(&digest.finalize())
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
