@@ -445,7 +445,7 @@ impl Broker {
         self: &Arc<Self>,
         session: &Arc<Session>,
         generation: u64,
-        will: Option<PendingWill>,
+        will: Option<Box<PendingWill>>,
     ) {
         enum Next {
             /// Another connection took the session over; only an undelayed will goes out [MQTT-3.1.3-9].
@@ -553,7 +553,7 @@ impl Broker {
         }
     }
 
-    fn publish_will(&self, will: PendingWill, publisher: SessionId) {
+    fn publish_will(&self, will: Box<PendingWill>, publisher: SessionId) {
         let mut message = will.message;
         message.publisher = Some(publisher);
         // The will's Message Expiry Interval starts when it is published [MQTT-3.1.3-?].

@@ -301,10 +301,10 @@ fn session_terms(
 
 /// The will as a message ready to publish. Its Message Expiry Interval stays a property until the
 /// will is published, because the interval starts then.
-fn will_of(connect: &Connect) -> Option<PendingWill> {
+fn will_of(connect: &Connect) -> Option<Box<PendingWill>> {
     let will = connect.will.as_ref()?;
     let properties = &will.properties;
-    Some(PendingWill {
+    Some(Box::new(PendingWill {
         message: Message {
             topic: will.topic.clone(),
             payload: will.payload.clone(),
@@ -324,7 +324,7 @@ fn will_of(connect: &Connect) -> Option<PendingWill> {
             received_at: std::time::Instant::now(),
         },
         delay: properties.will_delay_interval.unwrap_or(0),
-    })
+    }))
 }
 
 /// The server's limits and switched-off features, for an MQTT 5 CONNACK.

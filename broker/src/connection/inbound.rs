@@ -20,7 +20,9 @@ use crate::stats::{DropReason, LimitKind};
 use crate::topic::{self, SubscriptionFilter};
 
 impl Connection {
-    pub(super) async fn handle(&mut self, packet: Packet) -> Result<(), Close> {
+    /// Applies one packet other than AUTH (which may wait on an authenticator, so the caller awaits
+    /// it separately and this stays synchronous and small).
+    pub(super) fn handle(&mut self, packet: Packet) -> Result<(), Close> {
         match packet {
             Packet::Publish(publish) => self.on_publish(publish),
             Packet::PubAck(ack) => {
@@ -37,7 +39,6 @@ impl Connection {
             Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(disconnect) => Err(self.on_disconnect(disconnect)),
-            Packet::Auth(auth) if self.protocol.is_v5() => self.on_auth(auth).await,
             Packet::Connect(_) => Err(Close::protocol("second CONNECT")), // [MQTT-3.1.0-2]
             other => Err(Close::protocol(format!(
                 "{} is not sent by clients",

@@ -153,7 +153,8 @@ pub(crate) struct Connection {
     reauth: Option<Box<dyn EnhancedAuth>>,
     auth_method: Option<bytestring::ByteString>,
     /// The will from CONNECT; handed to the broker when the connection ends.
-    will: Option<PendingWill>,
+    /// Boxed like the session's copy: most clients have none.
+    will: Option<Box<PendingWill>>,
     /// `limits.max_publish_rate`, when set.
     publish_rate: Option<TokenBucket>,
     /// Released when the connection ends.
@@ -208,7 +209,7 @@ impl Connection {
                 () = control.cancelled() => {
                     // What the client sent before it was kicked still counts: a DISCONNECT already
                     // on its way decides the will, not the kick.
-                    if let Some(close) = self.drain_received(reader, read_buf).await {
+                    if let Some(close) = Box::pin(self.drain_received(reader, read_buf)).await {
                         return close;
                     }
                     let reason = control.reason().unwrap_or(ReasonCode::ADMINISTRATIVE_ACTION);
@@ -279,20 +280,8 @@ impl Connection {
     async fn process_input(&mut self, read_buf: &mut BytesMut) -> Result<(), Close> {
         let max = self.broker.config.limits.max_packet_size;
         loop {
-            match codec::decode(read_buf, self.protocol, max) {
-                Ok(Some(packet)) => {
-                    self.last_received = Instant::now();
-                    let is_publish = matches!(packet, Packet::Publish(_));
-                    self.handle(packet).await?;
-                    // Deliveries this packet caused (to this same client) go out before the answers
-                    // to later packets in the same read.
-                    if self.write_buf.len() < WRITE_HIGH_WATER {
-                        self.pull_deliveries()?;
-                    }
-                    if is_publish {
-                        self.throttle_publishes().await;
-                    }
-                }
+            let packet = match codec::decode(read_buf, self.protocol, max) {
+                Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
                 Err(error) => {
                     self.broker.stats.protocol_errors.inc();
@@ -307,6 +296,22 @@ impl Connection {
                         Cow::Owned(error.to_string()),
                     ));
                 }
+            };
+            self.last_received = Instant::now();
+            let is_publish = matches!(packet, Packet::Publish(_));
+            match packet {
+                // Boxed, like every rare await here: this future is part of every connection's
+                // task for its whole life, and is as large as its largest await point.
+                Packet::Auth(auth) if self.protocol.is_v5() => Box::pin(self.on_auth(auth)).await?,
+                packet => self.handle(packet)?,
+            }
+            // Deliveries this packet caused (to this same client) go out before the answers to
+            // later packets in the same read.
+            if self.write_buf.len() < WRITE_HIGH_WATER {
+                self.pull_deliveries()?;
+            }
+            if is_publish {
+                self.throttle_publishes().await;
             }
         }
     }
@@ -321,7 +326,7 @@ impl Connection {
             self.broker
                 .stats
                 .limit_hit(crate::stats::LimitKind::PublishRate);
-            tokio::time::sleep(wait).await;
+            Box::pin(tokio::time::sleep(wait)).await;
         }
     }
 

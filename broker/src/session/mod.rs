@@ -122,7 +122,8 @@ pub struct SessionState {
     pub expiry_interval: u32,
     /// A will whose delay is running after its connection closed; a new connection cancels it and the
     /// session ending publishes it. The will of a live connection stays with that connection.
-    pub pending_will: Option<PendingWill>,
+    /// Boxed: most sessions have no will, and this state is paid per connected client.
+    pub pending_will: Option<Box<PendingWill>>,
     pub disconnected_at: Option<Instant>,
     /// Set once the session is removed; the router then delivers nothing more to it.
     pub ended: bool,
