@@ -2,8 +2,9 @@
 # Side-by-side benchmarks: Tern, Mosquitto, rumqttd, mochi-mqtt and comqtt, one broker at a time on
 # this machine, every tern-bench scenario against a freshly started broker for each case.
 #
-# Usage: scripts/bench.sh [--quick] [--brokers LIST] [--scenarios LIST] [--publish]
+# Usage: scripts/bench.sh [--quick] [--duration S] [--brokers LIST] [--scenarios LIST] [--publish]
 #   --quick            a few seconds per case and smaller client counts (a smoke run)
+#   --duration S       measured seconds per throughput case (default 10; 2 with --quick)
 #   --brokers LIST     comma-separated, from tern,mosquitto,rumqttd,mochi,comqtt (default: all)
 #   --scenarios LIST   comma-separated, from p2p,fanout,fanin,shared,connections,stresser (default: all)
 #   --publish          write the page to docs/benchmarks.md and docs/benchmarks/*.svg
@@ -22,17 +23,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
+invocation="scripts/bench.sh${*:+ $*}"
 quick=0
 publish=0
+duration=""
 brokers="tern,mosquitto,rumqttd,mochi,comqtt"
 scenarios="p2p,fanout,fanin,shared,connections,stresser"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1 ;;
         --publish) publish=1 ;;
+        --duration) duration="$2"; shift ;;
         --brokers) brokers="$2"; shift ;;
         --scenarios) scenarios="$2"; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
@@ -347,11 +351,11 @@ run_case() { # broker scenario case-name extra-connections tern-bench-args...
 # --- cases --------------------------------------------------------------------------------------
 
 if [ "$quick" = 1 ]; then
-    timing=(--duration 2 --warmup 1 --drain-timeout 3)
+    timing=(--duration "${duration:-2}" --warmup 1 --drain-timeout 3)
     p2p_n=10 fanout_n=100 fanin_n=100 shared_n=10 conn_n=1000 stresser_msgs=1000 hold=2
     loads="max"
 else
-    timing=(--duration 10 --warmup 2 --drain-timeout 5)
+    timing=(--duration "${duration:-10}" --warmup 2 --drain-timeout 5)
     p2p_n=100 fanout_n=1000 fanin_n=1000 shared_n=100 conn_n=10000 stresser_msgs=10000 hold=10
     loads="max fixed"
 fi
@@ -402,6 +406,7 @@ else
     page="$out/benchmarks.md" charts="$out/benchmarks"
 fi
 step "report"
-"$bench" report --results "$results" --markdown "$page" --svg-dir "$charts" --svg-href benchmarks
+"$bench" report --results "$results" --markdown "$page" --svg-dir "$charts" --svg-href benchmarks \
+    --command "$invocation"
 echo "results: $results" >&2
 echo "page:    $page" >&2

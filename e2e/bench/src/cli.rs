@@ -176,4 +176,7 @@ pub struct ReportArgs {
     /// How the Markdown page refers to the SVG directory.
     #[arg(long, default_value = "benchmarks")]
     pub svg_href: String,
+    /// The command that produced the results, shown on the page so the run can be repeated.
+    #[arg(long, default_value = "scripts/bench.sh")]
+    pub command: String,
 }
