@@ -108,7 +108,7 @@ async fn pump(
             }
         }
         tokio::select! {
-            () = session.woken() => {}
+            () = control.queued() => {}
             () = control.cancelled() => return,
             () = shutdown.cancelled() => return,
             () = sender.closed() => return,

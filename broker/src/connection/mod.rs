@@ -8,6 +8,7 @@
 //! to the queue's counted overflow policy.
 
 mod aliases;
+mod cancelled;
 mod handshake;
 mod inbound;
 mod outbound;
@@ -185,9 +186,14 @@ impl Connection {
         // re-arms from the last packet, so a busy connection never touches the timer wheel.
         let keep_alive = tokio::time::sleep(self.keep_alive.unwrap_or(Duration::from_secs(86_400)));
         tokio::pin!(keep_alive);
-        let session = Arc::clone(&self.session);
         let control = Arc::clone(&self.control);
         let shutdown = self.broker.shutdown.clone();
+        // Made once, not per turn of the loop: each one made and dropped registers and
+        // unregisters a waiter under its token's lock (see `cancelled`).
+        let kicked = cancelled::Cancelled::new(control.cancel_token());
+        tokio::pin!(kicked);
+        let shutting_down = cancelled::Cancelled::new(&shutdown);
+        tokio::pin!(shutting_down);
         let Io {
             reader,
             writer,
@@ -206,7 +212,7 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                () = control.cancelled() => {
+                () = &mut kicked => {
                     // What the client sent before it was kicked still counts: a DISCONNECT already
                     // on its way decides the will, not the kick.
                     if let Some(close) = Box::pin(self.drain_received(reader, read_buf)).await {
@@ -215,7 +221,7 @@ impl Connection {
                     let reason = control.reason().unwrap_or(ReasonCode::ADMINISTRATIVE_ACTION);
                     return Close::Server(reason, Cow::Borrowed(reason.name()));
                 }
-                () = shutdown.cancelled() => {
+                () = &mut shutting_down => {
                     return Close::Server(ReasonCode::SERVER_SHUTTING_DOWN, Cow::Borrowed("server shutting down"));
                 }
                 written = writer.write(&self.write_buf), if !self.write_buf.is_empty() => {
@@ -242,7 +248,7 @@ impl Connection {
                         }
                     }
                 }
-                () = session.woken(), if self.write_buf.len() < WRITE_HIGH_WATER => {}
+                () = control.queued(), if self.write_buf.len() < WRITE_HIGH_WATER => {}
                 () = &mut keep_alive, if self.keep_alive.is_some() => {
                     let Some(limit) = self.keep_alive else { continue };
                     let deadline = self.last_received + limit;

@@ -10,13 +10,16 @@ mod queue;
 mod registry;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytestring::ByteString;
+use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use inflight::{Inflight, InflightEntry, InflightState};
@@ -73,15 +76,32 @@ pub struct PendingWill {
     pub delay: u32,
 }
 
-/// The handle by which others end a session's connection: a cancellation token plus the reason the
-/// connection should give the client.
+/// The handle by which others reach a session's connection: a cancellation token plus the reason the
+/// connection should give the client, and the wake-up for queued deliveries.
 #[derive(Debug, Default)]
 pub struct ConnectionControl {
     cancel: CancellationToken,
     reason: Mutex<Option<ReasonCode>>,
+    /// Set when deliveries are queued; cleared by the connection when it looks at the queue.
+    queued: AtomicBool,
+    /// The connection's task. An atomic slot, not a `Notify`: the router wakes a connection for
+    /// every delivery, and this takes no lock on either side. It lives here rather than in the
+    /// session so that a taken-over connection cannot overwrite its successor's waker.
+    waker: AtomicWaker,
 }
 
 impl ConnectionControl {
+    /// Tells the connection that deliveries are waiting in its session's queue.
+    pub fn notify_queued(&self) {
+        self.queued.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Resolves once deliveries were queued since the last time it resolved.
+    pub fn queued(&self) -> Queued<'_> {
+        Queued { control: self }
+    }
+
     /// Asks the connection to send DISCONNECT with `reason` (v5) and close. The first reason wins.
     pub fn kick(&self, reason: ReasonCode) {
         self.reason.lock().get_or_insert(reason);
@@ -92,12 +112,38 @@ impl ConnectionControl {
         self.cancel.cancelled()
     }
 
+    /// The token behind [`Self::cancelled`], for waits that poll it in a loop.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
 
     pub fn reason(&self) -> Option<ReasonCode> {
         *self.reason.lock()
+    }
+}
+
+/// See [`ConnectionControl::queued`].
+#[derive(Debug)]
+pub struct Queued<'a> {
+    control: &'a ConnectionControl,
+}
+
+impl Future for Queued<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let control = self.control;
+        // Register before looking: a notification in between is then seen one way or the other.
+        control.waker.register(cx.waker());
+        if control.queued.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -133,14 +179,12 @@ pub struct SessionState {
     pub connected_since: Option<SystemTime>,
 }
 
-/// A session: identity plus locked state plus the wake-up for its connection.
+/// A session: identity plus locked state.
 #[derive(Debug)]
 pub struct Session {
     pub id: SessionId,
     pub client_id: ClientId,
     state: Mutex<SessionState>,
-    /// Wakes the attached connection when deliveries are queued.
-    wake: Notify,
     /// Mirrors `state.connection.is_some()` so shared-subscription selection can prefer online members
     /// without taking every member's lock.
     online: AtomicBool,
@@ -174,7 +218,6 @@ impl Session {
                 client: None,
                 connected_since: None,
             }),
-            wake: Notify::new(),
             online: AtomicBool::new(false),
             stats,
         }
@@ -193,18 +236,17 @@ impl Session {
         self.online.store(online, Ordering::Relaxed);
     }
 
-    /// Resolves when deliveries may be waiting.
-    pub fn woken(&self) -> tokio::sync::futures::Notified<'_> {
-        self.wake.notified()
-    }
-
+    /// Wakes the attached connection, if any, to look at the queue.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        let connection = self.state.lock().connection.clone();
+        if let Some(connection) = connection {
+            connection.notify_queued();
+        }
     }
 
     /// Offers a delivery to the session's queue, applying the overflow policy and counting drops.
     pub fn deliver(&self, delivery: Delivery) {
-        let outcome = {
+        let (outcome, connection) = {
             let mut state = self.state.lock();
             if state.ended {
                 return;
@@ -216,7 +258,8 @@ impl Session {
             {
                 connection.kick(ReasonCode::QUOTA_EXCEEDED);
             }
-            outcome
+            // Woken after the lock is released: waking a task may wake a worker thread.
+            (outcome, state.connection.clone())
         };
         match outcome {
             Enqueued::Queued => {}
@@ -229,8 +272,10 @@ impl Session {
                 self.stats.limit_hit(LimitKind::QueueFull);
             }
         }
-        if matches!(outcome, Enqueued::Queued | Enqueued::QueuedDroppedOldest) {
-            self.wake.notify_one();
+        if matches!(outcome, Enqueued::Queued | Enqueued::QueuedDroppedOldest)
+            && let Some(connection) = connection
+        {
+            connection.notify_queued();
         }
     }
 }
