@@ -150,6 +150,7 @@ impl Default for AuthConfig {
             users_file: None,
             acl_file: None,
             reload_poll_secs: 2,
+            certificate_identities: CertificateIdentities::Any,
         }
     }
 }
@@ -185,6 +186,21 @@ pub struct AuthConfig {
     /// Seconds between checks of the users, ACL, TLS and token files for changes; 0 turns the checks
     /// off (the admin API's reload still works).
     pub reload_poll_secs: u64,
+    /// Which verified client certificates log a client in on a `use_identity_as_username` listener.
+    pub certificate_identities: CertificateIdentities,
+}
+
+/// Which verified client certificates identify a user.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificateIdentities {
+    /// Any certificate the listener's client CA signed, as Mosquitto's `use_identity_as_username`.
+    #[default]
+    Any,
+    /// Only certificates whose identity is a user in `users_file`. Removing the user revokes the
+    /// certificate: new connections are refused and connected ones closed (0x87), without waiting
+    /// for the certificate to expire.
+    Listed,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -385,6 +401,14 @@ impl Config {
             key: key.to_string(),
             message: message.to_string(),
         };
+        if self.auth.certificate_identities == CertificateIdentities::Listed
+            && self.auth.users_file.is_none()
+        {
+            return Err(invalid(
+                "auth.certificate_identities",
+                "listed needs auth.users_file",
+            ));
+        }
         if self.listeners.is_empty() {
             return Err(invalid("listeners", "at least one listener is required"));
         }
@@ -548,5 +572,13 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("listeners[1].name"), "{err}");
+        let err = parse("auth: {certificate_identities: listed}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.certificate_identities"), "{err}");
+        let err = parse("auth: {certificate_identities: some}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.certificate_identities"), "{err}");
     }
 }

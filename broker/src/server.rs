@@ -72,7 +72,9 @@ impl ServerBuilder {
         let file_auth = match (&auth.users_file, &auth.acl_file) {
             (None, None) => None,
             (users, acl) => Some(Arc::new(
-                FileAuth::load(users.as_deref(), acl.as_deref()).map_err(ServerError::Auth)?,
+                FileAuth::load(users.as_deref(), acl.as_deref())
+                    .map_err(ServerError::Auth)?
+                    .with_certificate_identities(auth.certificate_identities),
             )),
         };
         // The built-in file policy decides first; hooks added by an embedding program follow.

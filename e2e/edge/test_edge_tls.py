@@ -248,6 +248,39 @@ def test_a_password_change_does_not_disconnect_certificate_clients(edge_broker, 
         expect.still_open(by_cert)
 
 
+def test_listed_certificate_identities_are_revoked_with_their_user(edge_broker, pki, tmp_path):
+    """`auth.certificate_identities: listed`: a CA-signed certificate logs in only when its CN is a
+    user of the users file — `device-2`, not listed, gets CONNACK 0x87 Not authorized (MQTT 5
+    §3.2.2.2) and `device-1` connects. Removing `device-1` from the users file closes its
+    connected client with DISCONNECT 0x87 (§3.14.2.1) and refuses it from then on, so a
+    certificate is revoked without waiting for it to expire; `device-3` stays connected."""
+    ca = pki()
+    users = tmp_path / "users.txt"
+    for name in ("device-1", "device-3"):
+        tern_passwd(users, name, f"{name}-unused-pw")
+    b = _mtls_broker(edge_broker, ca, use_identity=True,
+                     config={"auth": {"allow_anonymous": False, "users_file": str(users),
+                                      "certificate_identities": "listed"}})
+    port = b.ports["mtls"]
+    with TlsRawClient(port, client_context(ca, ca.client("device-2"))) as unlisted:
+        unlisted.send(r.connect("unlisted"))
+        assert unlisted.expect(r.CONNACK).reason == 0x87
+    with TlsRawClient(port, client_context(ca, ca.client("device-1"))) as removed, \
+            TlsRawClient(port, client_context(ca, ca.client("device-3"))) as kept:
+        removed.handshake("removed")
+        kept.handshake("kept")
+        remaining = [line for line in users.read_text().splitlines()
+                     if not line.startswith("device-1:")]
+        write_text(users, "\n".join(remaining) + "\n")
+        body = b.admin().reload()
+        assert {"name": "users_and_acl", "changed": True, "error": None} in body["reloaded"]
+        expect.disconnected(removed, 0x87, timeout=WAIT)
+        expect.still_open(kept)
+    with TlsRawClient(port, client_context(ca, ca.client("device-1"))) as again:
+        again.send(r.connect("removed-again"))
+        assert again.expect(r.CONNACK).reason == 0x87
+
+
 def test_client_ca_rotation(edge_broker, pki):
     """The client CA file is reloaded too: after `client_ca_file` is replaced by another CA and
     `POST /api/v1/reload`, a client certificate from the new CA is accepted and one from the old CA

@@ -20,6 +20,7 @@ use tracing::{debug, info};
 use super::{AclFile, AuthPart, Decision, PushError, Subject, UsersFile};
 use crate::broker::Reload;
 use crate::codec::{QoS, ReasonCode};
+use crate::config::CertificateIdentities;
 use crate::hook::{Access, AuthDecision, BoxFuture, ClientInfo, ConnectRequest, Hook};
 
 /// Users and ACL from files, or pushed in their place.
@@ -37,6 +38,8 @@ pub struct FileAuth {
     /// Password verification is CPU-heavy by design; at most this many run at once so a burst of
     /// connections cannot starve the message path.
     verifications: Arc<Semaphore>,
+    /// Whether a certificate identity must be a listed user (`auth.certificate_identities`).
+    certificate_identities: CertificateIdentities,
 }
 
 /// New content for the users file, the ACL file or both, given as the files' text.
@@ -100,7 +103,23 @@ impl FileAuth {
             revoked: RwLock::new(HashSet::new()),
             pushed_over: Mutex::new(PushedOver::default()),
             verifications: Arc::new(Semaphore::new(workers)),
+            certificate_identities: CertificateIdentities::Any,
         })
+    }
+
+    /// Sets which certificate identities log in (`auth.certificate_identities`).
+    #[must_use]
+    pub fn with_certificate_identities(mut self, identities: CertificateIdentities) -> Self {
+        self.certificate_identities = identities;
+        self
+    }
+
+    /// Whether `username` is a user of the users file now.
+    fn is_listed(&self, username: &str) -> bool {
+        self.users
+            .load()
+            .as_deref()
+            .is_some_and(|users| users.contains(username))
     }
 
     /// Puts pushed content in force in place of the files' text, exactly as a reload of files with
@@ -243,6 +262,13 @@ impl Hook for FileAuth {
                 return AuthDecision::Continue;
             };
             if request.client.certificate_identity {
+                // The TLS layer verified the certificate; `listed` also wants its identity to be
+                // a user, so that removing the user revokes the certificate.
+                if self.certificate_identities == CertificateIdentities::Listed
+                    && !users.contains(username)
+                {
+                    return AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED);
+                }
                 return AuthDecision::Continue;
             }
             let username = username.to_string();
@@ -288,10 +314,16 @@ impl Hook for FileAuth {
     }
 
     fn revoked(&self, client: &ClientInfo) -> bool {
-        client
-            .username
-            .as_deref()
-            .is_some_and(|u| !client.certificate_identity && self.revoked.read().contains(u))
+        let Some(username) = client.username.as_deref() else {
+            return false;
+        };
+        if client.certificate_identity {
+            // No password was involved, so a password change revokes nothing; only a removed
+            // user does, and only when certificates must belong to listed users.
+            return self.certificate_identities == CertificateIdentities::Listed
+                && !self.is_listed(username);
+        }
+        self.revoked.read().contains(username)
     }
 }
 
@@ -407,6 +439,66 @@ mod tests {
                 .authorize_subscribe(&client, filter, QoS::AtLeastOnce)
                 != Access::Deny
         }
+    }
+
+    fn certificate_client(user: &str) -> ClientInfo {
+        ClientInfo {
+            client_id: ClientId::new(format!("{user}-cert")),
+            username: Some(user.into()),
+            protocol: ProtocolVersion::V5,
+            remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            listener: "mtls".into(),
+            certificate_identity: true,
+        }
+    }
+
+    fn authenticate(auth: &FileAuth, client: &ClientInfo) -> AuthDecision {
+        let request = ConnectRequest {
+            client,
+            password: None,
+        };
+        futures_util::FutureExt::now_or_never(auth.authenticate(&request))
+            .expect("a certificate login does not wait on a password hash")
+    }
+
+    #[test]
+    fn listed_certificate_identities_must_be_users_and_are_revoked_with_them() {
+        let mut files = Files::new(&users_text(&[("device-1", "x"), ("device-2", "y")]), ACL);
+        files.auth = files
+            .auth
+            .with_certificate_identities(CertificateIdentities::Listed);
+        let listed = certificate_client("device-1");
+        assert_eq!(authenticate(&files.auth, &listed), AuthDecision::Continue);
+        assert_eq!(
+            authenticate(&files.auth, &certificate_client("intruder")),
+            AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED)
+        );
+        // A password change is not a revocation of the certificate...
+        files.write(
+            "users",
+            &users_text(&[("device-1", "new"), ("device-2", "y")]),
+        );
+        assert!(files.auth.reload().unwrap());
+        assert!(!files.auth.revoked(&listed));
+        // ...removing the user is.
+        files.write("users", &users_text(&[("device-2", "y")]));
+        assert!(files.auth.reload().unwrap());
+        assert!(files.auth.revoked(&listed));
+        assert!(!files.auth.revoked(&certificate_client("device-2")));
+        assert_eq!(
+            authenticate(&files.auth, &listed),
+            AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED)
+        );
+    }
+
+    #[test]
+    fn any_certificate_identity_logs_in_by_default() {
+        let files = Files::new(&users_text(&[("device-1", "x")]), ACL);
+        let unlisted = certificate_client("device-9");
+        assert_eq!(authenticate(&files.auth, &unlisted), AuthDecision::Continue);
+        files.write("users", "");
+        assert!(files.auth.reload().unwrap());
+        assert!(!files.auth.revoked(&certificate_client("device-1")));
     }
 
     fn push(users: Option<&str>, acl: Option<&str>) -> AuthPush {

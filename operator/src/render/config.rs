@@ -22,6 +22,9 @@ pub fn broker_config(spec: &MqttClusterSpec) -> String {
             // The operator pushes users and ACL through the admin API at once; the poll is the
             // backstop that picks up kubelet's later refresh of the Secret volume.
             "reload_poll_secs": 10,
+            // Every MqttUser has a users-file line, so a client certificate logs in only while
+            // its MqttUser exists: deleting the user revokes the certificate at once.
+            "certificate_identities": "listed",
         },
         "log": {
             "level": spec.broker.log_level.as_deref().unwrap_or("info"),
@@ -155,6 +158,10 @@ mod tests {
         assert_eq!(config.listeners[0].bind.to_string(), "0.0.0.0:1883");
         assert!(!config.auth.allow_anonymous);
         assert!(config.auth.users_file.is_some() && config.auth.acl_file.is_some());
+        assert_eq!(
+            config.auth.certificate_identities,
+            tern_broker::config::CertificateIdentities::Listed
+        );
         let http = config.http.unwrap();
         assert!(http.admin_token_file.is_some());
     }
