@@ -5,6 +5,7 @@ pub mod broker_api;
 pub mod crd;
 pub mod crdgen;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;

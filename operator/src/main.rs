@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::Client;
-use kube_lease_manager::LeaseManagerBuilder;
+use tern_operator::leader::{self, LeaseConfig};
 use tern_operator::metrics::Metrics;
 use tern_operator::reconcile::controllers::{self, Scope};
 use tern_operator::reconcile::{Context, Settings};
@@ -56,6 +56,13 @@ struct RunArgs {
     /// Namespace of the Lease (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
+    /// Seconds a leader's term lasts without renewal: how long a standby waits before taking over
+    /// from a leader that vanished without releasing the Lease.
+    #[arg(long, env = "TERN_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    lease_duration_seconds: u64,
+    /// This pod's name, shown as the Lease's holder (the host name when empty).
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pod_name: String,
     /// The cluster's DNS domain, for Service names in certificates and URIs.
     #[arg(long, env = "TERN_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
@@ -99,27 +106,36 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown.clone().cancelled_owned(),
     ));
 
-    let lease = if args.leader_election {
-        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&args.lease_namespace)
-            .with_duration(15)
-            .with_grace(5)
-            .build()
-            .await
-            .context("cannot set up leader election")?;
-        let (mut leader, task) = manager.watch().await;
-        info!(lease = %args.lease_name, namespace = %args.lease_namespace, "waiting to become the leader");
-        loop {
-            if *leader.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                changed = leader.changed() => changed.context("leader election stopped")?,
-                () = shutdown.cancelled() => return Ok(()),
-            }
+    let result = lead_and_reconcile(client, metrics, &args, &shutdown).await;
+    shutdown.cancel();
+    match http.await {
+        Ok(Err(error)) => error!(%error, "the HTTP endpoint failed"),
+        Err(error) => error!(%error, "the HTTP endpoint task failed"),
+        Ok(Ok(())) => {}
+    }
+    info!("stopped");
+    result
+}
+
+/// Runs the controllers until `shutdown`; with leader election, only while holding the Lease.
+async fn lead_and_reconcile(
+    client: Client,
+    metrics: Metrics,
+    args: &RunArgs,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let leadership = if args.leader_election {
+        let config = LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: leader::identity(&pod_name(&args.pod_name)),
+            duration_secs: args.lease_duration_seconds,
+        };
+        info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "waiting to become the leader");
+        match leader::acquire(&client, &config, shutdown).await {
+            Some(leadership) => Some(leadership),
+            None => return Ok(()),
         }
-        info!("leading");
-        Some((leader, task))
     } else {
         None
     };
@@ -132,28 +148,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let scope = Scope((!args.watch_namespace.is_empty()).then(|| args.watch_namespace.clone()));
     info!(namespace = ?scope.0, "starting controllers");
     let controllers = controllers::run(ctx, scope, shutdown.clone());
-
-    match lease {
-        Some((mut leader, task)) => {
+    match leadership {
+        Some(mut leadership) => {
             tokio::select! {
                 () = controllers => {}
-                lost = async { while leader.changed().await.is_ok() { if !*leader.borrow() { break; } } } => {
-                    let () = lost;
+                () = leadership.lost() => {
                     // Another replica may be acting now: stop at once rather than reconcile twice.
                     error!("lost the leader Lease; exiting");
                     std::process::exit(1);
                 }
             }
-            drop(leader);
-            // Releases the Lease so a standby takes over without waiting for it to expire.
-            let _ = task.await;
+            // Only after the last reconcile has finished, so the next leader never overlaps.
+            leadership.release().await;
         }
         None => controllers.await,
     }
-    shutdown.cancel();
-    let _ = http.await;
-    info!("stopped");
     Ok(())
+}
+
+/// The name the Lease shows for this process: the pod's, else the host's.
+fn pod_name(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tern-operator".to_owned())
 }
 
 async fn cancel_on_signal(token: CancellationToken) {

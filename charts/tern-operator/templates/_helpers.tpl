@@ -114,11 +114,13 @@ separate (templates/rbac.yaml): they hold only in the release namespace.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-# Used only where these CRDs exist: the Prometheus Operator and cert-manager.
+# Used only where these CRDs exist: the Prometheus Operator and cert-manager. Applied (server-side
+# apply creates or patches) and deleted, never listed or watched; finding the kinds is discovery,
+# which needs no rule.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["cert-manager.io"]
   resources: ["certificates"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- end }}

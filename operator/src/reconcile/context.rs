@@ -39,8 +39,11 @@ pub struct Context {
     pub discovered: Mutex<HashMap<&'static str, (Instant, bool)>>,
 }
 
-/// How long a discovery answer is trusted.
-const DISCOVERY_TTL: Duration = Duration::from_secs(60);
+/// How long a discovery answer is trusted: a kind that exists rarely goes away, while one that
+/// is missing may be installed any moment (the Prometheus Operator or cert-manager after us) and
+/// should be noticed at the next reconcile that follows.
+const DISCOVERY_TTL_PRESENT: Duration = Duration::from_secs(60);
+const DISCOVERY_TTL_ABSENT: Duration = Duration::from_secs(5);
 
 impl Context {
     pub fn new(client: Client, settings: Settings, metrics: Metrics) -> Self {
@@ -62,19 +65,37 @@ impl Context {
     }
 
     /// Whether the API server serves `group_version` (`monitoring.coreos.com/v1`) with `plural`.
-    pub async fn serves(&self, group_version: &'static str, plural: &str) -> bool {
-        if let Some((at, present)) = self.discovered.lock().get(group_version)
-            && at.elapsed() < DISCOVERY_TTL
-        {
-            return *present;
+    /// A group the server does not know is `false`; any other failure is the caller's error, so a
+    /// passing API hiccup is not mistaken for a missing kind.
+    pub async fn serves(
+        &self,
+        group_version: &'static str,
+        plural: &str,
+    ) -> Result<bool, kube::Error> {
+        if let Some((at, present)) = self.discovered.lock().get(group_version) {
+            let ttl = if *present {
+                DISCOVERY_TTL_PRESENT
+            } else {
+                DISCOVERY_TTL_ABSENT
+            };
+            if at.elapsed() < ttl {
+                return Ok(*present);
+            }
         }
         let present = match self.client.list_api_group_resources(group_version).await {
             Ok(list) => list.resources.iter().any(|r| r.name == plural),
-            Err(_) => false,
+            Err(kube::Error::Api(status)) if status.code == 404 => false,
+            Err(error) => return Err(error),
         };
         self.discovered
             .lock()
             .insert(group_version, (Instant::now(), present));
-        present
+        Ok(present)
+    }
+
+    /// Drops what discovery said about `group_version`, after the API server answered 404 for it
+    /// (its CRD was removed): the next reconcile asks again.
+    pub fn forget(&self, group_version: &str) {
+        self.discovered.lock().remove(group_version);
     }
 }

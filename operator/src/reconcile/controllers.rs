@@ -113,9 +113,13 @@ async fn run_clusters(
 ) {
     let client = ctx.client.clone();
     let ours = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
-    Controller::new(
-        scope.api::<MqttCluster>(&client),
-        watcher::Config::default(),
+    watching_tls_secrets(
+        Controller::new(
+            scope.api::<MqttCluster>(&client),
+            watcher::Config::default(),
+        ),
+        &scope,
+        &client,
     )
     .owns(scope.api::<StatefulSet>(&client), ours.clone())
     .owns(scope.api::<Service>(&client), ours.clone())
@@ -152,6 +156,20 @@ async fn run_clusters(
     .run(cluster::reconcile, error_policy, ctx)
     .for_each(log_outcome("cluster"))
     .await;
+}
+
+/// Adds a watch on users' own TLS Secrets (`spec.tls.secretName`), which carry no label of ours.
+fn watching_tls_secrets(
+    controller: Controller<MqttCluster>,
+    scope: &Scope,
+    client: &Client,
+) -> Controller<MqttCluster> {
+    let clusters = controller.store();
+    controller.watches(
+        scope.api::<Secret>(client),
+        watcher::Config::default(),
+        move |s| cluster::clusters_using_secret(&clusters, &s),
+    )
 }
 
 async fn run_users(

@@ -55,7 +55,8 @@ pub fn service_monitor(
 }
 
 /// Asks cert-manager for the server certificate, written to the same Secret the operator's own
-/// CA would write.
+/// CA would write. The Secret gets the labels of the operator's own TLS Secret (through
+/// `secretTemplate`), so that the operator sees when cert-manager writes or renews it.
 pub fn certificate(
     names: &ClusterNames,
     issuer: &IssuerRef,
@@ -81,6 +82,7 @@ pub fn certificate(
             "usages": ["server auth", "digital signature", "key encipherment"],
             "privateKey": { "algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always" },
             "issuerRef": { "name": issuer.name, "kind": issuer.kind, "group": issuer.group },
+            "secretTemplate": { "labels": names.labels("tls") },
         }
     });
     object
@@ -125,5 +127,8 @@ mod tests {
         assert_eq!(cert.data["spec"]["ipAddresses"][0], "10.1.2.3");
         assert_eq!(cert.data["spec"]["secretName"], "demo-tls");
         assert_eq!(cert.data["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+        let labels = &cert.data["spec"]["secretTemplate"]["labels"];
+        assert_eq!(labels[crate::render::names::LABEL_CLUSTER], "demo");
+        assert_eq!(labels[LABEL_COMPONENT], "tls");
     }
 }

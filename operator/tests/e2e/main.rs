@@ -6,8 +6,10 @@
 // The harness's helpers are test code: a failed expectation is the test's failure message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod failover;
 mod mqtt;
 mod support;
+mod tls;
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -112,16 +112,79 @@ pub struct Env {
     pub operator_namespace: String,
     pub admin: Client,
     pub kubelet: Option<KubeletHandle>,
-    operator: Option<Child>,
+    operator: Option<Operator>,
     pub operator_http: u16,
-    /// Kubelet root, operator log and kubeconfig; removed with the environment.
-    _dir: tempfile::TempDir,
+    /// Authenticates as the chart's ServiceAccount, for every operator process.
+    operator_kubeconfig: PathBuf,
+    /// Kubelet root, operator logs and kubeconfig; removed with the environment.
+    dir: tempfile::TempDir,
+}
+
+/// One `tern-operator` process, run the way a pod of the chart's Deployment would be.
+pub struct Operator {
+    /// The pod name it was given (`POD_NAME`), the prefix of its Lease holder identity.
+    pub name: String,
+    /// Its `/metrics`, `/healthz` and `/readyz` port on 127.0.0.1.
+    pub http: u16,
+    child: Child,
+}
+
+impl Operator {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, …) without waiting.
+    pub fn signal(&self, signal: &str) {
+        run("kill", &[&format!("-{signal}"), &self.pid().to_string()]);
+    }
+
+    /// How it ended, once it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("operator status")
+    }
+
+    /// Whether a Lease holder identity is this process's: its pod name, `_`, a random suffix.
+    pub fn is(&self, holder: &str) -> bool {
+        holder
+            .strip_prefix(self.name.as_str())
+            .is_some_and(|rest| rest.starts_with('_'))
+    }
+
+    /// The HTTP status of `GET path`; `None` when nothing answers.
+    pub async fn http_status(&self, path: &str) -> Option<u16> {
+        reqwest::get(format!("http://127.0.0.1:{}{path}", self.http))
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
+    }
+
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http))
+            .await
+            .expect("operator /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
 }
 
 impl Env {
     /// Installs the chart (namespaced mode, watching `namespace`), starts the operator as the
     /// chart's ServiceAccount and the kubelet stand-in.
     pub async fn start(tag: &str, ip_prefix: [u8; 3]) -> Env {
+        Self::start_with(tag, ip_prefix, &[]).await
+    }
+
+    /// Like [`Env::start`], with extra environment for the operator (on top of the chart's).
+    pub async fn start_with(tag: &str, ip_prefix: [u8; 3], operator_env: &[(&str, &str)]) -> Env {
         let _ = rustls::crypto::ring::default_provider().install_default();
         assert!(
             std::env::var_os("KUBECONFIG").is_some(),
@@ -151,8 +214,17 @@ impl Env {
         );
         let admin = Client::try_default().await.expect("admin client");
         let dir = tempfile::tempdir().expect("tempdir");
-        let (operator, operator_http) =
-            start_operator(&admin, &operator_namespace, dir.path()).await;
+        let operator_kubeconfig =
+            service_account_kubeconfig(&admin, &operator_namespace, dir.path()).await;
+        let operator = start_operator(
+            &admin,
+            &operator_namespace,
+            &operator_kubeconfig,
+            dir.path(),
+            "operator-0",
+            operator_env,
+        )
+        .await;
         let mut binaries = BinaryMap::default();
         binaries.insert("tern-broker", binary("tern-broker"));
         let mut config = KubeletConfig::new(dir.path().join("kubelet"));
@@ -166,10 +238,35 @@ impl Env {
             operator_namespace,
             admin,
             kubelet: Some(kubelet),
+            operator_http: operator.http,
             operator: Some(operator),
-            operator_http,
-            _dir: dir,
+            operator_kubeconfig,
+            dir,
         }
+    }
+
+    /// Hands the operator [`Env::start`] started to the test, to signal or watch it.
+    pub fn take_operator(&mut self) -> Operator {
+        self.operator.take().expect("the first operator")
+    }
+
+    /// Starts one more operator process, as another pod `name` of the chart's Deployment, with
+    /// extra environment on top of the chart's; the test owns it (dropping it stops it).
+    pub async fn start_operator(&self, name: &str, env: &[(&str, &str)]) -> Operator {
+        start_operator(
+            &self.admin,
+            &self.operator_namespace,
+            &self.operator_kubeconfig,
+            self.dir.path(),
+            name,
+            env,
+        )
+        .await
+    }
+
+    /// The chart's operator Deployment as installed.
+    pub async fn operator_deployment(&self) -> Deployment {
+        operator_deployment(&self.admin, &self.operator_namespace).await
     }
 
     pub fn kubelet(&self) -> &KubeletHandle {
@@ -200,9 +297,7 @@ impl Env {
         if let Some(kubelet) = self.kubelet.take() {
             kubelet.shutdown().await;
         }
-        if let Some(mut operator) = self.operator.take() {
-            terminate(&mut operator);
-        }
+        drop(self.operator.take());
         let _ = try_run(
             "kubectl",
             &["delete", "namespace", &self.namespace, "--wait=false"],
@@ -223,15 +318,11 @@ impl Env {
     }
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(mut operator) = self.operator.take() {
-            terminate(&mut operator);
-        }
-    }
-}
-
 fn terminate(child: &mut Child) {
+    // Never signal a pid that was already reaped: it may belong to another process by now.
+    if matches!(child.try_wait(), Ok(Some(_)) | Err(_)) {
+        return;
+    }
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -246,23 +337,78 @@ fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Runs `tern-operator` the way the chart's Deployment would: its args and env, authenticated as
-/// its ServiceAccount. Returns the process and its HTTP port.
-async fn start_operator(admin: &Client, namespace: &str, dir: &Path) -> (Child, u16) {
-    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), namespace);
-    let deployment = deployments
+async fn operator_deployment(admin: &Client, namespace: &str) -> Deployment {
+    Api::<Deployment>::namespaced(admin.clone(), namespace)
         .get(&format!("{RELEASE}-tern-operator"))
         .await
-        .expect("the chart's Deployment");
-    let pod = deployment
+        .expect("the chart's Deployment")
+}
+
+/// Runs `tern-operator` the way a pod `name` of the chart's Deployment would: its args and env
+/// (plus `extra_env`), authenticated as its ServiceAccount.
+async fn start_operator(
+    admin: &Client,
+    namespace: &str,
+    kubeconfig: &Path,
+    dir: &Path,
+    name: &str,
+    extra_env: &[(&str, &str)],
+) -> Operator {
+    let pod = operator_deployment(admin, namespace)
+        .await
         .spec
         .and_then(|s| s.template.spec)
         .expect("pod template");
-    let service_account = pod
-        .service_account_name
-        .clone()
-        .expect("serviceAccountName");
     let container = &pod.containers[0];
+    let port = free_port();
+    let mut command = Command::new(binary("tern-operator"));
+    command.args(container.args.clone().unwrap_or_default());
+    for env in container.env.iter().flatten() {
+        if let Some(value) = &env.value {
+            command.env(&env.name, value);
+            continue;
+        }
+        // The downward API, as kubelet would fill it in.
+        let field = env
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        match field {
+            Some("metadata.namespace") => command.env(&env.name, namespace),
+            Some("metadata.name") => command.env(&env.name, name),
+            other => panic!(
+                "env {} from {other:?}: the harness cannot fill it in",
+                env.name
+            ),
+        };
+    }
+    let log = dir.join(format!("{name}.log"));
+    command
+        .env("KUBECONFIG", kubeconfig)
+        .env("TERN_OPERATOR_HTTP_BIND", format!("127.0.0.1:{port}"))
+        .env("TERN_LOG_FORMAT", "text")
+        .env("RUST_LOG", "info,tern_operator=debug")
+        .envs(extra_env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("operator log"));
+    let child = command.spawn().expect("start tern-operator");
+    eprintln!("operator {name} log: {}", log.display());
+    Operator {
+        name: name.to_owned(),
+        http: port,
+        child,
+    }
+}
+
+/// A kubeconfig for the chart's ServiceAccount, from a TokenRequest token.
+async fn service_account_kubeconfig(admin: &Client, namespace: &str, dir: &Path) -> PathBuf {
+    let service_account = operator_deployment(admin, namespace)
+        .await
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.service_account_name)
+        .expect("serviceAccountName");
     let token = kubectl(&[
         "-n",
         namespace,
@@ -271,31 +417,11 @@ async fn start_operator(admin: &Client, namespace: &str, dir: &Path) -> (Child, 
         &service_account,
         "--duration=2h",
     ]);
-    let kubeconfig = service_account_kubeconfig(token.trim(), dir).await;
-    let port = free_port();
-    let mut command = Command::new(binary("tern-operator"));
-    command.args(container.args.clone().unwrap_or_default());
-    for env in container.env.iter().flatten() {
-        if let Some(value) = &env.value {
-            command.env(&env.name, value);
-        } else if env.name == "POD_NAMESPACE" {
-            command.env(&env.name, namespace);
-        }
-    }
-    command
-        .env("KUBECONFIG", &kubeconfig)
-        .env("TERN_OPERATOR_HTTP_BIND", format!("127.0.0.1:{port}"))
-        .env("TERN_LOG_FORMAT", "text")
-        .env("RUST_LOG", "info,tern_operator=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("operator.log")).expect("operator log"));
-    let child = command.spawn().expect("start tern-operator");
-    eprintln!("operator log: {}", dir.join("operator.log").display());
-    (child, port)
+    token_kubeconfig(token.trim(), dir).await
 }
 
 /// A kubeconfig for the same API server that authenticates with `token` only.
-async fn service_account_kubeconfig(token: &str, dir: &Path) -> PathBuf {
+async fn token_kubeconfig(token: &str, dir: &Path) -> PathBuf {
     let mut kubeconfig = Kubeconfig::read().expect("admin kubeconfig");
     for auth in &mut kubeconfig.auth_infos {
         if let Some(info) = auth.auth_info.as_mut() {

@@ -6,12 +6,14 @@
 //! a configuration change rolls the pods one at a time (each drained by its preStop).
 
 mod auth;
+mod optional;
 mod scale;
 mod status;
 mod tls;
 
 pub use auth::{is_running_and_ready, pod_ip, users_of};
 pub use scale::ordinal;
+pub use tls::clusters_using_secret;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -35,9 +37,6 @@ use crate::crd::MqttCluster;
 use crate::render::config::broker_config;
 use crate::render::disruption::pod_disruption_budget;
 use crate::render::names::{ClusterNames, keys};
-use crate::render::optional::{
-    certificate, certificate_resource, service_monitor, service_monitor_resource,
-};
 use crate::render::services::{client_service, headless_service};
 use crate::render::statefulset::{StatefulSetInputs, statefulset};
 use scale::{ScaleDown, drain_leaving, pods_from_ordinal};
@@ -96,7 +95,7 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Action>
             tls::check_user_secret(&secrets, tls.secret_name.as_deref().unwrap_or_default()).await?
         }
         Some(tls) if tls.cert_manager.is_some() => {
-            cert_manager_certificate(ctx, &names, &owner, &hostnames, tls).await?
+            optional::cert_manager_certificate(ctx, &names, &owner, &hostnames, tls).await?
         }
         Some(tls) => {
             let managed = tls.managed.clone().unwrap_or_default();
@@ -112,7 +111,12 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Action>
         publish(ctx, cluster, EventType::Normal, "CertificateIssued", &note).await;
     }
     observed.tls = server_tls.clone();
-    observed.ca_secret = Some(names.ca_secret());
+    // Without TLS the CA still signs client certificates; with it, clients trust what signed the
+    // server certificate.
+    observed.ca_secret = match &spec.tls {
+        None => Some(names.ca_secret()),
+        Some(_) => server_tls.ca_secret.clone(),
+    };
 
     let auth_files = auth::render_and_store(ctx, &names, &owner).await?;
     observed.auth = Some(auth_files.clone());
@@ -145,7 +149,10 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Action>
         Some(budget) => drop(apply(&budgets, &budget).await?),
         None => delete_if_present(&budgets, &names.pdb()).await?,
     }
-    apply_service_monitor(ctx, cluster, &names, &owner).await?;
+    optional::apply_service_monitor(ctx, cluster, &names, &owner).await?;
+    if spec.tls.as_ref().is_none_or(|t| t.cert_manager.is_none()) {
+        optional::remove_certificate(ctx, &names, &owner).await?;
+    }
 
     let pods = list_pods(ctx, &names).await?;
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
@@ -229,15 +236,21 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Action>
     let status = status::build(cluster, &names, &ctx.settings.cluster_domain, &observed);
     let settled = status::is_settled(&status, spec.replicas);
     status::patch(ctx, cluster, status).await?;
-    let mut next = if settled && observed.draining.is_empty() && behind == 0 {
-        RESYNC
-    } else {
-        SOON
-    };
-    if let Some(renew_in) = observed.tls.renew_in {
-        next = next.min(renew_in.max(Duration::from_secs(1)));
+    let settled = settled && observed.draining.is_empty() && behind == 0;
+    Ok(Action::requeue(next_reconcile(
+        settled,
+        observed.tls.renew_in,
+    )))
+}
+
+/// When to look at the cluster again: soon while something moves, at the resync otherwise, and
+/// never later than the server certificate's renewal (nothing else would wake the operator then).
+fn next_reconcile(settled: bool, renew_in: Option<Duration>) -> Duration {
+    let next = if settled { RESYNC } else { SOON };
+    match renew_in {
+        Some(renew_in) => next.min(renew_in.max(Duration::from_secs(1))),
+        None => next,
     }
-    Ok(Action::requeue(next))
 }
 
 /// The admin API token the brokers accept and the operator sends; made once.
@@ -281,72 +294,6 @@ pub fn random_token() -> String {
         .collect()
 }
 
-async fn cert_manager_certificate(
-    ctx: &Context,
-    names: &ClusterNames,
-    owner: &OwnerReference,
-    hostnames: &[String],
-    tls: &crate::crd::TlsSpec,
-) -> Result<ServerTls> {
-    let Some(cert_manager) = &tls.cert_manager else {
-        return Ok(ServerTls::default());
-    };
-    if !ctx.serves("cert-manager.io/v1", "certificates").await {
-        return Ok(ServerTls {
-            secret: Some(names.tls_secret()),
-            problem: Some((
-                "CertManagerMissing",
-                "spec.tls.certManager: cert-manager's Certificate kind is not installed".into(),
-            )),
-            ..Default::default()
-        });
-    }
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        ctx.client.clone(),
-        &names.namespace,
-        &certificate_resource(),
-    );
-    apply(
-        &api,
-        &certificate(names, &cert_manager.issuer_ref, hostnames, owner.clone()),
-    )
-    .await?;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
-    let mut observed = tls::check_user_secret(&secrets, &names.tls_secret()).await?;
-    if observed.problem.is_some() {
-        observed.problem = Some((
-            "CertificatePending",
-            "waiting for cert-manager to issue the server certificate".into(),
-        ));
-    }
-    Ok(observed)
-}
-
-async fn apply_service_monitor(
-    ctx: &Context,
-    cluster: &MqttCluster,
-    names: &ClusterNames,
-    owner: &OwnerReference,
-) -> Result<()> {
-    if !ctx
-        .serves("monitoring.coreos.com/v1", "servicemonitors")
-        .await
-    {
-        return Ok(());
-    }
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        ctx.client.clone(),
-        &names.namespace,
-        &service_monitor_resource(),
-    );
-    if cluster.spec.metrics.service_monitor.enabled {
-        apply(&api, &service_monitor(names, &cluster.spec, owner.clone())).await?;
-    } else {
-        delete_if_present(&api, &names.service_monitor()).await?;
-    }
-    Ok(())
-}
-
 async fn list_pods(ctx: &Context, names: &ClusterNames) -> Result<Vec<Pod>> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let mut pods = api
@@ -374,5 +321,27 @@ pub async fn publish(
     };
     if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
         tracing::warn!(%error, reason, "cannot record an event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_due_renewal_wakes_the_operator_before_the_resync() {
+        let renewal = Duration::from_secs(30);
+        assert_eq!(next_reconcile(true, Some(renewal)), renewal);
+        assert_eq!(next_reconcile(true, None), RESYNC);
+        assert_eq!(next_reconcile(false, Some(renewal)), SOON);
+        assert_eq!(
+            next_reconcile(true, Some(Duration::ZERO)),
+            Duration::from_secs(1),
+            "an overdue renewal does not spin"
+        );
+        assert_eq!(
+            next_reconcile(true, Some(Duration::from_secs(90 * 24 * 3600))),
+            RESYNC
+        );
     }
 }

@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::super::apply::{apply, secret_data, secret_strings};
 use super::super::error::{Error, Result};
 use super::super::hex;
-use crate::crd::ManagedTls;
+use crate::crd::{ManagedTls, MqttCluster};
 use crate::render::names::{ANNOTATION_ISSUED_FOR, ClusterNames, keys};
 use crate::tls::{CertificateAuthority, inspect};
 
@@ -33,6 +35,8 @@ pub struct ServerTls {
     pub problem: Option<(&'static str, String)>,
     /// The certificate was (re)issued in this reconcile.
     pub issued: bool,
+    /// The Secret whose `ca.crt` clients trust, when there is one.
+    pub ca_secret: Option<String>,
 }
 
 /// Reads the cluster's CA, creating it on first use. Created rather than applied so two
@@ -147,6 +151,7 @@ pub async fn ensure_managed_certificate(
                 secret: Some(names.tls_secret()),
                 not_after: Some(info.not_after_rfc3339()),
                 renew_in,
+                ca_secret: Some(names.ca_secret()),
                 ..Default::default()
             });
         }
@@ -176,6 +181,7 @@ pub async fn ensure_managed_certificate(
         not_after: Some(info.not_after_rfc3339()),
         renew_in: Some(validity.saturating_sub(renew_before)),
         issued: true,
+        ca_secret: Some(names.ca_secret()),
         ..Default::default()
     })
 }
@@ -199,6 +205,7 @@ pub async fn check_user_secret(secrets: &Api<Secret>, name: &str) -> Result<Serv
                 return Ok(ServerTls {
                     secret: Some(name.to_owned()),
                     not_after: Some(info.not_after_rfc3339()),
+                    ca_secret: data.contains_key(keys::CA_CERT).then(|| name.to_owned()),
                     ..Default::default()
                 });
             }
@@ -211,6 +218,23 @@ pub async fn check_user_secret(secrets: &Api<Secret>, name: &str) -> Result<Serv
         problem: Some(("InvalidTlsSecret", problem)),
         ..Default::default()
     })
+}
+
+/// The clusters whose `spec.tls.secretName` is `secret`: a change to a user's own TLS Secret
+/// updates their status (certificate expiry, and through it the CA in users' credentials).
+pub fn clusters_using_secret(
+    clusters: &Store<MqttCluster>,
+    secret: &Secret,
+) -> Vec<ObjectRef<MqttCluster>> {
+    let namespace = secret.namespace();
+    let name = secret.name_any();
+    clusters
+        .state()
+        .into_iter()
+        .filter(|c| c.namespace() == namespace)
+        .filter(|c| c.spec.tls.as_ref().and_then(|t| t.secret_name.as_ref()) == Some(&name))
+        .map(|c| ObjectRef::from_obj(&*c))
+        .collect()
 }
 
 /// A digest of what a server certificate must say: a change reissues it.
