@@ -7,6 +7,8 @@
 #   --duration S       measured seconds per throughput case (default 10; 2 with --quick)
 #   --brokers LIST     comma-separated, from tern,mosquitto,rumqttd,mochi,comqtt (default: all)
 #   --scenarios LIST   comma-separated, from p2p,fanout,fanin,shared,connections,stresser (default: all)
+#   --add              keep the results already in target/bench/RESULTS (a broker measured later
+#                      joins the same page; its own earlier results are replaced)
 #   --publish          write the page to docs/benchmarks.md and docs/benchmarks/*.svg
 #                      (default: target/bench/benchmarks.md and target/bench/benchmarks/)
 # Environment: TERN_BENCH_CACHE (default ~/.cache/tern-bench) holds the peer brokers and tools it
@@ -26,6 +28,7 @@ root=$(pwd)
 invocation="scripts/bench.sh${*:+ $*}"
 quick=0
 publish=0
+add=0
 duration=""
 brokers="tern,mosquitto,rumqttd,mochi,comqtt"
 scenarios="p2p,fanout,fanin,shared,connections,stresser"
@@ -33,10 +36,11 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1 ;;
         --publish) publish=1 ;;
+        --add) add=1 ;;
         --duration) duration="$2"; shift ;;
         --brokers) brokers="$2"; shift ;;
         --scenarios) scenarios="$2"; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
@@ -70,7 +74,12 @@ unmeasured() { # broker scenario-or-empty reason
 
 ulimit -n "$(ulimit -Hn)"
 fd_limit=$(ulimit -n)
-rm -rf "$results" "$work"
+if [ "$add" = 1 ]; then
+    for broker in ${brokers//,/ }; do rm -f "$results/$broker--"*.json "$results/unmeasured--$broker--"*.json; done
+    rm -rf "$work"
+else
+    rm -rf "$results" "$work"
+fi
 mkdir -p "$results" "$logs" "$work" "$cache/bin"
 
 step "building tern-broker and tern-bench (release)"
@@ -92,14 +101,14 @@ install_rumqttd() {
 }
 
 # A Go module of ours in $cache/src/NAME with main.go from stdin, built to $cache/bin/NAME-bench.
-build_go_broker() { # name module
+build_go_broker() { # name module [version]
     command -v go >/dev/null || { echo "go is not installed" >&2; return 1; }
     [ -x "$cache/bin/$1-bench" ] && return 0
     local dir="$cache/src/$1"
     rm -rf "$dir" && mkdir -p "$dir"
     cat > "$dir/main.go"
     printf 'module tern.local/%s-bench\n\ngo 1.21\n' "$1" > "$dir/go.mod"
-    (cd "$dir" && go get "$2@latest" && go mod tidy && go build -o "$cache/bin/$1-bench" .)
+    (cd "$dir" && go get "$2@${3:-latest}" && go mod tidy && go build -o "$cache/bin/$1-bench" .)
 }
 
 install_mochi() {
@@ -142,7 +151,9 @@ GO
 }
 
 install_comqtt() {
-    build_go_broker comqtt github.com/wind-c/comqtt/v2 <<'GO'
+    # Pinned: the Go module proxy refuses comqtt's version list (and so @latest) with 403 but
+    # serves this release, the newest it has.
+    build_go_broker comqtt github.com/wind-c/comqtt/v2 v2.6.5 <<'GO'
 // Command comqtt-bench: a comqtt broker with the library's default options (in memory, no storage
 // hook), the allow-all auth hook and one TCP listener (-addr).
 package main
