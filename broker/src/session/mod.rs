@@ -236,14 +236,6 @@ impl Session {
         self.online.store(online, Ordering::Relaxed);
     }
 
-    /// Wakes the attached connection, if any, to look at the queue.
-    pub fn wake(&self) {
-        let connection = self.state.lock().connection.clone();
-        if let Some(connection) = connection {
-            connection.notify_queued();
-        }
-    }
-
     /// Offers a delivery to the session's queue, applying the overflow policy and counting drops.
     pub fn deliver(&self, delivery: Delivery) {
         let (outcome, connection) = {

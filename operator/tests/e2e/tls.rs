@@ -351,15 +351,7 @@ async fn a_service_monitor_appears_once_its_kind_exists(env: &Env, cluster: &Mqt
         .patch("renew", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("disable the ServiceMonitor");
-    eventually("the disabled ServiceMonitor is deleted", SHORT, || async {
-        monitors
-            .get_opt("renew")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    deleted(&monitors, "renew", "the disabled ServiceMonitor is deleted").await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -655,15 +647,7 @@ async fn the_operator_asks_cert_manager_and_serves_what_it_writes(env: &Env, pre
         .patch("cm", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("switch cm to a managed certificate");
-    eventually("the Certificate is deleted", SHORT, || async {
-        certificates
-            .get_opt("cm")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    deleted(&certificates, "cm", "the Certificate is deleted").await;
     let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), ns);
     let cluster_ca = secret_text(&secrets, "cm-ca", "ca.crt").await;
     let served = eventually("cm-0 serves the cluster CA's certificate", LONG, || async {
@@ -935,3 +919,11 @@ spec:
       schema:
         openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
+
+/// Waits until the API server no longer has `name`.
+async fn deleted(api: &Api<DynamicObject>, name: &str, what: &str) {
+    eventually(what, SHORT, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
