@@ -8,7 +8,7 @@
 #   --brokers LIST     comma-separated, from tern,mosquitto,rumqttd,mochi,comqtt (default: all)
 #   --scenarios LIST   comma-separated, from p2p,fanout,fanin,shared,connections,stresser (default: all)
 #   --add              keep the results already in target/bench/RESULTS (a broker measured later
-#                      joins the same page; its own earlier results are replaced)
+#                      joins the same page; its own earlier results of the scenarios run are replaced)
 #   --publish          write the page to docs/benchmarks.md and docs/benchmarks/*.svg
 #                      (default: target/bench/benchmarks.md and target/bench/benchmarks/)
 # Environment: TERN_BENCH_CACHE (default ~/.cache/tern-bench) holds the peer brokers and tools it
@@ -75,7 +75,12 @@ unmeasured() { # broker scenario-or-empty reason
 ulimit -n "$(ulimit -Hn)"
 fd_limit=$(ulimit -n)
 if [ "$add" = 1 ]; then
-    for broker in ${brokers//,/ }; do rm -f "$results/$broker--"*.json "$results/unmeasured--$broker--"*.json; done
+    for broker in ${brokers//,/ }; do
+        for scenario in ${scenarios//,/ }; do
+            rm -f "$results/$broker--$scenario--"*.json "$results/unmeasured--$broker--$scenario"*.json
+        done
+        rm -f "$results/unmeasured--$broker--all.json"
+    done
     rm -rf "$work"
 else
     rm -rf "$results" "$work"

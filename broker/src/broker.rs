@@ -112,7 +112,7 @@ pub struct SessionRequest {
     pub protocol: ProtocolVersion,
     pub clean_start: bool,
     pub expiry_interval: u32,
-    pub client: ClientInfo,
+    pub client: Arc<ClientInfo>,
 }
 
 /// A connection's hold on its session.
@@ -308,12 +308,24 @@ impl Broker {
         }
         tracing::info!("draining: no new connections, disconnecting clients");
         self.accepting.cancel();
+        self.kick_connected(ReasonCode::USE_ANOTHER_SERVER);
+        true
+    }
+
+    /// Begins shutdown: listeners stop accepting, and every connected client is told 0x8B *Server
+    /// shutting down*. A connection that attaches after this sees the cancelled token as its event
+    /// loop starts, so none is left running.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+        self.kick_connected(ReasonCode::SERVER_SHUTTING_DOWN);
+    }
+
+    fn kick_connected(&self, reason: ReasonCode) {
         for session in self.sessions.snapshot() {
             if let Some(connection) = &session.lock().connection {
-                connection.kick(ReasonCode::USE_ANOTHER_SERVER);
+                connection.kick(reason);
             }
         }
-        true
     }
 
     pub fn drain_progress(&self) -> DrainProgress {

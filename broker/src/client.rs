@@ -109,7 +109,7 @@ async fn pump(
         }
         tokio::select! {
             () = control.queued() => {}
-            () = control.cancelled() => return,
+            () = control.kicked() => return,
             () = shutdown.cancelled() => return,
             () = sender.closed() => return,
         }

@@ -174,8 +174,8 @@ impl Server {
             () = broker.shutdown.cancelled() => {}
         }
         info!("shutting down");
-        // 1. Stop accepting; 2. connections see the same token, send DISCONNECT and detach.
-        broker.shutdown.cancel();
+        // 1. Stop accepting; 2. connections are kicked, send DISCONNECT and detach.
+        broker.begin_shutdown();
         for task in accept_tasks {
             let _ = task.await;
         }

@@ -29,7 +29,8 @@ impl InboundAliases {
 #[derive(Debug)]
 pub struct OutboundAliases {
     maximum: u16,
-    assigned: foldhash::HashMap<ByteString, u16>,
+    /// Boxed and made on first use: most clients allow no aliases, and this is paid per connection.
+    assigned: Option<Box<foldhash::HashMap<ByteString, u16>>>,
 }
 
 /// How to name the topic in one outgoing PUBLISH.
@@ -47,7 +48,7 @@ impl OutboundAliases {
     pub fn new(maximum: u16) -> Self {
         Self {
             maximum,
-            assigned: foldhash::HashMap::default(),
+            assigned: None,
         }
     }
 
@@ -55,13 +56,14 @@ impl OutboundAliases {
         if self.maximum == 0 {
             return AliasUse::None;
         }
-        if let Some(&alias) = self.assigned.get(topic) {
+        let assigned = self.assigned.get_or_insert_default();
+        if let Some(&alias) = assigned.get(topic) {
             return AliasUse::Reuse(alias);
         }
-        let next = self.assigned.len() + 1;
+        let next = assigned.len() + 1;
         match u16::try_from(next) {
             Ok(alias) if alias <= self.maximum => {
-                self.assigned.insert(topic.clone(), alias);
+                assigned.insert(topic.clone(), alias);
                 AliasUse::Define(alias)
             }
             _ => AliasUse::None,

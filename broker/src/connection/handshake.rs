@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::aliases::{InboundAliases, OutboundAliases};
-use super::{Close, Connection, Io};
+use super::{Close, Connection, EnhancedAuthState, Io};
 use crate::broker::{Broker, NEVER_EXPIRES, SessionRequest};
 use crate::codec::{
     self, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Packet,
@@ -45,16 +45,15 @@ pub(crate) enum Refused {
 }
 
 /// Reads CONNECT and completes the handshake.
-pub(super) async fn accept<R, W>(
+pub(super) async fn accept<S>(
     broker: &Arc<Broker>,
-    io: &mut Io<R, W>,
+    io: &mut Io<S>,
     remote_addr: SocketAddr,
     listener: Arc<ListenerHandle>,
     identity: Option<String>,
 ) -> Result<Connection, Refused>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let timeout = Duration::from_secs(broker.config.limits.connect_timeout_secs);
     let connect = match tokio::time::timeout(timeout, read_connect(broker, io)).await {
@@ -74,7 +73,8 @@ where
     // A verified client certificate's common name replaces the CONNECT username
     // (`use_identity_as_username`), and then stands in for the password.
     let certificate_identity = identity.is_some();
-    let client = ClientInfo {
+    // Shared with the session, which shows it in listings.
+    let client = Arc::new(ClientInfo {
         client_id,
         username: identity
             .map(ByteString::from)
@@ -83,7 +83,7 @@ where
         remote_addr,
         listener: Arc::clone(&listener.name),
         certificate_identity,
-    };
+    });
     let slot = match ConnectionSlot::admit(broker, &listener) {
         Ok(slot) => slot,
         Err((reason, why)) => return refuse(io, &connect, reason, why).await,
@@ -104,7 +104,7 @@ where
         protocol,
         clean_start: connect.clean_start,
         expiry_interval: expiry,
-        client: client.clone(),
+        client: Arc::clone(&client),
     });
     if protocol.is_v5() {
         announce_limits(&broker.config, &mut connack);
@@ -156,9 +156,19 @@ where
             .unwrap_or(true),
         inbound_aliases: InboundAliases::default(),
         outbound_aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
-        reauth: None,
-        auth_method: connect.properties.authentication_method.clone(),
-        publish_rate: limits.max_publish_rate.map(TokenBucket::per_second),
+        enhanced_auth: connect
+            .properties
+            .authentication_method
+            .clone()
+            .map(|method| {
+                Box::new(EnhancedAuthState {
+                    method,
+                    reauth: None,
+                })
+            }),
+        publish_rate: limits
+            .max_publish_rate
+            .map(|rate| Box::new(TokenBucket::per_second(rate))),
         _slot: slot,
         will,
         write_buf,
@@ -229,16 +239,15 @@ fn check_will(features: &Features, connect: &Connect) -> Result<(), (ReasonCode,
 
 /// Decides whether the client may connect: enhanced authentication when CONNECT names a method,
 /// otherwise the hooks, then the anonymous switch. The inner error is the CONNACK reason code.
-async fn authenticate<R, W>(
+async fn authenticate<S>(
     broker: &Broker,
-    io: &mut Io<R, W>,
+    io: &mut Io<S>,
     client: &ClientInfo,
     connect: &Connect,
     connack: &mut ConnAckProperties,
 ) -> Result<Result<(), ReasonCode>, Refused>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     if let Some(method) = &connect.properties.authentication_method {
         let data = connect.properties.authentication_data.clone();
@@ -344,10 +353,9 @@ fn announce_limits(config: &Config, connack: &mut ConnAckProperties) {
 }
 
 /// Reads until a whole first packet is there; it must be CONNECT [MQTT-3.1.0-1].
-async fn read_connect<R, W>(broker: &Broker, io: &mut Io<R, W>) -> Result<Box<Connect>, Refused>
+async fn read_connect<S>(broker: &Broker, io: &mut Io<S>) -> Result<Box<Connect>, Refused>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let max = broker.config.limits.max_packet_size;
     loop {
@@ -374,13 +382,9 @@ where
 
 /// A CONNECT that could not be decoded: an unsupported level gets return code 0x01 in the 3.1.1
 /// format [MQTT-3.1.2-2]; a broken v5 CONNECT gets CONNACK with the reason code; v3 just a close.
-async fn answer_bad_connect<R, W>(
-    io: &mut Io<R, W>,
-    hint: Option<ProtocolVersion>,
-    error: &DecodeError,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+async fn answer_bad_connect<S>(io: &mut Io<S>, hint: Option<ProtocolVersion>, error: &DecodeError)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let protocol = match (error, hint) {
         (DecodeError::UnsupportedProtocol { .. }, _) => ProtocolVersion::V3_1_1,
@@ -405,15 +409,14 @@ fn connack_failure(reason: ReasonCode) -> Packet {
 /// Sends a refusing CONNACK and reports the refusal [MQTT-3.2.2-7].
 /// The Reason String is left out if the CONNACK would otherwise exceed the client's Maximum Packet
 /// Size [MQTT-3.1.2-25].
-async fn refuse<R, W>(
-    io: &mut Io<R, W>,
+async fn refuse<S>(
+    io: &mut Io<S>,
     connect: &Connect,
     reason: ReasonCode,
     why: &'static str,
 ) -> Result<Connection, Refused>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let max = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
     let mut packet = connack_failure(reason);
@@ -452,16 +455,15 @@ fn assign_client_id(connect: &Connect) -> Result<ClientId, ReasonCode> {
 
 /// Runs an MQTT 5 enhanced authentication exchange during CONNECT (4.12). The outer `Result` is for
 /// a broken exchange, the inner one for the verdict: success data, or the CONNACK reason code.
-async fn enhanced_auth<R, W>(
+async fn enhanced_auth<S>(
     broker: &Broker,
-    io: &mut Io<R, W>,
+    io: &mut Io<S>,
     client: &ClientInfo,
     method: &ByteString,
     mut data: Option<Bytes>,
 ) -> Result<Result<Option<Bytes>, ReasonCode>, Refused>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let Some(mut exchange) = broker.hooks.start_enhanced_auth(method, client) else {
         debug!(client_id = %client.client_id, %method, "no hook knows this authentication method");
@@ -512,22 +514,27 @@ where
 impl Connection {
     /// Handles AUTH after CONNACK: a client-initiated re-authentication (4.12.1).
     pub(super) async fn on_auth(&mut self, auth: Auth) -> Result<(), Close> {
-        let same_method = auth.properties.authentication_method.is_some()
-            && auth.properties.authentication_method == self.auth_method;
-        if !same_method {
-            return Err(Close::protocol("AUTH without the method used at CONNECT")); // [MQTT-4.12.1-1]
-        }
+        let client = Arc::clone(&self.client);
+        let broker = Arc::clone(&self.broker);
+        let state = match &mut self.enhanced_auth {
+            Some(state)
+                if auth.properties.authentication_method.as_ref() == Some(&state.method) =>
+            {
+                state
+            }
+            _ => return Err(Close::protocol("AUTH without the method used at CONNECT")), // [MQTT-4.12.1-1]
+        };
         let starting = auth.reason_code == ReasonCode::RE_AUTHENTICATE;
         let continuing =
-            auth.reason_code == ReasonCode::CONTINUE_AUTHENTICATION && self.reauth.is_some();
+            auth.reason_code == ReasonCode::CONTINUE_AUTHENTICATION && state.reauth.is_some();
         if !starting && !continuing {
             return Err(Close::protocol("unexpected AUTH reason code"));
         }
-        let method = self.auth_method.clone().unwrap_or_default();
+        let method = state.method.clone();
         if starting {
-            self.reauth = self.broker.hooks.start_enhanced_auth(&method, &self.client);
+            state.reauth = broker.hooks.start_enhanced_auth(&method, &client);
         }
-        let Some(exchange) = self.reauth.as_mut() else {
+        let Some(exchange) = state.reauth.as_mut() else {
             return Err(Close::Server(
                 ReasonCode::BAD_AUTHENTICATION_METHOD,
                 Cow::Borrowed("re-authentication unavailable"),
@@ -536,7 +543,7 @@ impl Connection {
         let (reason, data) = match exchange.step(auth.properties.authentication_data).await {
             AuthStep::Continue(data) => (ReasonCode::CONTINUE_AUTHENTICATION, data),
             AuthStep::Success(data) => {
-                self.reauth = None;
+                state.reauth = None;
                 (ReasonCode::SUCCESS, data)
             }
             AuthStep::Failure(reason) => {

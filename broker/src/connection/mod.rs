@@ -1,37 +1,43 @@
 //! One client connection: a single task that reads and decodes packets, applies them, and writes what
-//! the session has for the client, over any byte stream (TCP now; TLS and WebSocket wrap the same).
+//! the session has for the client, over any byte stream (TCP, TLS, WebSocket).
 //!
-//! The task owns its read and write buffers. Everything a read produces (acks, SUBACKs) and everything
-//! the session queue yields is encoded into one write buffer and written in batches; the loop keeps
-//! reading while a write is pending, so a client that writes while we write cannot deadlock us, and it
-//! stops pulling from the session queue while the buffer is full, which leaves slow-consumer handling
-//! to the queue's counted overflow policy.
+//! Everything a read produces (acks, SUBACKs) and everything the session queue yields is encoded into
+//! one write buffer and written in batches; the loop keeps reading while a write is pending, so a
+//! client that writes while we write cannot deadlock us, and it stops pulling from the session queue
+//! while the buffer is full, which leaves slow-consumer handling to the queue's counted overflow
+//! policy.
+//!
+//! An idle connection is what a broker holds most of, so its state is kept small: the loop waits on
+//! its sources by polling them in one function rather than holding a future for each, kicks and
+//! deliveries arrive as flags on the [`ConnectionControl`], and the read and write buffers are let
+//! go of whenever they are empty.
 
 mod aliases;
-mod cancelled;
 mod handshake;
 mod inbound;
+mod io;
 mod outbound;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::broker::Broker;
-use crate::codec::{self, Disconnect, EncodeError, Packet, ProtocolVersion, ReasonCode};
+use crate::codec::{self, Auth, Disconnect, EncodeError, Packet, ProtocolVersion, ReasonCode};
 use crate::hook::{ClientInfo, EnhancedAuth};
 use crate::limits::TokenBucket;
 use crate::listener::ListenerHandle;
 use crate::session::{ConnectionControl, PendingWill, Session};
-use crate::stats::Stats;
 
 use aliases::{InboundAliases, OutboundAliases};
+use io::Io;
 
 /// Stop pulling deliveries from the session once this much is waiting to be written.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -59,80 +65,57 @@ impl Close {
     }
 }
 
-/// Entry point for listeners: runs one client connection to its end.
-pub async fn serve<S>(
+/// A connection's life after the handshake, boxed: this is what a client costs while it stays.
+pub type RunningConnection = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Entry point for listeners: reads CONNECT and completes the handshake over `stream`, then returns
+/// the connection to run. The handshake's state is gone by then; only the connection's is kept.
+pub async fn accept<S>(
     broker: Arc<Broker>,
     stream: S,
     remote_addr: SocketAddr,
     listener: Arc<ListenerHandle>,
     identity: Option<String>,
-) where
-    S: AsyncRead + AsyncWrite + Send + Unpin,
+) -> Option<RunningConnection>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (reader, writer) = tokio::io::split(stream);
-    let mut io = Io {
-        reader,
-        writer,
-        read_buf: BytesMut::with_capacity(READ_BUF_INITIAL),
-        stats: Arc::clone(&broker.stats),
-    };
-    // Boxed: the handshake's state is only needed until CONNACK, not for the life of the connection.
-    let handshake = handshake::accept(&broker, &mut io, remote_addr, listener, identity);
-    let connection = match Box::pin(handshake).await {
-        Ok(connection) => connection,
+    let mut io = Io::new(stream, Arc::clone(&broker.stats));
+    match handshake::accept(&broker, &mut io, remote_addr, listener, identity).await {
+        Ok(connection) => Some(Box::pin(connection.run(io))),
         Err(reason) => {
             debug!(%remote_addr, %reason, "connection refused before CONNACK");
-            return;
+            None
         }
-    };
-    connection.run(io).await;
-}
-
-/// Read buffers start small, grow (doubling) only while a large packet arrives, and shrink back once
-/// it is consumed: most connections are idle most of the time, and per-connection memory is what
-/// limits how many clients one broker holds.
-const READ_BUF_INITIAL: usize = 512;
-/// An empty read buffer larger than this is replaced by a small one.
-const READ_BUF_KEEP: usize = 16 * 1024;
-
-fn make_room(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > READ_BUF_KEEP {
-        *buf = BytesMut::with_capacity(READ_BUF_INITIAL);
-    } else if buf.capacity() - buf.len() < READ_BUF_INITIAL / 2 {
-        buf.reserve(buf.len().max(READ_BUF_INITIAL));
     }
 }
 
-/// The socket halves and the read buffer.
-struct Io<R, W> {
-    reader: R,
-    writer: W,
-    read_buf: BytesMut,
-    stats: Arc<Stats>,
+/// What woke the event loop, in the order it looks: a kick first, so a client that floods us
+/// cannot delay its own disconnection.
+enum Event {
+    Kicked,
+    /// Bytes went out; the write buffer may have room for more deliveries.
+    Wrote,
+    Received,
+    /// The network connection closed or failed.
+    Closed,
+    Queued,
+    KeepAliveExpired,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
-    /// Reads more bytes; `Ok(false)` on end of stream.
-    async fn fill(&mut self) -> std::io::Result<bool> {
-        make_room(&mut self.read_buf);
-        let n = self.reader.read_buf(&mut self.read_buf).await?;
-        self.stats.bytes_received.inc_by(n as u64);
-        Ok(n > 0)
-    }
-
-    /// Writes a whole buffer, for the handshake and the final packet.
-    async fn write_all(&mut self, buf: &mut BytesMut) -> std::io::Result<()> {
-        self.stats.bytes_sent.inc_by(buf.len() as u64);
-        self.writer.write_all(buf).await?;
-        buf.clear();
-        self.writer.flush().await
-    }
+/// What applying input left for the event loop to wait for.
+enum Wait {
+    Nothing,
+    /// AUTH may wait on an authenticator.
+    Auth(Box<Auth>),
+    /// `limits.max_publish_rate` holds the client's reads back this long.
+    Pause(Duration),
 }
 
 /// The state of an established connection (after a successful CONNACK).
 pub(crate) struct Connection {
     broker: Arc<Broker>,
-    client: ClientInfo,
+    client: Arc<ClientInfo>,
     protocol: ProtocolVersion,
     session: Arc<Session>,
     control: Arc<ConnectionControl>,
@@ -150,35 +133,47 @@ pub(crate) struct Connection {
     problem_information: bool,
     inbound_aliases: InboundAliases,
     outbound_aliases: OutboundAliases,
-    /// An enhanced re-authentication in progress (MQTT 5, 4.12.1).
-    reauth: Option<Box<dyn EnhancedAuth>>,
-    auth_method: Option<bytestring::ByteString>,
+    /// Enhanced authentication, if CONNECT named a method. This field, the will and the publish
+    /// rate are boxed: most clients have none of them, and this state is paid per connected client.
+    enhanced_auth: Option<Box<EnhancedAuthState>>,
     /// The will from CONNECT; handed to the broker when the connection ends.
-    /// Boxed like the session's copy: most clients have none.
     will: Option<Box<PendingWill>>,
     /// `limits.max_publish_rate`, when set.
-    publish_rate: Option<TokenBucket>,
+    publish_rate: Option<Box<TokenBucket>>,
     /// Released when the connection ends.
     _slot: handshake::ConnectionSlot,
     write_buf: BytesMut,
 }
 
+/// The authentication method from CONNECT and a re-authentication in progress (MQTT 5, 4.12.1).
+struct EnhancedAuthState {
+    method: bytestring::ByteString,
+    reauth: Option<Box<dyn EnhancedAuth>>,
+}
+
 impl Connection {
-    async fn run<R, W>(mut self, mut io: Io<R, W>)
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        let close = self.event_loop(&mut io).await;
-        // Boxed for the same reason as the handshake: needed once, at the end.
-        Box::pin(self.finish(&mut io, close)).await;
+    /// The connection from CONNACK to its end. Not an `async fn`: one would store its arguments
+    /// twice (rust-lang/rust#62958), and this state is what every connected client costs.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice"
+    )]
+    fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut io: Io<S>) -> impl Future<Output = ()> {
+        async move {
+            let close = self.event_loop(&mut io).await;
+            // Boxed: needed once, at the end.
+            Box::pin(self.finish(&mut io, close)).await;
+        }
     }
 
-    async fn event_loop<R, W>(&mut self, io: &mut Io<R, W>) -> Close
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
+    async fn event_loop<S: AsyncRead + AsyncWrite + Unpin>(&mut self, io: &mut Io<S>) -> Close {
+        // Shutdown kicks the connections attached when it begins; one that attached later sees it here.
+        if self.broker.shutdown.is_cancelled() {
+            return Close::Server(
+                ReasonCode::SERVER_SHUTTING_DOWN,
+                Cow::Borrowed("server shutting down"),
+            );
+        }
         if let Err(close) = self.resend_inflight() {
             return close;
         }
@@ -187,108 +182,154 @@ impl Connection {
         let keep_alive = tokio::time::sleep(self.keep_alive.unwrap_or(Duration::from_secs(86_400)));
         tokio::pin!(keep_alive);
         let control = Arc::clone(&self.control);
-        let shutdown = self.broker.shutdown.clone();
-        // Made once, not per turn of the loop: each one made and dropped registers and
-        // unregisters a waiter under its token's lock (see `cancelled`).
-        let kicked = cancelled::Cancelled::new(control.cancel_token());
-        tokio::pin!(kicked);
-        let shutting_down = cancelled::Cancelled::new(&shutdown);
-        tokio::pin!(shutting_down);
-        let Io {
-            reader,
-            writer,
-            read_buf,
-            stats,
-        } = io;
         // Packets that arrived in the same read as CONNECT are already in the buffer.
-        if let Err(close) = self.process_input(read_buf).await {
+        if let Err(close) = self.process_input(&mut io.read_buf).await {
             return close;
         }
+        io.release_read_buf();
+        let mut flushing = false;
         loop {
             if self.write_buf.len() < WRITE_HIGH_WATER
                 && let Err(close) = self.pull_deliveries()
             {
                 return close;
             }
-            tokio::select! {
-                biased;
-                () = &mut kicked => {
+            let event = std::future::poll_fn(|cx| {
+                self.poll_event(cx, io, &control, keep_alive.as_mut(), &mut flushing)
+            })
+            .await;
+            match event {
+                Event::Kicked => {
                     // What the client sent before it was kicked still counts: a DISCONNECT already
                     // on its way decides the will, not the kick.
-                    if let Some(close) = Box::pin(self.drain_received(reader, read_buf)).await {
+                    if let Some(close) = Box::pin(self.drain_received(io)).await {
                         return close;
                     }
-                    let reason = control.reason().unwrap_or(ReasonCode::ADMINISTRATIVE_ACTION);
+                    let reason = control
+                        .reason()
+                        .unwrap_or(ReasonCode::ADMINISTRATIVE_ACTION);
                     return Close::Server(reason, Cow::Borrowed(reason.name()));
                 }
-                () = &mut shutting_down => {
-                    return Close::Server(ReasonCode::SERVER_SHUTTING_DOWN, Cow::Borrowed("server shutting down"));
-                }
-                written = writer.write(&self.write_buf), if !self.write_buf.is_empty() => {
-                    match written {
-                        Ok(0) | Err(_) => return Close::Network,
-                        Ok(n) => {
-                            stats.bytes_sent.inc_by(n as u64);
-                            self.write_buf.advance(n);
-                            if self.write_buf.is_empty() && writer.flush().await.is_err() {
-                                return Close::Network;
-                            }
-                        }
+                Event::Received => {
+                    if let Err(close) = self.process_input(&mut io.read_buf).await {
+                        return close;
                     }
+                    io.release_read_buf();
                 }
-                read = reader.read_buf(read_buf), if self.write_buf.len() < WRITE_HARD_LIMIT => {
-                    match read {
-                        Ok(0) | Err(_) => return Close::Network,
-                        Ok(n) => {
-                            stats.bytes_received.inc_by(n as u64);
-                            if let Err(close) = self.process_input(read_buf).await {
-                                return close;
-                            }
-                            make_room(read_buf);
-                        }
-                    }
-                }
-                () = control.queued(), if self.write_buf.len() < WRITE_HIGH_WATER => {}
-                () = &mut keep_alive, if self.keep_alive.is_some() => {
-                    let Some(limit) = self.keep_alive else { continue };
-                    let deadline = self.last_received + limit;
-                    if Instant::now() >= deadline {
-                        return Close::Server(ReasonCode::KEEP_ALIVE_TIMEOUT, Cow::Borrowed("keep alive timeout"));
-                    }
-                    keep_alive.as_mut().reset(deadline);
+                Event::Wrote | Event::Queued => {}
+                Event::Closed => return Close::Network,
+                Event::KeepAliveExpired => {
+                    return Close::Server(
+                        ReasonCode::KEEP_ALIVE_TIMEOUT,
+                        Cow::Borrowed("keep alive timeout"),
+                    );
                 }
             }
         }
     }
 
+    /// One look at everything the connection waits for, without a future per source: the event
+    /// loop's wait is a few references, however many sources there are.
+    fn poll_event<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut Io<S>,
+        control: &ConnectionControl,
+        mut keep_alive: std::pin::Pin<&mut tokio::time::Sleep>,
+        flushing: &mut bool,
+    ) -> Poll<Event> {
+        control.register(cx.waker());
+        if control.is_kicked() {
+            return Poll::Ready(Event::Kicked);
+        }
+        if !self.write_buf.is_empty() {
+            match io.poll_write_from(cx, &mut self.write_buf) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Event::Closed),
+                Poll::Ready(Ok(_)) => {
+                    if self.write_buf.is_empty() {
+                        // Like the read buffer: an idle connection holds none.
+                        self.write_buf = BytesMut::new();
+                        *flushing = true;
+                    }
+                    return Poll::Ready(Event::Wrote);
+                }
+                Poll::Pending => {}
+            }
+        } else if *flushing {
+            match io.poll_flush(cx) {
+                Poll::Ready(Ok(())) => *flushing = false,
+                Poll::Ready(Err(_)) => return Poll::Ready(Event::Closed),
+                Poll::Pending => {}
+            }
+        }
+        // A client that does not read its acks is not read from either.
+        if self.write_buf.len() < WRITE_HARD_LIMIT {
+            match io.poll_fill(cx) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Event::Closed),
+                Poll::Ready(Ok(_)) => return Poll::Ready(Event::Received),
+                Poll::Pending => {}
+            }
+        }
+        if self.write_buf.len() < WRITE_HIGH_WATER && control.take_queued() {
+            return Poll::Ready(Event::Queued);
+        }
+        if let Some(limit) = self.keep_alive {
+            while keep_alive.as_mut().poll(cx).is_ready() {
+                let deadline = self.last_received + limit;
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Event::KeepAliveExpired);
+                }
+                keep_alive.as_mut().reset(deadline);
+            }
+        }
+        Poll::Pending
+    }
+
     /// Applies input that has already arrived, without waiting for more; returns how the connection
     /// ended if that input ended it.
-    async fn drain_received<R: AsyncRead + Unpin>(
+    async fn drain_received<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
-        reader: &mut R,
-        read_buf: &mut BytesMut,
+        io: &mut Io<S>,
     ) -> Option<Close> {
         for _ in 0..DRAIN_READS {
-            if let Err(close) = self.process_input(read_buf).await {
+            if let Err(close) = self.process_input(&mut io.read_buf).await {
                 return Some(close);
             }
-            // A zero timeout polls the read once: it returns data already in the socket buffer.
-            match tokio::time::timeout(Duration::ZERO, reader.read_buf(read_buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(Ok(_)) | Ok(Err(_)) => return Some(Close::Network),
-                Err(_) => return None,
+            // One poll of the read returns only data already in the socket buffer.
+            match std::future::poll_fn(|cx| Poll::Ready(io.poll_fill(cx))).await {
+                Poll::Ready(Ok(0) | Err(_)) => return Some(Close::Network),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return None,
             }
         }
         None
     }
 
-    /// Decodes and applies every whole packet in the read buffer.
+    /// Decodes and applies every whole packet in the read buffer, waiting where a packet asks for it.
+    /// The decoding itself is synchronous ([`Self::apply_input`]) and the rare waits are boxed: this
+    /// future is part of every connection for its whole life, as large as its largest await point.
     async fn process_input(&mut self, read_buf: &mut BytesMut) -> Result<(), Close> {
+        loop {
+            match self.apply_input(read_buf)? {
+                Wait::Nothing => return Ok(()),
+                Wait::Auth(auth) => {
+                    Box::pin(self.on_auth(*auth)).await?;
+                    if self.write_buf.len() < WRITE_HIGH_WATER {
+                        self.pull_deliveries()?;
+                    }
+                }
+                Wait::Pause(wait) => Box::pin(tokio::time::sleep(wait)).await,
+            }
+        }
+    }
+
+    /// Applies whole packets from the read buffer until it holds none, or one needs a wait.
+    fn apply_input(&mut self, read_buf: &mut BytesMut) -> Result<Wait, Close> {
         let max = self.broker.config.limits.max_packet_size;
         loop {
             let packet = match codec::decode(read_buf, self.protocol, max) {
                 Ok(Some(packet)) => packet,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(Wait::Nothing),
                 Err(error) => {
                     self.broker.stats.protocol_errors.inc();
                     if matches!(error, codec::DecodeError::TooLarge { .. }) {
@@ -306,9 +347,9 @@ impl Connection {
             self.last_received = Instant::now();
             let is_publish = matches!(packet, Packet::Publish(_));
             match packet {
-                // Boxed, like every rare await here: this future is part of every connection's
-                // task for its whole life, and is as large as its largest await point.
-                Packet::Auth(auth) if self.protocol.is_v5() => Box::pin(self.on_auth(auth)).await?,
+                Packet::Auth(auth) if self.protocol.is_v5() => {
+                    return Ok(Wait::Auth(Box::new(auth)));
+                }
                 packet => self.handle(packet)?,
             }
             // Deliveries this packet caused (to this same client) go out before the answers to
@@ -316,24 +357,21 @@ impl Connection {
             if self.write_buf.len() < WRITE_HIGH_WATER {
                 self.pull_deliveries()?;
             }
-            if is_publish {
-                self.throttle_publishes().await;
+            if is_publish && let Some(wait) = self.publish_pause() {
+                return Ok(Wait::Pause(wait));
             }
         }
     }
 
     /// Holds a client to `limits.max_publish_rate` by pausing its reads: nothing is dropped, the
     /// client's own flow control slows it down.
-    async fn throttle_publishes(&mut self) {
-        let Some(bucket) = self.publish_rate.as_mut() else {
-            return;
-        };
-        if let Some(wait) = bucket.take_or_wait(std::time::Instant::now()) {
-            self.broker
-                .stats
-                .limit_hit(crate::stats::LimitKind::PublishRate);
-            Box::pin(tokio::time::sleep(wait)).await;
-        }
+    fn publish_pause(&mut self) -> Option<Duration> {
+        let bucket = self.publish_rate.as_mut()?;
+        let wait = bucket.take_or_wait(std::time::Instant::now())?;
+        self.broker
+            .stats
+            .limit_hit(crate::stats::LimitKind::PublishRate);
+        Some(wait)
     }
 
     /// Encodes a control packet into the write buffer. Reason strings and user properties are dropped
@@ -370,11 +408,7 @@ impl Connection {
     }
 
     /// Ends the connection: tells a v5 client why, lets go of the session, and notifies hooks.
-    async fn finish<R, W>(self, io: &mut Io<R, W>, close: Close)
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
+    async fn finish<S: AsyncRead + AsyncWrite + Unpin>(self, io: &mut Io<S>, close: Close) {
         let (publish_will, reason) = match &close {
             Close::Client { will } => (*will, None),
             Close::Network => (true, None),
@@ -409,7 +443,7 @@ impl Connection {
         if !write_buf.is_empty() && !matches!(close, Close::Network) {
             let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, io.write_all(&mut write_buf)).await;
         }
-        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, io.writer.shutdown()).await;
+        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, io.shutdown()).await;
 
         self.broker.stats.connections.dec();
         let will = self.will.filter(|_| publish_will);

@@ -13,14 +13,13 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Instant, SystemTime};
 
 use bytestring::ByteString;
 use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
-use tokio_util::sync::CancellationToken;
 
 pub use inflight::{Inflight, InflightEntry, InflightState};
 pub use queue::{Enqueued, OutboundQueue};
@@ -76,12 +75,16 @@ pub struct PendingWill {
     pub delay: u32,
 }
 
-/// The handle by which others reach a session's connection: a cancellation token plus the reason the
-/// connection should give the client, and the wake-up for queued deliveries.
+/// The handle by which others reach a session's connection: a request to close (with the reason the
+/// connection should give the client) and the wake-up for queued deliveries.
+///
+/// Both wake the connection through one atomic waker slot and are read as flags, so a connection
+/// waits on neither with a registered future: an idle client costs only this small block. Broker
+/// shutdown reaches every connection the same way, as a kick with reason 0x8B.
 #[derive(Debug, Default)]
 pub struct ConnectionControl {
-    cancel: CancellationToken,
-    reason: Mutex<Option<ReasonCode>>,
+    /// `KICKED | reason` once the connection was asked to close; 0 until then.
+    kick: AtomicU16,
     /// Set when deliveries are queued; cleared by the connection when it looks at the queue.
     queued: AtomicBool,
     /// The connection's task. An atomic slot, not a `Notify`: the router wakes a connection for
@@ -89,6 +92,9 @@ pub struct ConnectionControl {
     /// session so that a taken-over connection cannot overwrite its successor's waker.
     waker: AtomicWaker,
 }
+
+/// The bit that marks [`ConnectionControl::kick`] as set, so every reason code (0x00 included) fits.
+const KICKED: u16 = 0x100;
 
 impl ConnectionControl {
     /// Tells the connection that deliveries are waiting in its session's queue.
@@ -104,25 +110,45 @@ impl ConnectionControl {
 
     /// Asks the connection to send DISCONNECT with `reason` (v5) and close. The first reason wins.
     pub fn kick(&self, reason: ReasonCode) {
-        self.reason.lock().get_or_insert(reason);
-        self.cancel.cancel();
+        let first = self
+            .kick
+            .compare_exchange(
+                0,
+                KICKED | u16::from(reason.0),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if first {
+            self.waker.wake();
+        }
     }
 
-    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.cancel.cancelled()
+    /// Resolves once the connection was kicked.
+    pub fn kicked(&self) -> Kicked<'_> {
+        Kicked { control: self }
     }
 
-    /// The token behind [`Self::cancelled`], for waits that poll it in a loop.
-    pub fn cancel_token(&self) -> &CancellationToken {
-        &self.cancel
+    pub fn is_kicked(&self) -> bool {
+        self.kick.load(Ordering::Acquire) != 0
     }
 
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
-    }
-
+    /// The reason the connection was kicked with, if it was.
     pub fn reason(&self) -> Option<ReasonCode> {
-        *self.reason.lock()
+        let kick = self.kick.load(Ordering::Acquire);
+        // Truncation keeps the reason byte below the KICKED bit.
+        (kick != 0).then_some(ReasonCode(kick as u8))
+    }
+
+    /// Makes the next kick or delivery wake this task. Register before looking at the flags: a
+    /// notification in between is then seen one way or the other.
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
+
+    /// Whether deliveries were queued since the last call (which clears the mark).
+    pub fn take_queued(&self) -> bool {
+        self.queued.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -136,10 +162,27 @@ impl Future for Queued<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let control = self.control;
-        // Register before looking: a notification in between is then seen one way or the other.
-        control.waker.register(cx.waker());
-        if control.queued.swap(false, Ordering::AcqRel) {
+        self.control.register(cx.waker());
+        if self.control.take_queued() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// See [`ConnectionControl::kicked`].
+#[derive(Debug)]
+pub struct Kicked<'a> {
+    control: &'a ConnectionControl,
+}
+
+impl Future for Kicked<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.control.register(cx.waker());
+        if self.control.is_kicked() {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -174,7 +217,7 @@ pub struct SessionState {
     /// Set once the session is removed; the router then delivers nothing more to it.
     pub ended: bool,
     /// Who holds (or last held) the session, for listings.
-    pub client: Option<ClientInfo>,
+    pub client: Option<Arc<ClientInfo>>,
     /// When the current connection attached.
     pub connected_since: Option<SystemTime>,
 }
@@ -269,5 +312,54 @@ impl Session {
         {
             connection.notify_queued();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_first_kick_reason_wins_and_wakes_the_connection() {
+        let control = ConnectionControl::default();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        let mut kicked = Box::pin(control.kicked());
+        assert!(kicked.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(control.reason(), None);
+
+        control.kick(ReasonCode::SESSION_TAKEN_OVER);
+        control.kick(ReasonCode::SERVER_SHUTTING_DOWN);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "woken once");
+        assert_eq!(control.reason(), Some(ReasonCode::SESSION_TAKEN_OVER));
+        assert!(kicked.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_kick_with_reason_zero_still_counts() {
+        let control = ConnectionControl::default();
+        control.kick(ReasonCode::SUCCESS);
+        assert!(control.is_kicked());
+        assert_eq!(control.reason(), Some(ReasonCode::SUCCESS));
+    }
+
+    #[test]
+    fn queued_deliveries_are_seen_once() {
+        let control = ConnectionControl::default();
+        control.notify_queued();
+        assert!(control.take_queued());
+        assert!(!control.take_queued());
     }
 }

@@ -1,0 +1,136 @@
+//! A connection's byte stream and the input it has not decoded yet.
+//!
+//! Reads land in a scratch buffer on the stack and are appended to the connection's read buffer, which
+//! is let go of whenever it is empty. So an idle connection holds no buffer at all; a busy one holds
+//! an allocation the size of what arrived, shared by the payloads decoded from it. Per-connection
+//! memory is what limits how many clients one broker holds, and most of them are idle.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::stats::Stats;
+
+/// The most one read takes in; a larger packet arrives over several reads.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// The stream and the undecoded input.
+pub(super) struct Io<S> {
+    stream: S,
+    /// Bytes read but not yet decoded: part of a packet, or several packets not yet applied.
+    pub(super) read_buf: BytesMut,
+    stats: Arc<Stats>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    pub(super) fn new(stream: S, stats: Arc<Stats>) -> Self {
+        Self {
+            stream,
+            read_buf: BytesMut::new(),
+            stats,
+        }
+    }
+
+    /// Reads what has arrived into the read buffer: `Ok(0)` at end of stream.
+    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut scratch);
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf))?;
+        let read = buf.filled();
+        self.read_buf.extend_from_slice(read);
+        self.stats.bytes_received.inc_by(read.len() as u64);
+        Poll::Ready(Ok(read.len()))
+    }
+
+    /// Reads more bytes; `Ok(false)` at end of stream.
+    pub(super) async fn fill(&mut self) -> io::Result<bool> {
+        std::future::poll_fn(|cx| self.poll_fill(cx))
+            .await
+            .map(|n| n > 0)
+    }
+
+    /// Lets go of the read buffer once everything in it was decoded; the payloads taken from it keep
+    /// their part of the allocation alive for as long as they need it.
+    pub(super) fn release_read_buf(&mut self) {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            self.read_buf = BytesMut::new();
+        }
+    }
+
+    /// Writes from the front of `buf` and removes what was written: `Ok(0)` if the peer is gone.
+    pub(super) fn poll_write_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let written = ready!(Pin::new(&mut self.stream).poll_write(cx, buf))?;
+        buf.advance(written);
+        self.stats.bytes_sent.inc_by(written as u64);
+        Poll::Ready(Ok(written))
+    }
+
+    /// Pushes out what a layer above TCP (TLS, WebSocket) still holds.
+    pub(super) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    /// Writes a whole buffer, for the handshake and the final packet.
+    pub(super) async fn write_all(&mut self, buf: &mut BytesMut) -> io::Result<()> {
+        self.stats.bytes_sent.inc_by(buf.len() as u64);
+        self.stream.write_all(buf).await?;
+        buf.clear();
+        self.stream.flush().await
+    }
+
+    /// Closes the write side (TLS close_notify, WebSocket close, TCP FIN).
+    pub(super) async fn shutdown(&mut self) -> io::Result<()> {
+        self.stream.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn an_emptied_read_buffer_is_let_go_and_end_of_stream_reads_zero() {
+        let (client, server) = tokio::io::duplex(64);
+        let mut io = Io::new(server, Arc::new(Stats::default()));
+        let mut client = client;
+        client.write_all(b"hello").await.unwrap();
+        assert!(io.fill().await.unwrap());
+        assert_eq!(&io.read_buf[..], b"hello");
+        let taken = io.read_buf.split_to(5).freeze();
+        io.release_read_buf();
+        assert_eq!(
+            io.read_buf.capacity(),
+            0,
+            "an idle connection holds no buffer"
+        );
+        assert_eq!(
+            &taken[..],
+            b"hello",
+            "a decoded payload outlives the release"
+        );
+        drop(client);
+        assert!(!io.fill().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_partial_packet_is_kept_across_reads() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut io = Io::new(server, Arc::new(Stats::default()));
+        client.write_all(b"abc").await.unwrap();
+        assert!(io.fill().await.unwrap());
+        io.release_read_buf();
+        client.write_all(b"def").await.unwrap();
+        assert!(io.fill().await.unwrap());
+        assert_eq!(&io.read_buf[..], b"abcdef");
+    }
+}
