@@ -86,6 +86,8 @@ else
     rm -rf "$results" "$work"
 fi
 mkdir -p "$results" "$logs" "$work" "$cache/bin"
+# Every run that contributed to the results, in order, for the page.
+echo "$invocation" >> "$results/COMMANDS"
 
 step "building tern-broker and tern-bench (release)"
 # Separately, so the broker is built with exactly its own features, as users build it.
@@ -422,7 +424,9 @@ else
     page="$out/benchmarks.md" charts="$out/benchmarks"
 fi
 step "report"
+report_commands=()
+while IFS= read -r line; do report_commands+=(--command "$line"); done < "$results/COMMANDS"
 "$bench" report --results "$results" --markdown "$page" --svg-dir "$charts" --svg-href benchmarks \
-    --command "$invocation"
+    "${report_commands[@]}"
 echo "results: $results" >&2
 echo "page:    $page" >&2

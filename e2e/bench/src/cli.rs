@@ -176,7 +176,8 @@ pub struct ReportArgs {
     /// How the Markdown page refers to the SVG directory.
     #[arg(long, default_value = "benchmarks")]
     pub svg_href: String,
-    /// The command that produced the results, shown on the page so the run can be repeated.
-    #[arg(long, default_value = "scripts/bench.sh")]
-    pub command: String,
+    /// The commands that produced the results, in order, shown on the page so the runs can be
+    /// repeated (repeat the option for results that later runs added to).
+    #[arg(long = "command", default_value = "scripts/bench.sh")]
+    pub commands: Vec<String>,
 }

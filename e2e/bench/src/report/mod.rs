@@ -33,7 +33,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     write(&args.svg_dir.join(LATENCY_SVG), charts.latency)?;
     let href = args.svg_href.trim_end_matches('/');
     let page = markdown::render(
-        &args.command,
+        &args.commands,
         &runs,
         &unmeasured,
         &[
