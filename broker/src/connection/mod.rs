@@ -242,6 +242,9 @@ impl Connection {
         if control.is_kicked() {
             return Poll::Ready(Event::Kicked);
         }
+        // Reads are polled even after a write made progress: a connection that always has
+        // deliveries to write must still read its client's acks and pings.
+        let mut wrote = false;
         if !self.write_buf.is_empty() {
             match io.poll_write_from(cx, &mut self.write_buf) {
                 Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Event::Closed),
@@ -251,7 +254,7 @@ impl Connection {
                         self.write_buf = BytesMut::new();
                         *flushing = true;
                     }
-                    return Poll::Ready(Event::Wrote);
+                    wrote = true;
                 }
                 Poll::Pending => {}
             }
@@ -282,7 +285,11 @@ impl Connection {
                 keep_alive.as_mut().reset(deadline);
             }
         }
-        Poll::Pending
+        if wrote {
+            Poll::Ready(Event::Wrote)
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Applies input that has already arrived, without waiting for more; returns how the connection
