@@ -313,20 +313,34 @@ impl Connection {
     }
 
     /// Decodes and applies every whole packet in the read buffer, waiting where a packet asks for it.
-    /// The decoding itself is synchronous ([`Self::apply_input`]) and the rare waits are boxed: this
-    /// future is part of every connection for its whole life, as large as its largest await point.
+    /// The decoding itself is synchronous ([`Self::apply_input`]), and input that must wait goes on
+    /// in a boxed future: this one is part of every connection for its whole life, as large as its
+    /// largest await point.
     async fn process_input(&mut self, read_buf: &mut BytesMut) -> Result<(), Close> {
+        match self.apply_input(read_buf)? {
+            Wait::Nothing => Ok(()),
+            wait => Box::pin(self.process_input_waiting(wait, read_buf)).await,
+        }
+    }
+
+    /// The rest of [`Self::process_input`] once a packet asked for a wait.
+    async fn process_input_waiting(
+        &mut self,
+        mut wait: Wait,
+        read_buf: &mut BytesMut,
+    ) -> Result<(), Close> {
         loop {
-            match self.apply_input(read_buf)? {
+            match wait {
                 Wait::Nothing => return Ok(()),
                 Wait::Auth(auth) => {
-                    Box::pin(self.on_auth(*auth)).await?;
+                    self.on_auth(*auth).await?;
                     if self.write_buf.len() < WRITE_HIGH_WATER {
                         self.pull_deliveries()?;
                     }
                 }
-                Wait::Pause(wait) => Box::pin(tokio::time::sleep(wait)).await,
+                Wait::Pause(pause) => tokio::time::sleep(pause).await,
             }
+            wait = self.apply_input(read_buf)?;
         }
     }
 
