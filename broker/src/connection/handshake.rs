@@ -150,6 +150,7 @@ where
         connect_expiry: expiry,
         inflight_window: usize::from(client_receive_maximum.min(limits.max_inflight)),
         client_max_packet_size,
+        awaiting_acks: false,
         problem_information: connect
             .properties
             .request_problem_information

@@ -131,6 +131,9 @@ pub(crate) struct Connection {
     client_max_packet_size: u32,
     /// Whether reason strings and user properties may go on packets other than CONNACK/DISCONNECT.
     problem_information: bool,
+    /// QoS 1/2 deliveries wait for the client's acks, so reads matter between writes (set when the
+    /// session queue is looked at).
+    awaiting_acks: bool,
     inbound_aliases: InboundAliases,
     outbound_aliases: OutboundAliases,
     /// Enhanced authentication, if CONNECT named a method. This field, the will and the publish
@@ -242,8 +245,9 @@ impl Connection {
         if control.is_kicked() {
             return Poll::Ready(Event::Kicked);
         }
-        // Reads are polled even after a write made progress: a connection that always has
-        // deliveries to write must still read its client's acks and pings.
+        // While QoS 1/2 deliveries await acks, reads are polled even after a write made progress:
+        // a connection that always has deliveries to write must still read the acks that reopen
+        // its window. Otherwise it writes on, as long as the socket takes it, and reads after.
         let mut wrote = false;
         if !self.write_buf.is_empty() {
             match io.poll_write_from(cx, &mut self.write_buf) {
@@ -253,6 +257,9 @@ impl Connection {
                         // Like the read buffer: an idle connection holds none.
                         self.write_buf = BytesMut::new();
                         *flushing = true;
+                    }
+                    if !self.awaiting_acks {
+                        return Poll::Ready(Event::Wrote);
                     }
                     wrote = true;
                 }

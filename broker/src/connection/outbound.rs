@@ -105,6 +105,7 @@ impl Connection {
     pub(super) fn pull_deliveries(&mut self) -> Result<(), Close> {
         let session = std::sync::Arc::clone(&self.session);
         let mut state = session.lock();
+        self.awaiting_acks = !state.inflight.is_empty();
         if state.queue.is_empty() {
             return Ok(());
         }
@@ -154,6 +155,7 @@ impl Connection {
                 stats.dropped(DropReason::TooLargeForClient);
             }
         }
+        self.awaiting_acks = !state.inflight.is_empty();
         Ok(())
     }
 }
