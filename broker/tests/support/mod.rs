@@ -59,7 +59,22 @@ impl BrokerKind {
             Ok(other) => panic!("TERN_TEST_BROKER={other}: expected `tern` or `mosquitto`"),
         }
     }
+
+    /// Whether the broker's log says it listens on `port`. A successful connect alone does not
+    /// tell: a port from `free_port` is only free when picked, and another test's broker may have
+    /// taken it while this one failed to bind.
+    fn logged_listening(self, log: &str, port: u16) -> bool {
+        match self {
+            BrokerKind::Tern => log.lines().any(|line| {
+                line.contains("listening") && line.contains(&format!("127.0.0.1:{port}"))
+            }),
+            BrokerKind::Mosquitto => log.contains(&format!("listen socket on port {port}")),
+        }
+    }
 }
+
+/// Start-up attempts, each on a newly picked port, before a broker that will not listen fails the test.
+const START_ATTEMPTS: usize = 5;
 
 /// True when the suite runs against the Mosquitto reference broker.
 pub fn mosquitto_mode() -> bool {
@@ -93,6 +108,19 @@ impl TestBroker {
     /// Starts a broker whose config has `extra_yaml` (top-level keys such as
     /// `limits: {max_queued_messages: 5}`) appended to the default test config.
     pub async fn start_with(extra_yaml: &str) -> TestBroker {
+        let mut failure = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let mut broker = TestBroker::spawn(extra_yaml);
+            match broker.wait_until_listening().await {
+                Ok(()) => return broker,
+                // Most likely the port was taken after it was picked: try another.
+                Err(why) => failure = why,
+            }
+        }
+        panic!("no broker started in {START_ATTEMPTS} attempts; the last: {failure}");
+    }
+
+    fn spawn(extra_yaml: &str) -> TestBroker {
         let kind = BrokerKind::from_env();
         let dir = tempfile::tempdir().expect("temporary directory");
         let port = free_port();
@@ -121,15 +149,13 @@ impl TestBroker {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {kind:?} broker: {e}"));
-        let mut broker = TestBroker {
+        TestBroker {
             kind,
             port,
             child: Some(child),
             log_path,
             _dir: dir,
-        };
-        broker.wait_until_listening().await;
-        broker
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -166,30 +192,37 @@ impl TestBroker {
         }
     }
 
-    async fn wait_until_listening(&mut self) {
+    /// Waits until this broker accepts connections and its log says it is the one listening;
+    /// the error describes a broker that exited or never listened (and has been stopped).
+    async fn wait_until_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + WAIT;
         loop {
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                 .await
                 .is_ok()
+                && self.kind.logged_listening(&self.log(), self.port)
             {
-                return;
+                return Ok(());
             }
             let child = self.child.as_mut().expect("broker is running");
             if let Some(status) = child.try_wait().expect("poll broker") {
-                panic!(
+                self.child = None;
+                return Err(format!(
                     "{:?} broker exited during start-up ({status})\n{}",
                     self.kind,
                     self.log()
-                );
+                ));
             }
             if Instant::now() > deadline {
-                panic!(
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                return Err(format!(
                     "{:?} broker not listening on port {} after {WAIT:?}\n{}",
                     self.kind,
                     self.port,
                     self.log()
-                );
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
