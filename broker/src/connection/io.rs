@@ -96,13 +96,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
     async fn an_emptied_read_buffer_is_let_go_and_end_of_stream_reads_zero() {
-        let (client, server) = tokio::io::duplex(64);
+        let (mut client, server) = tokio::io::duplex(64);
         let mut io = Io::new(server, Arc::new(Stats::default()));
-        let mut client = client;
         client.write_all(b"hello").await.unwrap();
         assert!(io.fill().await.unwrap());
         assert_eq!(&io.read_buf[..], b"hello");
