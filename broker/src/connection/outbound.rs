@@ -105,8 +105,8 @@ impl Connection {
     pub(super) fn pull_deliveries(&mut self) -> Result<(), Close> {
         let session = std::sync::Arc::clone(&self.session);
         let mut state = session.lock();
-        self.awaiting_acks = !state.inflight.is_empty();
         if state.queue.is_empty() {
+            self.awaiting_acks = !state.inflight.is_empty();
             return Ok(());
         }
         let now = Instant::now();

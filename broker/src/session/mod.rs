@@ -104,8 +104,11 @@ impl ConnectionControl {
     }
 
     /// Resolves once deliveries were queued since the last time it resolved.
-    pub fn queued(&self) -> Queued<'_> {
-        Queued { control: self }
+    pub fn queued(&self) -> Signal<'_> {
+        Signal {
+            control: self,
+            raised: Self::take_queued,
+        }
     }
 
     /// Asks the connection to send DISCONNECT with `reason` (v5) and close. The first reason wins.
@@ -125,8 +128,11 @@ impl ConnectionControl {
     }
 
     /// Resolves once the connection was kicked.
-    pub fn kicked(&self) -> Kicked<'_> {
-        Kicked { control: self }
+    pub fn kicked(&self) -> Signal<'_> {
+        Signal {
+            control: self,
+            raised: Self::is_kicked,
+        }
     }
 
     pub fn is_kicked(&self) -> bool {
@@ -152,37 +158,21 @@ impl ConnectionControl {
     }
 }
 
-/// See [`ConnectionControl::queued`].
+/// Resolves once one of the control block's flags is raised: see [`ConnectionControl::queued`] and
+/// [`ConnectionControl::kicked`].
 #[derive(Debug)]
-pub struct Queued<'a> {
+pub struct Signal<'a> {
     control: &'a ConnectionControl,
+    /// Reads (and for deliveries, clears) the flag.
+    raised: fn(&ConnectionControl) -> bool,
 }
 
-impl Future for Queued<'_> {
+impl Future for Signal<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.control.register(cx.waker());
-        if self.control.take_queued() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
-/// See [`ConnectionControl::kicked`].
-#[derive(Debug)]
-pub struct Kicked<'a> {
-    control: &'a ConnectionControl,
-}
-
-impl Future for Kicked<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.control.register(cx.waker());
-        if self.control.is_kicked() {
+        if (self.raised)(self.control) {
             Poll::Ready(())
         } else {
             Poll::Pending
