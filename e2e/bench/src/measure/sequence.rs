@@ -19,6 +19,15 @@ pub struct SeqSet {
 impl SeqSet {
     /// Adds `seq`; false if it was already there (a duplicate).
     pub fn insert(&mut self, seq: u64) -> bool {
+        // The common case, a stream arriving in order, extends the last range in place.
+        if let Some(next) = seq.checked_add(1)
+            && let Some(mut last) = self.ranges.last_entry()
+            && *last.get() == seq
+        {
+            *last.get_mut() = next;
+            self.len += 1;
+            return true;
+        }
         self.insert_range(seq, seq.saturating_add(1)) == 1
     }
 

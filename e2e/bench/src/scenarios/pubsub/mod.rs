@@ -3,6 +3,11 @@
 //!
 //! Throughput is what crossed the window's edges (counter snapshots), latency covers messages sent
 //! inside the window, and losses and duplicates cover everything that was written.
+//!
+//! Subscribers connect and run on a runtime of their own, as a consumer in another process would.
+//! On the publishers' runtime, one fan-in subscriber was one task among 2,000 busy publisher tasks
+//! and was polled once per round of them, so it measured the load generator's scheduler rather
+//! than how fast the broker delivers.
 
 pub mod publisher;
 mod subscriber;
@@ -14,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -71,7 +77,8 @@ pub async fn run(kind: Kind, args: PubSubArgs) -> anyhow::Result<RunResult> {
         args.target.host,
         args.target.port
     );
-    let (subscribers, publishers) = connect(&topology, &args, &run_id).await?;
+    let receivers = ReceiverRuntime::new(topology.subscribers.len())?;
+    let (subscribers, publishers) = connect(&topology, &args, &run_id, receivers.handle()).await?;
     let connect = connect_stats(&subscribers, &publishers)?;
 
     let clock = Clock::new();
@@ -95,7 +102,7 @@ pub async fn run(kind: Kind, args: PubSubArgs) -> anyhow::Result<RunResult> {
         .into_iter()
         .zip(&topology.subscribers)
         .map(|(connected, spec)| {
-            tokio::spawn(subscriber::run(
+            receivers.handle().spawn(subscriber::run(
                 connected,
                 spec.sink,
                 shared.clone(),
@@ -171,6 +178,7 @@ async fn connect(
     topology: &Topology,
     args: &PubSubArgs,
     run_id: &str,
+    receivers: &Handle,
 ) -> anyhow::Result<(mqtt::Fleet, mqtt::Fleet)> {
     let qos = mqtt::qos(args.qos);
     let config = ClientConfig {
@@ -180,16 +188,21 @@ async fn connect(
         max_packet: (args.payload + 1024).max(10 * 1024),
         channel_capacity: 16,
     };
-    let sub_specs = topology
+    let sub_specs: Vec<_> = topology
         .subscribers
         .iter()
         .enumerate()
         .map(|(i, s)| ClientSpec {
             id: format!("tb-{run_id}-s{i}"),
             subscribe: Some((s.filter.clone(), qos)),
-        });
-    let subscribers = mqtt::connect_all(&config, sub_specs.collect(), args.connect_concurrency)
+        })
+        .collect();
+    // Connected on the receivers' runtime, so their sockets belong to its I/O driver.
+    let (sub_config, concurrency) = (config.clone(), args.connect_concurrency);
+    let subscribers = receivers
+        .spawn(async move { mqtt::connect_all(&sub_config, sub_specs, concurrency).await })
         .await
+        .context("the task connecting the subscribers panicked")?
         .context("connecting the subscribers")?;
     let pub_specs = (0..topology.publishers.len()).map(|i| ClientSpec {
         id: format!("tb-{run_id}-p{i}"),
@@ -199,6 +212,43 @@ async fn connect(
         .await
         .context("connecting the publishers")?;
     Ok((subscribers, publishers))
+}
+
+/// The subscribers' runtime: as many worker threads as there are subscribers, up to the cores.
+struct ReceiverRuntime {
+    handle: Handle,
+    /// Taken only on drop.
+    runtime: Option<Runtime>,
+}
+
+impl ReceiverRuntime {
+    fn new(subscribers: usize) -> anyhow::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(subscribers.clamp(1, cores))
+            .thread_name("tb-subscriber")
+            .enable_all()
+            .build()
+            .context("starting the subscribers' runtime")?;
+        Ok(ReceiverRuntime {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Drop for ReceiverRuntime {
+    fn drop(&mut self) {
+        // Dropped inside the main runtime, where a blocking shutdown is not allowed; every
+        // subscriber task has been joined (or the run failed) by then.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Starts each publisher's event loop driver and publishing loop. Fixed-rate publishers are

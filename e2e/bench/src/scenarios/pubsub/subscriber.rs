@@ -49,7 +49,7 @@ pub async fn run(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Outcome> {
-    let latency = LocalLatency::new(shared.latency.clone())?;
+    let latency = LocalLatency::new(shared.latency.clone());
     let mut recorder = Recorder {
         shared: shared.clone(),
         ledger: Ledger::default(),

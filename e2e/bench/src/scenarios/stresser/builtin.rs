@@ -233,7 +233,7 @@ async fn receive(
     deadline: Instant,
 ) -> anyhow::Result<(Ledger, Option<Instant>, bool)> {
     let mut ledger = Ledger::default();
-    let mut latency = LocalLatency::new(shared.latency.clone())?;
+    let mut latency = LocalLatency::new(shared.latency.clone());
     let mut last = None;
     let reading = async {
         while ledger.received() < messages {
