@@ -244,7 +244,10 @@ tern_version() {
     local version rev
     version=$("$root/target/release/tern-broker" --version | awk '{print $2}')
     rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    git -C "$root" diff --quiet HEAD 2>/dev/null || rev="$rev+changes"
+    # Only edits to what builds the broker or drives the load count: a docs edit during a run
+    # does not make it a different broker.
+    git -C "$root" diff --quiet HEAD -- broker e2e/bench scripts Cargo.toml Cargo.lock 2>/dev/null ||
+        rev="$rev+changes"
     echo "$version ($rev)"
 }
 
