@@ -324,10 +324,16 @@ fn pubsub_table(out: &mut String, grouped: &[(String, Vec<&RunResult>)]) {
             .iter()
             .filter_map(|r| r.throughput.map(|t| t.delivered_per_s))
             .fold(f64::MIN, f64::max);
-        let best_p99 = runs
+        let sampled: Vec<f64> = runs
             .iter()
             .filter_map(|r| r.latency.filter(|l| l.count > 0).map(|l| l.p99_ms))
-            .fold(f64::MAX, f64::min);
+            .collect();
+        // A p99 is "best" only against another broker's: one broker's samples alone beat nobody.
+        let best_p99 = if sampled.len() > 1 {
+            sampled.iter().copied().fold(f64::MAX, f64::min)
+        } else {
+            f64::MIN
+        };
         for run in runs {
             let bold = |text: String, best: bool| {
                 if best && runs.len() > 1 {
@@ -567,6 +573,24 @@ mod tests {
         assert!(
             page.contains("| mosquitto | – | – | mosquitto: listener on a free port |"),
             "{page}"
+        );
+    }
+
+    #[test]
+    fn a_p99_without_another_to_compare_is_not_bold() {
+        let mut silent = pubsub("tern", 0, 2000.0, 1.0);
+        silent.latency = Some(LatencySummary::default());
+        let runs = [silent, pubsub("mosquitto", 0, 1000.0, 9.0)];
+        let page = render(&["scripts/bench.sh".to_string()], &runs, &[], &[]);
+        let rows: Vec<&str> = page.lines().filter(|l| l.starts_with("| 10→10")).collect();
+        assert_eq!(rows.len(), 2, "{page}");
+        assert!(
+            rows[0].contains("| tern | 2,000 | **2,000** | – | – |"),
+            "{rows:?}"
+        );
+        assert!(
+            rows[1].contains("| 4.500 | 9.000 |") && !rows[1].contains("**9.000**"),
+            "{rows:?}"
         );
     }
 
