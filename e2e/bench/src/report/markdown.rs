@@ -200,8 +200,9 @@ pub fn render(
     out.push_str(
         "(the results are JSON files written by `tern-bench`, turned \
          into this page by `tern-bench report`). Every broker ran on the same machine, one at a time, \
-         each case against a freshly started broker; the load generator ran on the same machine, its \
-         subscribers on threads of their own (as a consumer in another process would).\n\n\
+         each case against a freshly started broker; the load generator ran on the same machine, the \
+         publish/subscribe scenarios' subscribers on threads of their own (as a consumer in another \
+         process would).\n\n\
          *Max rate* cases publish as fast as each client's flow control allows: they show sustained \
          throughput, and their latency is mostly queueing. Latency is comparable between brokers at a \
          fixed rate (equal load). Losses at QoS 1 and 2 are messages a broker dropped under its own \
