@@ -15,12 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use crate::backpressure::Backpressure;
 use crate::codec::{ProtocolVersion, ReasonCode};
 use crate::config::Config;
 use crate::hook::{Access, ClientInfo, Hooks};
 use crate::limits::TokenBucket;
 use crate::message::Message;
-use crate::router::Router;
+use crate::router::{Routed, Router};
 use crate::session::{
     ClientId, ConnectionControl, PendingWill, Session, SessionId, SessionRegistry,
 };
@@ -34,6 +35,8 @@ pub const NEVER_EXPIRES: u32 = u32::MAX;
 pub struct Broker {
     pub config: Arc<Config>,
     pub router: Router,
+    /// Publishers waiting for backlogged subscribers.
+    pub backpressure: Backpressure,
     pub sessions: SessionRegistry,
     pub hooks: Hooks,
     pub stats: Arc<Stats>,
@@ -130,9 +133,11 @@ impl Broker {
             .limits
             .max_connection_rate
             .map(|rate| Mutex::new(TokenBucket::per_second(rate)));
+        let backpressure = Backpressure::new(&config.limits);
         Self {
+            router: Router::new(backpressure.marks()),
             config: Arc::new(config),
-            router: Router::new(),
+            backpressure,
             sessions: SessionRegistry::default(),
             hooks,
             stats: Arc::new(Stats::default()),
@@ -360,6 +365,11 @@ impl Broker {
     /// Accepts a message for delivery: hooks, retained store, then every matching session.
     /// Returns how many sessions it was handed to.
     pub fn publish(&self, message: Message, from: Option<&ClientInfo>) -> usize {
+        self.route_publish(message, from).sessions
+    }
+
+    /// [`Self::publish`], saying also which subscriber backs up (for a publishing connection).
+    pub fn route_publish(&self, message: Message, from: Option<&ClientInfo>) -> Routed {
         let message = Arc::new(message);
         for hook in self.hooks.iter() {
             hook.on_publish(from, &message);
@@ -483,6 +493,7 @@ impl Broker {
                 }
             }
         };
+        self.backpressure.subscriber_gone(session);
         match next {
             Next::Ended => {
                 if let Some(will) = will {
@@ -548,6 +559,7 @@ impl Broker {
                 state.pending_will.take(),
             )
         };
+        self.backpressure.subscriber_gone(session);
         self.sessions.remove_if_same(session);
         for filter in subscriptions.keys() {
             if let Ok(parsed) = SubscriptionFilter::parse(filter, true) {

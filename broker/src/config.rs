@@ -257,6 +257,13 @@ pub struct Limits {
     /// Messages queued per session (online or offline) beyond the inflight window.
     pub max_queued_messages: usize,
     pub queue_overflow: QueueOverflow,
+    /// Queued deliveries in a connected subscriber's session at which the publishers feeding it
+    /// stop being read until the queue is back to half; 0 turns backpressure off. Capped at
+    /// `max_queued_messages`.
+    pub backlog_high_water: usize,
+    /// Longest one publisher waits for one backlog, in milliseconds; a subscriber that has not
+    /// drained by then is not waited for again until it has.
+    pub backlog_max_pause_ms: u64,
     /// Topic aliases a v5 client may use towards the broker; 0 disables them.
     pub topic_alias_maximum: u16,
     /// Longest topic name or filter in bytes.
@@ -289,6 +296,8 @@ impl Default for Limits {
             max_inflight: 1024,
             max_queued_messages: 10_000,
             queue_overflow: QueueOverflow::DropOldest,
+            backlog_high_water: 1_000,
+            backlog_max_pause_ms: 500,
             topic_alias_maximum: 64,
             max_topic_length: 65_535,
             max_topic_levels: 65_535,
@@ -478,6 +487,12 @@ impl Config {
         if limits.max_topic_levels == 0 {
             return Err(invalid("limits.max_topic_levels", "must be at least 1"));
         }
+        if limits.backlog_high_water > 0 && !(1..=60_000).contains(&limits.backlog_max_pause_ms) {
+            return Err(invalid(
+                "limits.backlog_max_pause_ms",
+                "must be 1 ..= 60000 while limits.backlog_high_water is set",
+            ));
+        }
         if self.features.maximum_qos > 2 {
             return Err(invalid("features.maximum_qos", "must be 0, 1 or 2"));
         }
@@ -551,6 +566,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listeners[0]"), "{err}");
+    }
+
+    #[test]
+    fn a_backlog_pause_out_of_range_names_the_key() {
+        let err = parse("limits: {backlog_max_pause_ms: 0}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.backlog_max_pause_ms"), "{err}");
+        let config = parse("limits: {backlog_high_water: 0, backlog_max_pause_ms: 0}").unwrap();
+        assert_eq!(
+            config.limits.backlog_high_water, 0,
+            "off: the pause is unused"
+        );
     }
 
     #[test]

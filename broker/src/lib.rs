@@ -15,6 +15,7 @@
 //! ```
 
 pub mod auth;
+pub mod backpressure;
 pub mod broker;
 pub mod client;
 pub mod codec;

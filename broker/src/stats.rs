@@ -55,10 +55,12 @@ pub enum LimitKind {
     PublishRate,
     Subscriptions,
     QueueFull,
+    /// A publisher paused for a backlogged subscriber (`limits.backlog_high_water`).
+    Backlog,
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 9] = [
+    pub const ALL: [LimitKind; 10] = [
         Self::PacketSize,
         Self::ReceiveMaximum,
         Self::TopicLength,
@@ -68,6 +70,7 @@ impl LimitKind {
         Self::PublishRate,
         Self::Subscriptions,
         Self::QueueFull,
+        Self::Backlog,
     ];
 
     pub fn kind(self) -> &'static str {
@@ -81,6 +84,7 @@ impl LimitKind {
             Self::PublishRate => "publish_rate",
             Self::Subscriptions => "max_subscriptions",
             Self::QueueFull => "max_queued_messages",
+            Self::Backlog => "backlog_high_water",
         }
     }
 }

@@ -170,6 +170,7 @@ where
         publish_rate: limits
             .max_publish_rate
             .map(|rate| Box::new(TokenBucket::per_second(rate))),
+        backlog_wait: None,
         _slot: slot,
         will,
         write_buf,

@@ -122,7 +122,11 @@ impl Connection {
             }
             .with_expiry_interval(publish.properties.message_expiry_interval);
             self.broker.stats.message_received(publish.qos);
-            self.broker.publish(message, Some(&self.client))
+            let routed = self.broker.route_publish(message, Some(&self.client));
+            if let Some(subscriber) = routed.backlogged {
+                self.wait_for_backlog(subscriber);
+            }
+            routed.sessions
         } else {
             self.broker.stats.dropped(DropReason::NotAuthorized);
             0
@@ -264,12 +268,15 @@ impl Connection {
         let now = Instant::now();
         for (filter, granted, identifier) in retained {
             for message in self.broker.router.retained_matching(&filter, now) {
-                self.session.deliver(Delivery {
-                    qos: message.qos.min(granted),
-                    message,
-                    retain: true, // [MQTT-3.3.1-8]
-                    subscription_ids: identifier.into_iter().collect(),
-                });
+                self.session.deliver(
+                    Delivery {
+                        qos: message.qos.min(granted),
+                        message,
+                        retain: true, // [MQTT-3.3.1-8]
+                        subscription_ids: identifier.into_iter().collect(),
+                    },
+                    None,
+                );
             }
         }
         Ok(())

@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use crate::backpressure::BacklogWait;
 use crate::broker::Broker;
 use crate::codec::{self, Auth, Disconnect, EncodeError, Packet, ProtocolVersion, ReasonCode};
 use crate::hook::{ClientInfo, EnhancedAuth};
@@ -97,6 +98,8 @@ enum Event {
     /// Bytes went out; the write buffer may have room for more deliveries.
     Wrote,
     Received,
+    /// A backlog this client's messages fed has drained (or was waited for long enough).
+    Resumed,
     /// The network connection closed or failed.
     Closed,
     Queued,
@@ -143,6 +146,9 @@ pub(crate) struct Connection {
     will: Option<Box<PendingWill>>,
     /// `limits.max_publish_rate`, when set.
     publish_rate: Option<Box<TokenBucket>>,
+    /// Set while a subscriber this client publishes to is backlogged: the client is not read from
+    /// until it resolves (see `crate::backpressure`).
+    backlog_wait: Option<BacklogWait>,
     /// Released when the connection ends.
     _slot: handshake::ConnectionSlot,
     write_buf: BytesMut,
@@ -213,7 +219,7 @@ impl Connection {
                         .unwrap_or(ReasonCode::ADMINISTRATIVE_ACTION);
                     return Close::Server(reason, Cow::Borrowed(reason.name()));
                 }
-                Event::Received => {
+                Event::Received | Event::Resumed => {
                     if let Err(close) = self.process_input(&mut io.read_buf).await {
                         return close;
                     }
@@ -272,8 +278,18 @@ impl Connection {
                 Poll::Pending => {}
             }
         }
-        // A client that does not read its acks is not read from either.
-        if self.write_buf.len() < WRITE_HARD_LIMIT {
+        // While a subscriber it feeds is backlogged, the client is not read from; everything else
+        // (its own deliveries, kicks) goes on.
+        if let Some(wait) = &mut self.backlog_wait {
+            if let Poll::Ready(paused) = wait.as_mut().poll(cx) {
+                self.backlog_wait = None;
+                // The client was not silent, we were not reading: the pause does not count
+                // towards its keep alive.
+                self.last_received += paused;
+                return Poll::Ready(Event::Resumed);
+            }
+        } else if self.write_buf.len() < WRITE_HARD_LIMIT {
+            // A client that does not read its acks is not read from either.
             match io.poll_fill(cx) {
                 Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Event::Closed),
                 Poll::Ready(Ok(_)) => return Poll::Ready(Event::Received),
@@ -283,7 +299,7 @@ impl Connection {
         if self.write_buf.len() < WRITE_HIGH_WATER && control.take_queued() {
             return Poll::Ready(Event::Queued);
         }
-        if let Some(limit) = self.keep_alive {
+        if let Some(limit) = self.keep_alive.filter(|_| self.backlog_wait.is_none()) {
             while keep_alive.as_mut().poll(cx).is_ready() {
                 let deadline = self.last_received + limit;
                 if Instant::now() >= deadline {
@@ -306,8 +322,15 @@ impl Connection {
         io: &mut Io<S>,
     ) -> Option<Close> {
         for _ in 0..DRAIN_READS {
-            if let Err(close) = self.process_input(&mut io.read_buf).await {
-                return Some(close);
+            // A closing connection waits for no backlog: all of its input is applied.
+            loop {
+                self.backlog_wait = None;
+                if let Err(close) = self.process_input(&mut io.read_buf).await {
+                    return Some(close);
+                }
+                if self.backlog_wait.is_none() {
+                    break;
+                }
             }
             // One poll of the read returns only data already in the socket buffer.
             match std::future::poll_fn(|cx| Poll::Ready(io.poll_fill(cx))).await {
@@ -385,9 +408,26 @@ impl Connection {
             if self.write_buf.len() < WRITE_HIGH_WATER {
                 self.pull_deliveries()?;
             }
+            // The rest of the read waits until the backlog this publish fed has drained.
+            if self.backlog_wait.is_some() {
+                return Ok(Wait::Nothing);
+            }
             if is_publish && let Some(wait) = self.publish_pause() {
                 return Ok(Wait::Pause(wait));
             }
+        }
+    }
+
+    /// Stops reading this client until `subscriber`'s backlog drains (see `crate::backpressure`).
+    fn wait_for_backlog(&mut self, subscriber: Arc<Session>) {
+        if self.backlog_wait.is_some() {
+            return;
+        }
+        self.backlog_wait = self.broker.backpressure.wait_for(subscriber);
+        if self.backlog_wait.is_some() {
+            self.broker
+                .stats
+                .limit_hit(crate::stats::LimitKind::Backlog);
         }
     }
 

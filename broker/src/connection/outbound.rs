@@ -10,7 +10,7 @@ use super::aliases::{AliasUse, OutboundAliases};
 use super::{Close, Connection};
 use crate::codec::{self, Ack, EncodeError, Packet, PacketId, ProtocolVersion, Publish, QoS};
 use crate::message::Delivery;
-use crate::session::InflightState;
+use crate::session::{InflightState, SessionState};
 use crate::stats::DropReason;
 
 /// Everything the encoding of one PUBLISH needs that is about the connection, not the message.
@@ -105,10 +105,24 @@ impl Connection {
     pub(super) fn pull_deliveries(&mut self) -> Result<(), Close> {
         let session = std::sync::Arc::clone(&self.session);
         let mut state = session.lock();
-        if state.queue.is_empty() {
-            self.awaiting_acks = !state.inflight.is_empty();
-            return Ok(());
+        if !state.queue.is_empty() {
+            self.pull_from(&mut state)?;
         }
+        self.awaiting_acks = !state.inflight.is_empty();
+        // Publishers waiting for this queue to drain are woken outside the session's lock.
+        let drained = self
+            .broker
+            .backpressure
+            .marks()
+            .is_some_and(|marks| session.ease_backlog(state.queue.len(), marks));
+        drop(state);
+        if drained {
+            self.broker.backpressure.wake(session.id);
+        }
+        Ok(())
+    }
+
+    fn pull_from(&mut self, state: &mut SessionState) -> Result<(), Close> {
         let now = Instant::now();
         let stats = std::sync::Arc::clone(&self.broker.stats);
         while self.write_buf.len() < super::WRITE_HIGH_WATER {
@@ -155,7 +169,6 @@ impl Connection {
                 stats.dropped(DropReason::TooLargeForClient);
             }
         }
-        self.awaiting_acks = !state.inflight.is_empty();
         Ok(())
     }
 }

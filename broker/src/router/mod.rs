@@ -15,6 +15,7 @@ use parking_lot::RwLock;
 
 pub use subscribers::{FilterSubscribers, SharedGroup, Subscriber};
 
+use crate::backpressure::BacklogMarks;
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::{Delivery, Message};
 use crate::session::{Session, SessionId};
@@ -25,6 +26,18 @@ pub struct Router {
     subscriptions: RwLock<FilterTrie<FilterSubscribers>>,
     retained: RwLock<TopicTree<Arc<Message>>>,
     subscription_count: AtomicUsize,
+    /// When set, routing reports a subscriber whose queue backs up (see `crate::backpressure`).
+    backlog: Option<BacklogMarks>,
+}
+
+/// Where a message went.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// How many sessions it was handed to.
+    pub sessions: usize,
+    /// A connected subscriber, other than the publisher, whose queue reached the backlog's
+    /// high-water mark with this message: the publisher should wait for it.
+    pub backlogged: Option<Arc<Session>>,
 }
 
 /// One session chosen for a message, before overlapping subscriptions are merged.
@@ -33,11 +46,18 @@ struct Target {
     qos: QoS,
     retain_as_published: bool,
     identifier: Option<u32>,
+    /// Whether the publisher waits if this session backs up. Not for a shared group's member:
+    /// the group passes over a backlogged member instead.
+    backpressure: bool,
 }
 
 impl Router {
-    pub fn new() -> Self {
-        Self::default()
+    /// A router that reports backlogged subscribers at `backlog`'s marks, if given.
+    pub fn new(backlog: Option<BacklogMarks>) -> Self {
+        Self {
+            backlog,
+            ..Self::default()
+        }
     }
 
     /// Adds or replaces a session's subscription. Returns true if it replaced an existing one
@@ -85,10 +105,10 @@ impl Router {
         self.subscription_count.load(Ordering::Relaxed)
     }
 
-    /// Hands a message to every session with a matching subscription; returns how many sessions got
-    /// it. A session with several matching subscriptions gets one copy at the highest granted QoS
-    /// carrying every subscription identifier [MQTT-3.3.4-2], [MQTT-3.3.4-3].
-    pub fn route(&self, message: &Arc<Message>) -> usize {
+    /// Hands a message to every session with a matching subscription. A session with several
+    /// matching subscriptions gets one copy at the highest granted QoS carrying every subscription
+    /// identifier [MQTT-3.3.4-2], [MQTT-3.3.4-3].
+    pub fn route(&self, message: &Arc<Message>) -> Routed {
         let mut targets: Vec<Target> = Vec::new();
         {
             let trie = self.subscriptions.read();
@@ -99,11 +119,11 @@ impl Router {
                     {
                         continue; // [MQTT-3.8.3-3]
                     }
-                    targets.push(Target::new(subscriber, message.qos));
+                    targets.push(Target::new(subscriber, message.qos, true));
                 }
                 for group in &subscribers.shared {
                     if let Some(member) = group.pick() {
-                        targets.push(Target::new(member, message.qos));
+                        targets.push(Target::new(member, message.qos, false));
                     }
                 }
             });
@@ -111,7 +131,7 @@ impl Router {
         if targets.len() > 1 {
             targets.sort_unstable_by_key(|t| t.session.id);
         }
-        let mut delivered = 0;
+        let mut routed = Routed::default();
         let mut iter = targets.into_iter().peekable();
         while let Some(first) = iter.next() {
             let mut delivery = Delivery {
@@ -120,15 +140,24 @@ impl Router {
                 retain: first.retain_as_published && message.retain,
                 subscription_ids: first.identifier.into_iter().collect(),
             };
+            let mut backpressure = first.backpressure;
             while let Some(next) = iter.next_if(|t| t.session.id == first.session.id) {
                 delivery.qos = delivery.qos.max(next.qos);
                 delivery.retain |= next.retain_as_published && message.retain;
                 delivery.subscription_ids.extend(next.identifier);
+                backpressure |= next.backpressure;
             }
-            first.session.deliver(delivery);
-            delivered += 1;
+            let backlogged = first.session.deliver(delivery, self.backlog);
+            if backlogged
+                && backpressure
+                && routed.backlogged.is_none()
+                && message.publisher != Some(first.session.id)
+            {
+                routed.backlogged = Some(first.session);
+            }
+            routed.sessions += 1;
         }
-        delivered
+        routed
     }
 
     /// Stores a retained message, or deletes the topic's retained message when the payload is empty
@@ -174,12 +203,13 @@ impl Router {
 }
 
 impl Target {
-    fn new(subscriber: &Subscriber, message_qos: QoS) -> Self {
+    fn new(subscriber: &Subscriber, message_qos: QoS, backpressure: bool) -> Self {
         Self {
             session: Arc::clone(&subscriber.session),
             qos: message_qos.min(subscriber.options.qos),
             retain_as_published: subscriber.options.retain_as_published,
             identifier: subscriber.identifier,
+            backpressure,
         }
     }
 }

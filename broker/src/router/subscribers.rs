@@ -16,9 +16,9 @@ pub struct Subscriber {
     pub identifier: Option<u32>,
 }
 
-/// A `$share/{name}/{filter}` group. Members are picked round-robin, skipping members whose client is
-/// offline while any member is online; when all are offline the message queues in the next member's
-/// session so nothing is lost.
+/// A `$share/{name}/{filter}` group. Members are picked round-robin, preferring online members whose
+/// queue is not backlogged, then any online member; when all are offline the message queues in the
+/// next member's session so nothing is lost.
 #[derive(Debug)]
 pub struct SharedGroup {
     pub name: ShareName,
@@ -42,9 +42,10 @@ impl SharedGroup {
             return None;
         }
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        (0..len)
-            .map(|offset| &self.members[(start + offset) % len])
-            .find(|member| member.session.is_online())
+        let in_turn = || (0..len).map(move |offset| &self.members[(start + offset) % len]);
+        in_turn()
+            .find(|member| member.session.is_online() && !member.session.is_backlogged())
+            .or_else(|| in_turn().find(|member| member.session.is_online()))
             .or_else(|| self.members.get(start % len))
     }
 }

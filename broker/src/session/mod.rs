@@ -13,7 +13,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Instant, SystemTime};
 
@@ -25,6 +25,7 @@ pub use inflight::{Inflight, InflightEntry, InflightState};
 pub use queue::{Enqueued, OutboundQueue};
 pub use registry::SessionRegistry;
 
+use crate::backpressure::BacklogMarks;
 use crate::codec::{ProtocolVersion, ReasonCode, SubscriptionOptions};
 use crate::config::QueueOverflow;
 use crate::hook::ClientInfo;
@@ -212,15 +213,29 @@ pub struct SessionState {
     pub connected_since: Option<SystemTime>,
 }
 
+/// Bits of [`Session::flags`].
+mod flag {
+    /// Mirrors `state.connection.is_some()`, so shared-subscription selection can prefer online
+    /// members without taking every member's lock.
+    pub const ONLINE: u8 = 1;
+    /// The queue reached the backlog's high-water mark while online; cleared once it is back to
+    /// the low-water mark (see `crate::backpressure`).
+    pub const BACKLOGGED: u8 = 2;
+    /// A publisher waited the longest pause for this backlog; none waits for it again until it
+    /// drains.
+    pub const STALLED: u8 = 4;
+    /// Publishers wait for this backlog: whoever ends it must wake them.
+    pub const AWAITED: u8 = 8;
+}
+
 /// A session: identity plus locked state.
 #[derive(Debug)]
 pub struct Session {
     pub id: SessionId,
     pub client_id: ClientId,
     state: Mutex<SessionState>,
-    /// Mirrors `state.connection.is_some()` so shared-subscription selection can prefer online members
-    /// without taking every member's lock.
-    online: AtomicBool,
+    /// What others check without the lock: see [`flag`].
+    flags: AtomicU8,
     stats: Arc<Stats>,
 }
 
@@ -251,7 +266,7 @@ impl Session {
                 client: None,
                 connected_since: None,
             }),
-            online: AtomicBool::new(false),
+            flags: AtomicU8::new(0),
             stats,
         }
     }
@@ -262,29 +277,75 @@ impl Session {
     }
 
     pub fn is_online(&self) -> bool {
-        self.online.load(Ordering::Relaxed)
+        self.has(flag::ONLINE)
     }
 
     pub(crate) fn set_online(&self, online: bool) {
-        self.online.store(online, Ordering::Relaxed);
+        if online {
+            self.flags.fetch_or(flag::ONLINE, Ordering::Relaxed);
+        } else {
+            self.flags.fetch_and(!flag::ONLINE, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the queue is between the backlog's marks (see `crate::backpressure`).
+    pub fn is_backlogged(&self) -> bool {
+        self.has(flag::BACKLOGGED)
+    }
+
+    fn has(&self, bit: u8) -> bool {
+        self.flags.load(Ordering::SeqCst) & bit != 0
+    }
+
+    /// A publisher is about to wait for this backlog.
+    pub(crate) fn mark_awaited(&self) {
+        self.flags.fetch_or(flag::AWAITED, Ordering::SeqCst);
+    }
+
+    /// A publisher waited the longest pause and the backlog is still there.
+    pub(crate) fn mark_stalled(&self) {
+        self.flags.fetch_or(flag::STALLED, Ordering::SeqCst);
+    }
+
+    /// Ends the backlog; returns whether publishers wait for it and must be woken.
+    pub(crate) fn clear_backlog(&self) -> bool {
+        let cleared = self.flags.fetch_and(
+            !(flag::BACKLOGGED | flag::STALLED | flag::AWAITED),
+            Ordering::SeqCst,
+        );
+        cleared & flag::AWAITED != 0
+    }
+
+    /// Called by the session's connection after it took deliveries from the queue, which now holds
+    /// `queued`: ends the backlog once it is down to the low-water mark. Returns whether publishers
+    /// wait for it and must be woken.
+    pub(crate) fn ease_backlog(&self, queued: usize, marks: BacklogMarks) -> bool {
+        self.flags.load(Ordering::Relaxed) & flag::BACKLOGGED != 0
+            && queued <= marks.low
+            && self.clear_backlog()
     }
 
     /// Offers a delivery to the session's queue, applying the overflow policy and counting drops.
-    pub fn deliver(&self, delivery: Delivery) {
-        let (outcome, connection) = {
+    /// With `backlog` marks, returns whether the publisher should wait for this session: it is
+    /// online, its queue is at the high-water mark, and no publisher gave up on it.
+    pub fn deliver(&self, delivery: Delivery, backlog: Option<BacklogMarks>) -> bool {
+        let (outcome, connection, backlogged) = {
             let mut state = self.state.lock();
             if state.ended {
-                return;
+                return false;
             }
             let online = state.connection.is_some();
             let outcome = state.queue.push(delivery, online);
+            let backlogged = online
+                && backlog.is_some_and(|marks| state.queue.len() >= marks.high)
+                && self.enter_backlog();
             if outcome == Enqueued::DroppedDisconnect
                 && let Some(connection) = &state.connection
             {
                 connection.kick(ReasonCode::QUOTA_EXCEEDED);
             }
             // Woken after the lock is released: waking a task may wake a worker thread.
-            (outcome, state.connection.clone())
+            (outcome, state.connection.clone(), backlogged)
         };
         match outcome {
             Enqueued::Queued => {}
@@ -302,6 +363,17 @@ impl Session {
         {
             connection.notify_queued();
         }
+        backlogged
+    }
+
+    /// Marks the queue as backlogged; returns whether publishers should wait for it (not if one
+    /// already waited the longest pause).
+    fn enter_backlog(&self) -> bool {
+        let flags = self.flags.load(Ordering::Relaxed);
+        if flags & flag::BACKLOGGED == 0 {
+            self.flags.fetch_or(flag::BACKLOGGED, Ordering::SeqCst);
+        }
+        flags & flag::STALLED == 0
     }
 }
 

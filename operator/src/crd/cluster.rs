@@ -346,6 +346,15 @@ pub struct BrokerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["drop_oldest", "drop_newest", "disconnect"]))]
     pub queue_overflow: Option<String>,
+    /// `limits.backlog_high_water`: queued messages in a connected subscriber's session at which
+    /// the publishers feeding it are paused; 0 turns publisher backpressure off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub backlog_high_water: Option<i64>,
+    /// `limits.backlog_max_pause_ms`: longest one publisher waits for one backlog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub backlog_max_pause_millis: Option<i64>,
     /// `limits.max_session_expiry_secs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]

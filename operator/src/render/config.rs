@@ -107,6 +107,14 @@ fn limits(settings: &BrokerSettings) -> Value {
         settings.queue_overflow.clone().map(Value::from),
     );
     put(
+        "backlog_high_water",
+        settings.backlog_high_water.map(Value::from),
+    );
+    put(
+        "backlog_max_pause_ms",
+        settings.backlog_max_pause_millis.map(Value::from),
+    );
+    put(
         "max_session_expiry_secs",
         settings.max_session_expiry_seconds.map(Value::from),
     );
@@ -189,6 +197,8 @@ spec:
     maxInflight: 32
     maxQueuedMessages: 100
     queueOverflow: disconnect
+    backlogHighWater: 50
+    backlogMaxPauseMillis: 250
     maxSessionExpirySeconds: 3600
     maxPublishRate: 50
     maxSubscriptionsPerClient: 10
@@ -211,6 +221,8 @@ spec:
         assert!(!wss.require_client_certificate && wss.client_ca_file.is_some());
         assert_eq!(config.limits.max_packet_size, 65536);
         assert_eq!(config.limits.max_inflight, 32);
+        assert_eq!(config.limits.backlog_high_water, 50);
+        assert_eq!(config.limits.backlog_max_pause_ms, 250);
         assert_eq!(config.limits.max_subscriptions_per_client, Some(10));
         assert_eq!(config.features.maximum_qos, 1);
         assert!(!config.features.retain_available);

@@ -1,0 +1,215 @@
+//! Backpressure towards publishers (docs/behaviour.md, "Backpressure"): a connected subscriber
+//! whose queue backs up slows the publishers feeding it instead of losing their messages, and
+//! the wait is bounded, so a subscriber that stops reading or leaves does not stall them.
+//!
+//! The subscriber uses manual acknowledgements and a small Receive Maximum, so the broker may
+//! send it only a few QoS 1 messages at a time [MQTT-3.3.4-9] and the rest waits in its session
+//! queue: the test decides when that queue drains by deciding when to acknowledge.
+//!
+//! Tern's own behaviour (the MQTT specification leaves flow control between clients to the
+//! server), so these tests do not run against the reference broker.
+
+#![allow(clippy::expect_used, reason = "test code: a panic is a test failure")]
+
+mod support;
+
+use std::time::Instant;
+
+use rumqttc::v5::AsyncClient;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use support::{QUIET, TestBroker, WAIT, skip_on_mosquitto, v5};
+
+/// Messages each test publishes: far more than the queue and the marks below.
+const MESSAGES: usize = 300;
+/// The subscriber's Receive Maximum.
+const SUBSCRIBER_WINDOW: u16 = 5;
+
+fn config(max_queued: usize, high_water: usize, max_pause_ms: u64) -> String {
+    format!(
+        "limits:\n  max_queued_messages: {max_queued}\n  backlog_high_water: {high_water}\n  backlog_max_pause_ms: {max_pause_ms}\n"
+    )
+}
+
+/// A subscriber to `topic` that acknowledges only when the test says so.
+async fn slow_subscriber(port: u16, client_id: &str, topic: &str) -> (AsyncClient, v5::Inbox) {
+    let mut options = v5::options(port, client_id);
+    options.set_manual_acks(true);
+    options.set_receive_maximum(Some(SUBSCRIBER_WINDOW));
+    let (client, mut inbox, _) = v5::start(options).await;
+    v5::subscribe(&client, &mut inbox, topic, QoS::AtLeastOnce).await;
+    (client, inbox)
+}
+
+/// Queues `MESSAGES` QoS 1 messages numbered from 0 without waiting for their PUBACKs.
+async fn publish_all(publisher: &AsyncClient, topic: &str) {
+    for i in 0..MESSAGES {
+        publisher
+            .publish(topic, QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .expect("queue PUBLISH");
+    }
+}
+
+/// PUBACKs that arrive until none has for `QUIET`.
+async fn pubacks_until_quiet(inbox: &mut v5::Inbox) -> usize {
+    let mut count = 0;
+    while inbox
+        .next_matching_within("PUBACK", QUIET, |p| {
+            matches!(p, Packet::PubAck(_)).then_some(())
+        })
+        .await
+        .is_some()
+    {
+        count += 1;
+    }
+    count
+}
+
+/// Waits for `count` PUBACKs, all within `WAIT`.
+async fn expect_pubacks(inbox: &mut v5::Inbox, count: usize) {
+    let deadline = Instant::now() + WAIT;
+    for received in 0..count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ack = inbox
+            .next_matching_within("PUBACK", left, |p| {
+                matches!(p, Packet::PubAck(_)).then_some(())
+            })
+            .await;
+        assert!(
+            ack.is_some(),
+            "{received} of {count} PUBACKs within {WAIT:?}"
+        );
+    }
+}
+
+/// Receives and acknowledges until `count` messages came in; returns their payloads in order.
+async fn receive_and_ack(client: &AsyncClient, inbox: &mut v5::Inbox, count: usize) -> Vec<usize> {
+    let mut received = Vec::with_capacity(count);
+    while received.len() < count {
+        let publish: Publish = v5::expect_publish(inbox, WAIT).await;
+        received.push(v5::payload(&publish).parse().expect("a number"));
+        client.ack(&publish).await.expect("queue PUBACK");
+    }
+    received
+}
+
+/// The publisher is not read from while the subscriber's queue is backlogged: it gets PUBACKs for
+/// only part of what it sent. Once the subscriber acknowledges, everything arrives, in order
+/// [MQTT-4.6.0-5], and nothing was dropped at the queue's limit.
+#[tokio::test]
+async fn a_slow_subscriber_slows_the_publisher_and_loses_nothing() {
+    if skip_on_mosquitto("Tern's backpressure") {
+        return;
+    }
+    // The queue holds 50; publishers wait from 20 queued until 10, and for up to a minute.
+    let broker = TestBroker::start_with(&config(50, 20, 60_000)).await;
+    let (subscriber, mut sub_inbox) = slow_subscriber(broker.port(), "slow", "feed").await;
+    let (publisher, mut pub_inbox) = v5::connect(broker.port(), "fast").await;
+
+    publish_all(&publisher, "feed").await;
+    let acknowledged = pubacks_until_quiet(&mut pub_inbox).await;
+    assert!(
+        acknowledged < MESSAGES,
+        "while the subscriber acknowledges nothing, the publisher must not get through all \
+         {MESSAGES} messages (it got {acknowledged} PUBACKs): the queue holds only 50"
+    );
+
+    let received = receive_and_ack(&subscriber, &mut sub_inbox, MESSAGES).await;
+    assert_eq!(
+        received,
+        (0..MESSAGES).collect::<Vec<_>>(),
+        "every message, in order"
+    );
+    expect_pubacks(&mut pub_inbox, MESSAGES - acknowledged).await;
+}
+
+/// A subscriber that stops acknowledging is waited for once, for `backlog_max_pause_ms`; after
+/// that the publisher goes on at full speed and the subscriber's queue overflows as configured.
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_costs_the_publisher_one_pause() {
+    if skip_on_mosquitto("Tern's backpressure") {
+        return;
+    }
+    // Were every publish to wait the 300 ms pause, the 300 messages would take 90 s.
+    let broker = TestBroker::start_with(&config(50, 20, 300)).await;
+    let (_subscriber, _sub_inbox) = slow_subscriber(broker.port(), "stuck", "feed").await;
+    let (publisher, mut pub_inbox) = v5::connect(broker.port(), "fast").await;
+
+    publish_all(&publisher, "feed").await;
+    expect_pubacks(&mut pub_inbox, MESSAGES).await;
+}
+
+/// Publishers waiting for a subscriber are released when it disconnects, without waiting out
+/// the pause: its queue is now an offline session's (or gone).
+#[tokio::test]
+async fn a_subscriber_that_leaves_releases_the_publisher() {
+    if skip_on_mosquitto("Tern's backpressure") {
+        return;
+    }
+    let broker = TestBroker::start_with(&config(50, 20, 60_000)).await;
+    let (_subscriber, sub_inbox) = slow_subscriber(broker.port(), "leaving", "feed").await;
+    let (publisher, mut pub_inbox) = v5::connect(broker.port(), "fast").await;
+
+    publish_all(&publisher, "feed").await;
+    let acknowledged = pubacks_until_quiet(&mut pub_inbox).await;
+    assert!(
+        acknowledged < MESSAGES,
+        "the publisher waits for the subscriber"
+    );
+
+    sub_inbox.drop_connection().await;
+    expect_pubacks(&mut pub_inbox, MESSAGES - acknowledged).await;
+}
+
+/// A client's own subscription never pauses it: its deliveries are written while it waits, but
+/// waiting for its own queue would wait for itself.
+#[tokio::test]
+async fn a_client_is_not_paused_by_its_own_backlog() {
+    if skip_on_mosquitto("Tern's backpressure") {
+        return;
+    }
+    let broker = TestBroker::start_with(&config(50, 20, 60_000)).await;
+    let (client, mut inbox) = slow_subscriber(broker.port(), "echo", "echo").await;
+
+    publish_all(&client, "echo").await;
+    expect_pubacks(&mut inbox, MESSAGES).await;
+}
+
+/// A shared subscription's messages go to members that keep up: with one member not
+/// acknowledging, the publisher is not held back and the other member gets the rest.
+#[tokio::test]
+async fn a_shared_group_passes_over_a_backlogged_member() {
+    if skip_on_mosquitto("Tern's backpressure") {
+        return;
+    }
+    const HIGH_WATER: usize = 100;
+    let broker = TestBroker::start_with(&config(1_000, HIGH_WATER, 60_000)).await;
+    let filter = "$share/workers/jobs";
+    let (_stuck, _stuck_inbox) = slow_subscriber(broker.port(), "stuck-worker", filter).await;
+    let (worker, mut worker_inbox) = v5::connect(broker.port(), "worker").await;
+    v5::subscribe(&worker, &mut worker_inbox, filter, QoS::AtLeastOnce).await;
+    let (publisher, mut pub_inbox) = v5::connect(broker.port(), "producer").await;
+
+    publish_all(&publisher, "jobs").await;
+    expect_pubacks(&mut pub_inbox, MESSAGES).await;
+    // The stuck member gets its window and then the high-water mark's worth in its queue; the
+    // other member (which acknowledges at once, with rumqttc's large window) gets the rest.
+    // Round robin alone would give each half.
+    let rest = MESSAGES - usize::from(SUBSCRIBER_WINDOW) - HIGH_WATER;
+    let received = v5::expect_publishes(&mut worker_inbox, rest, WAIT).await;
+    assert_eq!(received.len(), rest);
+}
+
+#[tokio::test]
+async fn a_zero_high_water_mark_turns_backpressure_off() {
+    if skip_on_mosquitto("Tern's backpressure") {
+        return;
+    }
+    let broker = TestBroker::start_with(&config(50, 0, 60_000)).await;
+    let (_subscriber, _sub_inbox) = slow_subscriber(broker.port(), "slow", "feed").await;
+    let (publisher, mut pub_inbox) = v5::connect(broker.port(), "fast").await;
+
+    publish_all(&publisher, "feed").await;
+    expect_pubacks(&mut pub_inbox, MESSAGES).await;
+}
