@@ -195,10 +195,9 @@ async fn a_shared_group_passes_over_a_backlogged_member() {
     expect_pubacks(&mut pub_inbox, MESSAGES).await;
     // The stuck member gets its window and then the high-water mark's worth in its queue; the
     // other member (which acknowledges at once, with rumqttc's large window) gets the rest.
-    // Round robin alone would give each half.
+    // Round robin alone would give each half, and this would fail waiting for the rest.
     let rest = MESSAGES - usize::from(SUBSCRIBER_WINDOW) - HIGH_WATER;
-    let received = v5::expect_publishes(&mut worker_inbox, rest, WAIT).await;
-    assert_eq!(received.len(), rest);
+    v5::expect_publishes(&mut worker_inbox, rest, WAIT).await;
 }
 
 #[tokio::test]
