@@ -176,8 +176,8 @@ async fn a_client_is_not_paused_by_its_own_backlog() {
     expect_pubacks(&mut inbox, MESSAGES).await;
 }
 
-/// A shared subscription's messages go to members that keep up: with one member not
-/// acknowledging, the publisher is not held back and the other member gets the rest.
+/// A shared subscription's messages go to members that keep up: once one member's queue is
+/// backlogged, the other member gets every message, and the publisher is not held back.
 #[tokio::test]
 async fn a_shared_group_passes_over_a_backlogged_member() {
     if skip_on_mosquitto("Tern's backpressure") {
@@ -186,18 +186,34 @@ async fn a_shared_group_passes_over_a_backlogged_member() {
     const HIGH_WATER: usize = 100;
     let broker = TestBroker::start_with(&config(1_000, HIGH_WATER, 60_000)).await;
     let filter = "$share/workers/jobs";
-    let (_stuck, _stuck_inbox) = slow_subscriber(broker.port(), "stuck-worker", filter).await;
-    let (worker, mut worker_inbox) = v5::connect(broker.port(), "worker").await;
-    v5::subscribe(&worker, &mut worker_inbox, filter, QoS::AtLeastOnce).await;
     let (publisher, mut pub_inbox) = v5::connect(broker.port(), "producer").await;
 
-    publish_all(&publisher, "jobs").await;
-    expect_pubacks(&mut pub_inbox, MESSAGES).await;
-    // The stuck member gets its window and then the high-water mark's worth in its queue; the
-    // other member (which acknowledges at once, with rumqttc's large window) gets the rest.
-    // Round robin alone would give each half, and this would fail waiting for the rest.
-    let rest = MESSAGES - usize::from(SUBSCRIBER_WINDOW) - HIGH_WATER;
-    v5::expect_publishes(&mut worker_inbox, rest, WAIT).await;
+    // Alone in the group, the member that never acknowledges takes its window and then a queue
+    // past the high-water mark. A group never pauses its publishers, so all are acknowledged.
+    let (_stuck, _stuck_inbox) = slow_subscriber(broker.port(), "stuck-worker", filter).await;
+    let backlog = usize::from(SUBSCRIBER_WINDOW) + HIGH_WATER;
+    for i in 0..backlog {
+        publisher
+            .publish("jobs", QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .expect("queue PUBLISH");
+    }
+    expect_pubacks(&mut pub_inbox, backlog).await;
+
+    // One message at a time, so the second member's own queue never nears the mark: each goes
+    // to it. Round robin alone would give the stuck member every other one, and this would
+    // fail on the first of those.
+    let (worker, mut worker_inbox) = v5::connect(broker.port(), "worker").await;
+    v5::subscribe(&worker, &mut worker_inbox, filter, QoS::AtLeastOnce).await;
+    for i in backlog..MESSAGES {
+        publisher
+            .publish("jobs", QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .expect("queue PUBLISH");
+        let publish: Publish = v5::expect_publish(&mut worker_inbox, WAIT).await;
+        assert_eq!(v5::payload(&publish), format!("{i}"), "message {i}");
+    }
+    expect_pubacks(&mut pub_inbox, MESSAGES - backlog).await;
 }
 
 #[tokio::test]
