@@ -17,7 +17,6 @@
 )]
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -37,14 +36,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// The admin token every edge broker is given.
 pub const TOKEN: &str = "edge-rust-token";
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local address")
-        .port()
-}
+pub use crate::support::free_port;
 
 fn tern_binary() -> PathBuf {
     std::env::var_os("TERN_BROKER_BIN")

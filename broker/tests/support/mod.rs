@@ -24,12 +24,13 @@ pub mod raw_v5;
 pub mod v311;
 pub mod v5;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
 use std::fs;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -261,10 +262,22 @@ fn send_sigterm(child: &Child) {
         .status();
 }
 
-/// A port that was free a moment ago. The broker binds it right after; a clash fails loudly.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+/// A port that was free a moment ago and that this test binary has not handed out before: the
+/// kernel may give a just-released port to the next caller, and the tests of one binary run
+/// concurrently. The broker binds it right after; a clash with another process fails loudly.
+pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local address").port();
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 fn tern_config(port: u16, extra_yaml: &str) -> String {
