@@ -124,6 +124,44 @@ async fn a_slow_subscriber_slows_the_publisher_and_loses_nothing() {
     expect_pubacks(&mut pub_inbox, MESSAGES - acknowledged).await;
 }
 
+/// Many publishers paused by one subscriber all go on as it drains, a few at a time: every
+/// message arrives, each publisher's in its order [MQTT-4.6.0-5], and every publisher gets all
+/// its PUBACKs. (Waiters who were never woken would wait the minute-long pause.)
+#[tokio::test]
+async fn publishers_paused_together_all_go_on_as_the_subscriber_drains() {
+    if skip_on_mosquitto("Tern's backpressure") {
+        return;
+    }
+    const PUBLISHERS: usize = 10;
+    let broker = TestBroker::start_with(&config(50, 20, 60_000)).await;
+    let (subscriber, mut sub_inbox) = slow_subscriber(broker.port(), "slow", "feed/+").await;
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let (publisher, inbox) = v5::connect(broker.port(), &format!("fast-{p}")).await;
+        for i in 0..MESSAGES {
+            publisher
+                .publish(format!("feed/{p}"), QoS::AtLeastOnce, false, format!("{i}"))
+                .await
+                .expect("queue PUBLISH");
+        }
+        publishers.push((publisher, inbox));
+    }
+
+    let mut next = [0_usize; PUBLISHERS];
+    for _ in 0..PUBLISHERS * MESSAGES {
+        let publish: Publish = v5::expect_publish(&mut sub_inbox, WAIT).await;
+        let topic = std::str::from_utf8(&publish.topic).expect("UTF-8 topic");
+        let p: usize = topic["feed/".len()..].parse().expect("publisher number");
+        let i: usize = v5::payload(&publish).parse().expect("a number");
+        assert_eq!(i, next[p], "publisher {p}'s messages in order");
+        next[p] += 1;
+        subscriber.ack(&publish).await.expect("queue PUBACK");
+    }
+    for (_, inbox) in &mut publishers {
+        expect_pubacks(inbox, MESSAGES).await;
+    }
+}
+
 /// A subscriber that stops acknowledging is waited for once, for `backlog_max_pause_ms`; after
 /// that the publisher goes on at full speed and the subscriber's queue overflows as configured.
 #[tokio::test]

@@ -110,14 +110,15 @@ impl Connection {
         }
         self.awaiting_acks = !state.inflight.is_empty();
         // Publishers waiting for this queue to drain are woken outside the session's lock.
-        let drained = self
+        let queued = state.queue.len();
+        let release = self
             .broker
             .backpressure
             .marks()
-            .is_some_and(|marks| session.ease_backlog(state.queue.len(), marks));
+            .is_some_and(|marks| session.ease_backlog(queued, marks));
         drop(state);
-        if drained {
-            self.broker.backpressure.wake(session.id);
+        if release {
+            self.broker.backpressure.release(&session, queued);
         }
         Ok(())
     }

@@ -224,7 +224,7 @@ mod flag {
     /// A publisher waited the longest pause for this backlog; none waits for it again until it
     /// drains.
     pub const STALLED: u8 = 4;
-    /// Publishers wait for this backlog: whoever ends it must wake them.
+    /// Publishers wait for this session; set and cleared under `Backpressure`'s lock.
     pub const AWAITED: u8 = 8;
 }
 
@@ -297,9 +297,14 @@ impl Session {
         self.flags.load(Ordering::SeqCst) & bit != 0
     }
 
-    /// A publisher is about to wait for this backlog.
+    /// Publishers wait for this session: its connection releases them as the queue drains.
     pub(crate) fn mark_awaited(&self) {
         self.flags.fetch_or(flag::AWAITED, Ordering::SeqCst);
+    }
+
+    /// No publisher waits for this session any more.
+    pub(crate) fn clear_awaited(&self) {
+        self.flags.fetch_and(!flag::AWAITED, Ordering::SeqCst);
     }
 
     /// A publisher waited the longest pause and the backlog is still there.
@@ -307,22 +312,23 @@ impl Session {
         self.flags.fetch_or(flag::STALLED, Ordering::SeqCst);
     }
 
-    /// Ends the backlog; returns whether publishers wait for it and must be woken.
+    /// Ends the backlog; returns whether publishers wait for this session.
     pub(crate) fn clear_backlog(&self) -> bool {
-        let cleared = self.flags.fetch_and(
-            !(flag::BACKLOGGED | flag::STALLED | flag::AWAITED),
-            Ordering::SeqCst,
-        );
-        cleared & flag::AWAITED != 0
+        let flags = self
+            .flags
+            .fetch_and(!(flag::BACKLOGGED | flag::STALLED), Ordering::SeqCst);
+        flags & flag::AWAITED != 0
     }
 
     /// Called by the session's connection after it took deliveries from the queue, which now holds
     /// `queued`: ends the backlog once it is down to the low-water mark. Returns whether publishers
-    /// wait for it and must be woken.
+    /// wait for this session and it is no longer backlogged, so some of them may go on.
     pub(crate) fn ease_backlog(&self, queued: usize, marks: BacklogMarks) -> bool {
-        self.flags.load(Ordering::Relaxed) & flag::BACKLOGGED != 0
-            && queued <= marks.low
-            && self.clear_backlog()
+        let flags = self.flags.load(Ordering::SeqCst);
+        if flags & flag::BACKLOGGED == 0 {
+            return flags & flag::AWAITED != 0;
+        }
+        queued <= marks.low && self.clear_backlog()
     }
 
     /// Offers a delivery to the session's queue, applying the overflow policy and counting drops.
