@@ -24,6 +24,8 @@ use support::{QUIET, TestBroker, WAIT, skip_on_mosquitto, v5};
 const MESSAGES: usize = 300;
 /// The subscriber's Receive Maximum.
 const SUBSCRIBER_WINDOW: u16 = 5;
+/// How long a member is read from before the next one is.
+const SHORT: std::time::Duration = std::time::Duration::from_millis(50);
 
 fn config(max_queued: usize, high_water: usize, max_pause_ms: u64) -> String {
     format!(
@@ -252,6 +254,56 @@ async fn a_shared_group_passes_over_a_backlogged_member() {
         assert_eq!(v5::payload(&publish), format!("{i}"), "message {i}");
     }
     expect_pubacks(&mut pub_inbox, MESSAGES - backlog).await;
+}
+
+/// When every member of a shared group is backlogged there is no one to pass to: the publisher
+/// waits, as for a single subscriber, and nothing is dropped at the members' queue limit.
+#[tokio::test]
+async fn a_shared_group_with_every_member_backlogged_slows_the_publisher() {
+    if skip_on_mosquitto("Tern's backpressure") {
+        return;
+    }
+    // Each member's queue holds 50; publishers wait from 20 queued.
+    let broker = TestBroker::start_with(&config(50, 20, 60_000)).await;
+    let filter = "$share/workers/jobs";
+    let mut members = Vec::new();
+    for name in ["worker-a", "worker-b"] {
+        members.push(slow_subscriber(broker.port(), name, filter).await);
+    }
+    let (publisher, mut pub_inbox) = v5::connect(broker.port(), "producer").await;
+
+    publish_all(&publisher, "jobs").await;
+    let acknowledged = pubacks_until_quiet(&mut pub_inbox).await;
+    assert!(
+        acknowledged < MESSAGES,
+        "with both members acknowledging nothing, the publisher must not get through all \
+         {MESSAGES} messages (it got {acknowledged} PUBACKs): their queues hold 100"
+    );
+
+    // Both members acknowledge from now on: every message reaches one of them, each member's
+    // share in order [MQTT-4.6.0-5].
+    let deadline = Instant::now() + WAIT;
+    let mut received = vec![Vec::new(); members.len()];
+    while received.iter().map(Vec::len).sum::<usize>() < MESSAGES {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {MESSAGES} messages within {WAIT:?}",
+            received.iter().map(Vec::len).sum::<usize>()
+        );
+        for ((member, inbox), got) in members.iter_mut().zip(&mut received) {
+            while let Some(publish) = v5::next_publish_within(inbox, SHORT).await {
+                got.push(v5::payload(&publish).parse::<usize>().expect("a number"));
+                member.ack(&publish).await.expect("queue PUBACK");
+            }
+        }
+    }
+    for got in &received {
+        assert!(got.is_sorted(), "a member's messages in order: {got:?}");
+    }
+    let mut all: Vec<usize> = received.concat();
+    all.sort_unstable();
+    assert_eq!(all, (0..MESSAGES).collect::<Vec<_>>(), "every message once");
+    expect_pubacks(&mut pub_inbox, MESSAGES - acknowledged).await;
 }
 
 #[tokio::test]

@@ -46,8 +46,8 @@ struct Target {
     qos: QoS,
     retain_as_published: bool,
     identifier: Option<u32>,
-    /// Whether the publisher waits if this session backs up. Not for a shared group's member:
-    /// the group passes over a backlogged member instead.
+    /// Whether the publisher waits if this session backs up. For a shared group's member only when
+    /// every online member is backlogged: otherwise the group passes over a backlogged member.
     backpressure: bool,
 }
 
@@ -123,7 +123,9 @@ impl Router {
                 }
                 for group in &subscribers.shared {
                     if let Some(member) = group.pick() {
-                        targets.push(Target::new(member, message.qos, false));
+                        // Picked though backlogged: so is every online member.
+                        let all_backlogged = member.session.is_backlogged();
+                        targets.push(Target::new(member, message.qos, all_backlogged));
                     }
                 }
             });
