@@ -312,9 +312,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_backlog_that_outlasts_the_pause_is_marked_stalled_and_not_waited_for_again() {
-        let mut limits = limits(10_000, HIGH);
-        limits.backlog_max_pause_ms = 10;
-        let backpressure = Backpressure::new(&limits);
+        let backpressure = Backpressure::new(&Limits {
+            backlog_max_pause_ms: 10,
+            ..limits(10_000, HIGH)
+        });
         let session = backlogged_session(&backpressure);
 
         let wait = backpressure.wait_for(Arc::clone(&session)).expect("waits");
@@ -328,9 +329,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_whose_turn_has_not_come_is_no_stall() {
-        let mut limits = limits(10_000, HIGH);
-        limits.backlog_max_pause_ms = 10;
-        let backpressure = Backpressure::new(&limits);
+        let backpressure = Backpressure::new(&Limits {
+            backlog_max_pause_ms: 10,
+            ..limits(10_000, HIGH)
+        });
         let session = backlogged_session(&backpressure);
         let mut waits = twenty_waiters(&backpressure, &session);
 
