@@ -52,6 +52,9 @@ pub struct Broker {
     /// Connections holding a slot under `limits.max_connections`.
     admitted: AtomicUsize,
     connection_rate: Option<Mutex<TokenBucket>>,
+    /// The runtime the connections run on, recorded when the first one is parked: the parking
+    /// lot's thread resumes connections there.
+    pub(crate) runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 /// Something that re-reads its files on demand (users, ACL, TLS certificates, the admin token).
@@ -149,6 +152,7 @@ impl Broker {
             reloaders: Mutex::new(Vec::new()),
             admitted: AtomicUsize::new(0),
             connection_rate,
+            runtime: std::sync::OnceLock::new(),
         }
     }
 

@@ -277,6 +277,10 @@ pub struct Limits {
     pub max_session_expiry_secs: Option<u32>,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
+    /// Milliseconds without input or deliveries after which a plain TCP connection is parked: it
+    /// gives up its task and its socket waits in one epoll set for the whole process. A client that
+    /// sends nothing after CONNECT is parked as soon as its CONNACK is out. 0 never parks.
+    pub park_after_idle_ms: u64,
     /// Connected clients the broker accepts at once; more are refused (0x89 *Server busy*).
     pub max_connections: Option<usize>,
     /// New connections per second, broker-wide; more are refused (0x9F *Connection rate exceeded*).
@@ -304,6 +308,7 @@ impl Default for Limits {
             server_keep_alive: None,
             max_session_expiry_secs: None,
             connect_timeout_secs: 10,
+            park_after_idle_ms: 1_000,
             max_connections: None,
             max_connection_rate: None,
             max_publish_rate: None,

@@ -95,6 +95,8 @@ impl LimitKind {
 pub struct Stats {
     registry: Registry,
     pub connections: IntGauge,
+    /// Connections waiting in the parking lot without a task (see `connection::park`).
+    pub connections_parked: IntGauge,
     pub connections_total: IntCounter,
     messages_received: [IntCounter; 3],
     messages_sent: [IntCounter; 3],
@@ -174,6 +176,10 @@ impl Stats {
         let _ = registry.register(Box::new(delivery_latency.clone()));
         Self {
             connections: gauge("tern_connections", "Client connections open now."),
+            connections_parked: gauge(
+                "tern_connections_parked",
+                "Idle client connections held without a task, their sockets watched by the parking lot.",
+            ),
             connections_total: counter(
                 "tern_connections_total",
                 "Client connections accepted since start.",

@@ -87,6 +87,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         self.stream.flush().await
     }
 
+    /// The stream itself, for the parking lot: only taken once the read buffer is empty.
+    pub(super) fn into_stream(self) -> S {
+        self.stream
+    }
+
     /// Closes the write side (TLS close_notify, WebSocket close, TCP FIN).
     pub(super) async fn shutdown(&mut self) -> io::Result<()> {
         self.stream.shutdown().await

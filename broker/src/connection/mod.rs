@@ -10,22 +10,25 @@
 //! An idle connection is what a broker holds most of, so its state is kept small: the loop waits on
 //! its sources by polling them in one function rather than holding a future for each, kicks and
 //! deliveries arrive as flags on the [`ConnectionControl`], and the read and write buffers are let
-//! go of whenever they are empty.
+//! go of whenever they are empty. A plain TCP connection idle for `limits.park_after_idle_ms` (or
+//! silent right after its CONNACK) leaves its task altogether and waits in the [`park`]ing lot.
 
 mod aliases;
 mod handshake;
 mod inbound;
 mod io;
 mod outbound;
+pub(crate) mod park;
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -48,6 +51,34 @@ const WRITE_HARD_LIMIT: usize = 4 * 1024 * 1024;
 const DRAIN_READS: usize = 4;
 /// How long the final DISCONNECT may take to write before the socket is dropped anyway.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection is not parked closer than this to its keep-alive deadline: the lot resumes it
+/// [`park::RESUME_BEFORE_DEADLINE`] ahead, and its sweep is a second or so coarse.
+const PARK_MIN_KEEP_ALIVE_LEFT: Duration = Duration::from_secs(4);
+
+/// A stream a connection runs over. Only plain TCP can be parked: TLS and WebSocket keep state of
+/// their own above the socket.
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// Whether [`Transport::into_socket`] gives the socket back.
+    const PARKABLE: bool = false;
+
+    /// The socket, taken out of the runtime's reactor, for the parking lot.
+    fn into_socket(self) -> std::io::Result<StdTcpStream>
+    where
+        Self: Sized,
+    {
+        Err(std::io::Error::other(
+            "only plain TCP connections are parked",
+        ))
+    }
+}
+
+impl Transport for TcpStream {
+    const PARKABLE: bool = true;
+
+    fn into_socket(self) -> std::io::Result<StdTcpStream> {
+        self.into_std()
+    }
+}
 
 /// Why a connection ends.
 #[derive(Debug)]
@@ -71,19 +102,16 @@ pub type RunningConnection = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Entry point for listeners: reads CONNECT and completes the handshake over `stream`, then returns
 /// the connection to run. The handshake's state is gone by then; only the connection's is kept.
-pub async fn accept<S>(
+pub async fn accept<S: Transport>(
     broker: Arc<Broker>,
     stream: S,
     remote_addr: SocketAddr,
     listener: Arc<ListenerHandle>,
     identity: Option<String>,
-) -> Option<RunningConnection>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+) -> Option<RunningConnection> {
     let mut io = Io::new(stream, Arc::clone(&broker.stats));
     match handshake::accept(&broker, &mut io, remote_addr, listener, identity).await {
-        Ok(connection) => Some(Box::pin(connection.run(io))),
+        Ok(connection) => Some(Box::pin(connection.run(io, Start::Fresh))),
         Err(reason) => {
             debug!(%remote_addr, %reason, "connection refused before CONNACK");
             None
@@ -104,6 +132,45 @@ enum Event {
     Closed,
     Queued,
     KeepAliveExpired,
+    /// Nothing happened for `limits.park_after_idle_ms` and nothing is pending: park.
+    Idle,
+}
+
+/// How the event loop ended.
+enum Exit {
+    Close(Close),
+    /// The connection goes on without a task, in the parking lot.
+    Park,
+}
+
+/// Whether the connection was just accepted or comes back from the parking lot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Still to do: resend the session's inflight messages, apply what came with CONNECT.
+    Fresh,
+    Resumed,
+}
+
+/// When the event loop next looks at whether it may park, and whether anything happened since the
+/// last look: "idle" is no input, no deliveries and no resumed reads for one whole interval.
+struct IdleCheck {
+    /// `None` where connections are not parked (TLS, WebSocket, `limits.park_after_idle_ms: 0`).
+    next: Option<Instant>,
+    interval: Duration,
+    active: bool,
+}
+
+impl IdleCheck {
+    /// The first look is at once: a client that sent nothing after CONNECT, or whose wake-up turns
+    /// out to have been for nothing, is parked as soon as it is quiet.
+    fn new(parkable: bool, interval_ms: u64) -> Self {
+        let interval = Duration::from_millis(interval_ms);
+        Self {
+            next: (parkable && !interval.is_zero()).then(Instant::now),
+            interval,
+            active: false,
+        }
+    }
 }
 
 /// What applying input left for the event loop to wait for.
@@ -167,44 +234,60 @@ impl Connection {
         clippy::manual_async_fn,
         reason = "an async fn stores its arguments twice"
     )]
-    fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut io: Io<S>) -> impl Future<Output = ()> {
+    fn run<S: Transport>(mut self, mut io: Io<S>, start: Start) -> impl Future<Output = ()> {
         async move {
-            let close = self.event_loop(&mut io).await;
-            // Boxed: needed once, at the end.
-            Box::pin(self.finish(&mut io, close)).await;
+            let started = match start {
+                Start::Fresh => self.start(&mut io).await,
+                Start::Resumed => Ok(()),
+            };
+            let exit = match started {
+                Ok(()) => self.event_loop(&mut io).await,
+                Err(close) => Exit::Close(close),
+            };
+            match exit {
+                // Boxed: needed once, at the end.
+                Exit::Close(close) => Box::pin(self.finish(&mut io, close)).await,
+                Exit::Park => self.park(io),
+            }
         }
     }
 
-    async fn event_loop<S: AsyncRead + AsyncWrite + Unpin>(&mut self, io: &mut Io<S>) -> Close {
+    /// What a new connection does before it first waits.
+    async fn start<S: Transport>(&mut self, io: &mut Io<S>) -> Result<(), Close> {
         // Shutdown kicks the connections attached when it begins; one that attached later sees it here.
         if self.broker.shutdown.is_cancelled() {
-            return Close::Server(
+            return Err(Close::Server(
                 ReasonCode::SERVER_SHUTTING_DOWN,
                 Cow::Borrowed("server shutting down"),
-            );
+            ));
         }
-        if let Err(close) = self.resend_inflight() {
-            return close;
-        }
-        // The keep-alive timer is checked lazily: it fires at the earliest possible deadline and
-        // re-arms from the last packet, so a busy connection never touches the timer wheel.
-        let keep_alive = tokio::time::sleep(self.keep_alive.unwrap_or(Duration::from_secs(86_400)));
-        tokio::pin!(keep_alive);
-        let control = Arc::clone(&self.control);
+        self.resend_inflight()?;
         // Packets that arrived in the same read as CONNECT are already in the buffer.
-        if let Err(close) = self.process_input(&mut io.read_buf).await {
-            return close;
-        }
+        self.process_input(&mut io.read_buf).await?;
         io.release_read_buf();
+        Ok(())
+    }
+
+    async fn event_loop<S: Transport>(&mut self, io: &mut Io<S>) -> Exit {
+        let mut idle = IdleCheck::new(S::PARKABLE, self.broker.config.limits.park_after_idle_ms);
+        // One timer for the keep-alive deadline and the idle check, checked lazily: it fires at the
+        // earliest possible deadline and re-arms from the last packet, so a busy connection never
+        // touches the timer wheel.
+        let timer = tokio::time::sleep_until(
+            self.next_timer(&idle)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400)),
+        );
+        tokio::pin!(timer);
+        let control = Arc::clone(&self.control);
         let mut flushing = false;
         loop {
             if self.write_buf.len() < WRITE_HIGH_WATER
                 && let Err(close) = self.pull_deliveries()
             {
-                return close;
+                return Exit::Close(close);
             }
             let event = std::future::poll_fn(|cx| {
-                self.poll_event(cx, io, &control, keep_alive.as_mut(), &mut flushing)
+                self.poll_event(cx, io, &control, timer.as_mut(), &mut flushing, &mut idle)
             })
             .await;
             match event {
@@ -212,40 +295,111 @@ impl Connection {
                     // What the client sent before it was kicked still counts: a DISCONNECT already
                     // on its way decides the will, not the kick.
                     if let Some(close) = Box::pin(self.drain_received(io)).await {
-                        return close;
+                        return Exit::Close(close);
                     }
                     let reason = control
                         .reason()
                         .unwrap_or(ReasonCode::ADMINISTRATIVE_ACTION);
-                    return Close::Server(reason, Cow::Borrowed(reason.name()));
+                    return Exit::Close(Close::Server(reason, Cow::Borrowed(reason.name())));
                 }
                 Event::Received | Event::Resumed => {
+                    idle.active = true;
                     if let Err(close) = self.process_input(&mut io.read_buf).await {
-                        return close;
+                        return Exit::Close(close);
                     }
                     io.release_read_buf();
                 }
-                Event::Wrote | Event::Queued => {}
-                Event::Closed => return Close::Network,
+                Event::Queued => idle.active = true,
+                Event::Wrote => {}
+                Event::Closed => return Exit::Close(Close::Network),
                 Event::KeepAliveExpired => {
-                    return Close::Server(
+                    return Exit::Close(Close::Server(
                         ReasonCode::KEEP_ALIVE_TIMEOUT,
                         Cow::Borrowed("keep alive timeout"),
-                    );
+                    ));
                 }
+                Event::Idle => return Exit::Park,
             }
         }
     }
 
+    /// When the keep alive runs out: 1.5 × keep alive after the last packet.
+    fn keep_alive_deadline(&self) -> Option<Instant> {
+        self.keep_alive.map(|limit| self.last_received + limit)
+    }
+
+    /// The earlier of the keep-alive deadline and the next idle check.
+    fn next_timer(&self, idle: &IdleCheck) -> Option<Instant> {
+        match (self.keep_alive_deadline(), idle.next) {
+            (Some(deadline), Some(check)) => Some(deadline.min(check)),
+            (deadline, check) => deadline.or(check),
+        }
+    }
+
+    /// Whether the connection may leave its task: nothing to read, write or wait for, and its
+    /// keep-alive deadline far enough away for the lot's coarse sweep.
+    fn can_park<S: Transport>(&self, io: &Io<S>, flushing: bool, now: Instant) -> bool {
+        self.write_buf.is_empty()
+            && !flushing
+            && io.read_buf.is_empty()
+            && self.backlog_wait.is_none()
+            && !self.broker.shutdown.is_cancelled()
+            && self
+                .keep_alive_deadline()
+                .is_none_or(|deadline| deadline >= now + PARK_MIN_KEEP_ALIVE_LEFT)
+    }
+
+    /// Hands the connection to the parking lot (see [`park`]); called from its task, which ends.
+    fn park<S: Transport>(self, io: Io<S>) {
+        if self.broker.runtime.get().is_none()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let _ = self.broker.runtime.set(runtime);
+        }
+        match io.into_stream().into_socket() {
+            Ok(socket) => park::park(Box::new(self), socket),
+            Err(error) => {
+                debug!(client_id = %self.client.client_id, %error, "cannot park connection");
+                self.release(Close::Network);
+            }
+        }
+    }
+
+    /// Goes on with a parked connection in a new task on the broker's runtime.
+    fn resume(self: Box<Self>, socket: StdTcpStream) {
+        let broker = Arc::clone(&self.broker);
+        let Some(runtime) = broker.runtime.get() else {
+            // Only a connection that recorded the runtime is parked.
+            return self.release(Close::Network);
+        };
+        broker.tasks.spawn_on(
+            async move {
+                let connection = *self;
+                match TcpStream::from_std(socket) {
+                    Ok(stream) => {
+                        let io = Io::new(stream, Arc::clone(&connection.broker.stats));
+                        connection.run(io, Start::Resumed).await;
+                    }
+                    Err(error) => {
+                        debug!(client_id = %connection.client.client_id, %error, "cannot resume connection");
+                        connection.release(Close::Network);
+                    }
+                }
+            },
+            runtime,
+        );
+    }
+
     /// One look at everything the connection waits for, without a future per source: the event
     /// loop's wait is a few references, however many sources there are.
-    fn poll_event<S: AsyncRead + AsyncWrite + Unpin>(
+    fn poll_event<S: Transport>(
         &mut self,
         cx: &mut Context<'_>,
         io: &mut Io<S>,
         control: &ConnectionControl,
-        mut keep_alive: std::pin::Pin<&mut tokio::time::Sleep>,
+        mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
         flushing: &mut bool,
+        idle: &mut IdleCheck,
     ) -> Poll<Event> {
         control.register(cx.waker());
         if control.is_kicked() {
@@ -299,13 +453,27 @@ impl Connection {
         if self.write_buf.len() < WRITE_HIGH_WATER && control.take_queued() {
             return Poll::Ready(Event::Queued);
         }
-        if let Some(limit) = self.keep_alive.filter(|_| self.backlog_wait.is_none()) {
-            while keep_alive.as_mut().poll(cx).is_ready() {
-                let deadline = self.last_received + limit;
-                if Instant::now() >= deadline {
+        // While paused for a backlog neither counts: the client is not read from.
+        if self.backlog_wait.is_none() && (self.keep_alive.is_some() || idle.next.is_some()) {
+            while timer.as_mut().poll(cx).is_ready() {
+                let now = Instant::now();
+                if self
+                    .keep_alive_deadline()
+                    .is_some_and(|deadline| now >= deadline)
+                {
                     return Poll::Ready(Event::KeepAliveExpired);
                 }
-                keep_alive.as_mut().reset(deadline);
+                if idle.next.is_some_and(|check| now >= check) {
+                    if !idle.active && self.can_park(io, *flushing, now) {
+                        return Poll::Ready(Event::Idle);
+                    }
+                    idle.active = false;
+                    idle.next = Some(now + idle.interval);
+                }
+                let Some(next) = self.next_timer(idle) else {
+                    break;
+                };
+                timer.as_mut().reset(next);
             }
         }
         if wrote {
@@ -476,16 +644,8 @@ impl Connection {
     }
 
     /// Ends the connection: tells a v5 client why, lets go of the session, and notifies hooks.
-    async fn finish<S: AsyncRead + AsyncWrite + Unpin>(self, io: &mut Io<S>, close: Close) {
-        let (publish_will, reason) = match &close {
-            Close::Client { will } => (*will, None),
-            Close::Network => (true, None),
-            Close::Server(reason, message) => {
-                debug!(client_id = %self.client.client_id, %reason, %message, "server closes connection");
-                (true, Some(*reason))
-            }
-        };
-        let mut write_buf = self.write_buf;
+    async fn finish<S: AsyncRead + AsyncWrite + Unpin>(mut self, io: &mut Io<S>, close: Close) {
+        let mut write_buf = std::mem::take(&mut self.write_buf);
         if let (Close::Server(reason, message), true) = (&close, self.protocol.is_v5()) {
             let mut disconnect = Disconnect::new(*reason);
             disconnect.properties.reason_string =
@@ -512,7 +672,19 @@ impl Connection {
             let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, io.write_all(&mut write_buf)).await;
         }
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, io.shutdown()).await;
+        self.release(close);
+    }
 
+    /// Lets go of the session (publishing the will if the close calls for it) and notifies hooks.
+    fn release(self, close: Close) {
+        let (publish_will, reason) = match &close {
+            Close::Client { will } => (*will, None),
+            Close::Network => (true, None),
+            Close::Server(reason, message) => {
+                debug!(client_id = %self.client.client_id, %reason, %message, "server closes connection");
+                (true, Some(*reason))
+            }
+        };
         self.broker.stats.connections.dec();
         let will = self.will.filter(|_| publish_will);
         self.broker.detach(&self.session, self.generation, will);

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
@@ -20,7 +19,7 @@ use self::transport::tls::TlsTerminator;
 use self::transport::{TlsError, proxy, websocket};
 use crate::broker::{Broker, Reload};
 use crate::config::{ListenerConfig, ListenerProtocol};
-use crate::connection::{self, RunningConnection};
+use crate::connection::{self, RunningConnection, Transport};
 
 #[derive(Debug, Error)]
 pub enum ListenerError {
@@ -242,7 +241,7 @@ async fn upgrade<S>(
     deadline: tokio::time::Instant,
 ) -> Option<RunningConnection>
 where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: Transport,
 {
     let Some(path) = &stack.websocket_path else {
         return connection::accept(broker, stream, remote_addr, listener, identity).await;

@@ -13,7 +13,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Instant, SystemTime};
 
@@ -92,6 +92,9 @@ pub struct ConnectionControl {
     /// every delivery, and this takes no lock on either side. It lives here rather than in the
     /// session so that a taken-over connection cannot overwrite its successor's waker.
     waker: AtomicWaker,
+    /// While the connection is parked without a task (`connection::park`), the lot's id for it;
+    /// 0 otherwise. A wake-up then goes to the lot, which resumes the connection in a new task.
+    parked: AtomicU64,
 }
 
 /// The bit that marks [`ConnectionControl::kick`] as set, so every reason code (0x00 included) fits.
@@ -100,8 +103,11 @@ const KICKED: u16 = 0x100;
 impl ConnectionControl {
     /// Tells the connection that deliveries are waiting in its session's queue.
     pub fn notify_queued(&self) {
-        self.queued.store(true, Ordering::Release);
-        self.waker.wake();
+        // SeqCst, like the parked slot: a connection parking stores its id and then looks at the
+        // flags, a notifier sets a flag and then looks at the id, and one of the two must see the
+        // other's write.
+        self.queued.store(true, Ordering::SeqCst);
+        self.wake();
     }
 
     /// Resolves once deliveries were queued since the last time it resolved.
@@ -119,13 +125,43 @@ impl ConnectionControl {
             .compare_exchange(
                 0,
                 KICKED | u16::from(reason.0),
-                Ordering::AcqRel,
-                Ordering::Acquire,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
             )
             .is_ok();
         if first {
-            self.waker.wake();
+            self.wake();
         }
+    }
+
+    /// Wakes the connection's task, or has the parking lot resume the connection.
+    fn wake(&self) {
+        if self.parked.load(Ordering::SeqCst) != 0 {
+            let parked = self.parked.swap(0, Ordering::SeqCst);
+            if parked != 0 {
+                crate::connection::park::wake(parked);
+                return;
+            }
+        }
+        self.waker.wake();
+    }
+
+    /// Records that the connection is parked under `id`: wake-ups go to the lot from now on. The
+    /// ended task's waker is dropped, as it would keep the task's memory.
+    pub(crate) fn set_parked(&self, id: u64) {
+        drop(self.waker.take());
+        self.parked.store(id, Ordering::SeqCst);
+    }
+
+    /// Takes the parked id back (0 if a wake-up already took it): wake-ups go to the task again.
+    pub(crate) fn take_parked(&self) -> u64 {
+        self.parked.swap(0, Ordering::SeqCst)
+    }
+
+    /// Whether a kick or deliveries wait, without clearing anything: a connection that is about to
+    /// park looks here after recording its id, so that neither is missed.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.kick.load(Ordering::SeqCst) != 0 || self.queued.load(Ordering::SeqCst)
     }
 
     /// Resolves once the connection was kicked.

@@ -332,5 +332,11 @@ fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
     Ok(chain)
 }
 
+/// TLS connections are not parked: the session's keys and buffers live above the socket.
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> crate::connection::Transport
+    for TlsStream<S>
+{
+}
+
 #[cfg(test)]
 mod tests;

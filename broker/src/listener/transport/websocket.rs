@@ -173,6 +173,12 @@ fn to_io(error: tungstenite::Error) -> io::Error {
     }
 }
 
+/// WebSocket connections are not parked: the framing state lives above the socket.
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> crate::connection::Transport
+    for WsStream<S>
+{
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
