@@ -5,7 +5,9 @@ use bytestring::ByteString;
 /// Aliases the client defined for its PUBLISHes to us.
 #[derive(Debug, Default)]
 pub struct InboundAliases {
-    topics: Vec<Option<ByteString>>,
+    /// A boxed slice rather than a `Vec`: this is paid per connection, and most clients define
+    /// no alias, so it rarely grows (and then once per new highest alias).
+    topics: Box<[Option<ByteString>]>,
 }
 
 impl InboundAliases {
@@ -13,7 +15,9 @@ impl InboundAliases {
     pub fn set(&mut self, alias: u16, topic: ByteString) {
         let index = usize::from(alias);
         if self.topics.len() <= index {
-            self.topics.resize(index + 1, None);
+            let mut topics = std::mem::take(&mut self.topics).into_vec();
+            topics.resize(index + 1, None);
+            self.topics = topics.into_boxed_slice();
         }
         self.topics[index] = Some(topic);
     }

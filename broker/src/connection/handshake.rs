@@ -68,7 +68,7 @@ where
         Err(reason) => return refuse(io, &connect, reason, "client identifier not valid").await,
     };
     if connect.client_id.is_empty() && protocol.is_v5() {
-        connack.assigned_client_identifier = Some(client_id.as_bytestring().clone()); // [MQTT-3.2.2-16]
+        connack.assigned_client_identifier = Some(ByteString::from(client_id.as_str())); // [MQTT-3.2.2-16]
     }
     // A verified client certificate's common name replaces the CONNECT username
     // (`use_identity_as_username`), and then stands in for the password.
@@ -145,10 +145,11 @@ where
         session: attachment.session,
         control: attachment.control,
         generation: attachment.generation,
-        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        // At most 65,535 s × 1,500: fits.
+        keep_alive_ms: std::num::NonZeroU32::new(u32::from(keep_alive) * 1500),
         last_received: Instant::now(),
         connect_expiry: expiry,
-        inflight_window: usize::from(client_receive_maximum.min(limits.max_inflight)),
+        inflight_window: client_receive_maximum.min(limits.max_inflight),
         client_max_packet_size,
         awaiting_acks: false,
         problem_information: connect
@@ -442,7 +443,7 @@ fn assign_client_id(connect: &Connect) -> Result<ClientId, ReasonCode> {
         if connect.protocol == ProtocolVersion::V3_1 && connect.client_id.chars().count() > 23 {
             return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
         }
-        return Ok(ClientId::new(connect.client_id.clone()));
+        return Ok(ClientId::new(&connect.client_id));
     }
     let allowed = match connect.protocol {
         ProtocolVersion::V3_1 => false,

@@ -190,13 +190,13 @@ pub(crate) struct Connection {
     session: Arc<Session>,
     control: Arc<ConnectionControl>,
     generation: u64,
-    /// 1.5 × keep alive, or `None` when keep alive is 0 [MQTT-3.1.2-22].
-    keep_alive: Option<Duration>,
+    /// 1.5 × keep alive in milliseconds, or `None` when keep alive is 0 [MQTT-3.1.2-22].
+    keep_alive_ms: Option<std::num::NonZeroU32>,
     last_received: Instant,
     /// Session expiry asked for in CONNECT (after capping); DISCONNECT may not raise it from 0.
     connect_expiry: u32,
     /// Outbound QoS 1/2 window: min(client's Receive Maximum, our max_inflight).
-    inflight_window: usize,
+    inflight_window: u16,
     /// The client's Maximum Packet Size (u32::MAX when it set none).
     client_max_packet_size: u32,
     /// Whether reason strings and user properties may go on packets other than CONNACK/DISCONNECT.
@@ -325,7 +325,8 @@ impl Connection {
 
     /// When the keep alive runs out: 1.5 × keep alive after the last packet.
     fn keep_alive_deadline(&self) -> Option<Instant> {
-        self.keep_alive.map(|limit| self.last_received + limit)
+        self.keep_alive_ms
+            .map(|limit| self.last_received + Duration::from_millis(u64::from(limit.get())))
     }
 
     /// The earlier of the keep-alive deadline and the next idle check.
@@ -454,7 +455,7 @@ impl Connection {
             return Poll::Ready(Event::Queued);
         }
         // While paused for a backlog neither counts: the client is not read from.
-        if self.backlog_wait.is_none() && (self.keep_alive.is_some() || idle.next.is_some()) {
+        if self.backlog_wait.is_none() && (self.keep_alive_ms.is_some() || idle.next.is_some()) {
             while timer.as_mut().poll(cx).is_ready() {
                 let now = Instant::now();
                 if self

@@ -130,7 +130,9 @@ impl Connection {
             let Some(front) = state.queue.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && state.inflight.len() >= self.inflight_window {
+            if front.qos != QoS::AtMostOnce
+                && state.inflight.len() >= usize::from(self.inflight_window)
+            {
                 break;
             }
             let Some(delivery) = state.queue.pop() else {

@@ -38,19 +38,18 @@ use crate::stats::{DropReason, LimitKind, Stats};
 pub struct SessionId(pub u64);
 
 /// A client identifier as the client sent it (or as the broker assigned it).
+///
+/// Its own small allocation, shared by the session, the registry and the client's identity: not a
+/// slice of the CONNECT packet, which would keep the whole packet for as long as the client stays.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(ByteString);
+pub struct ClientId(Arc<str>);
 
 impl ClientId {
-    pub fn new(id: impl Into<ByteString>) -> Self {
-        Self(id.into())
+    pub fn new(id: impl AsRef<str>) -> Self {
+        Self(Arc::from(id.as_ref()))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn as_bytestring(&self) -> &ByteString {
         &self.0
     }
 }
