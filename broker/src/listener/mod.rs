@@ -129,10 +129,13 @@ impl BoundListener {
         info!(listener = %self.name, addr = %self.local_addr, protocol = self.protocol.name(), "listening");
         loop {
             let accepted = tokio::select! {
-                accepted = self.socket.accept() => accepted,
+                biased;
                 () = broker.accepting.cancelled() => break,
+                accepted = self.socket.accept() => accepted,
             };
             match accepted {
+                // A connection that arrived as a drain or shutdown began gets no CONNACK either.
+                Ok(_) if broker.accepting.is_cancelled() => break,
                 Ok((stream, remote_addr)) => {
                     // MQTT packets are small and latency matters more than coalescing.
                     let _ = stream.set_nodelay(true);
