@@ -421,7 +421,7 @@ impl Broker {
                         state.connected_since = Some(SystemTime::now());
                     }
                     session.set_online(true);
-                    sessions.insert(request.client_id.clone(), Arc::clone(&session));
+                    sessions.insert(Arc::clone(&session));
                     (session, false, 1)
                 }
             }
@@ -458,7 +458,6 @@ impl Broker {
         state.connection = Some(Arc::clone(control));
         state.protocol = request.protocol;
         state.expiry_interval = request.expiry_interval;
-        state.disconnected_at = None;
         state.client = Some(request.client.clone());
         state.connected_since = Some(SystemTime::now());
         session.set_online(true);
@@ -490,7 +489,6 @@ impl Broker {
                 Next::TakenOver
             } else {
                 state.connection = None;
-                state.disconnected_at = Some(Instant::now());
                 session.set_online(false);
                 Next::Detached {
                     expiry: state.expiry_interval,

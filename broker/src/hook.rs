@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use bytestring::ByteString;
 
 use crate::codec::{ProtocolVersion, QoS, ReasonCode, SubscriptionOptions};
 use crate::message::Message;
@@ -27,7 +26,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub client_id: ClientId,
-    pub username: Option<ByteString>,
+    /// Its own allocation, like the client identifier: not a slice that keeps CONNECT alive.
+    pub username: Option<Arc<str>>,
     pub protocol: ProtocolVersion,
     pub remote_addr: SocketAddr,
     /// The name of the listener the client came through.

@@ -30,9 +30,9 @@ impl InboundAliases {
 /// Aliases we define for our PUBLISHes to the client, up to the client's Topic Alias Maximum. Aliases
 /// are handed out first come, first served and never reassigned: the topics that appear first on a
 /// connection are usually its busiest, and a stable mapping costs no extra bytes on the wire later.
-#[derive(Debug)]
+/// The client's maximum is kept by the connection: this is one pointer until an alias is used.
+#[derive(Debug, Default)]
 pub struct OutboundAliases {
-    maximum: u16,
     /// Boxed and made on first use: most clients allow no aliases, and this is paid per connection.
     assigned: Option<Box<foldhash::HashMap<ByteString, u16>>>,
 }
@@ -49,15 +49,9 @@ pub enum AliasUse {
 }
 
 impl OutboundAliases {
-    pub fn new(maximum: u16) -> Self {
-        Self {
-            maximum,
-            assigned: None,
-        }
-    }
-
-    pub fn resolve(&mut self, topic: &ByteString) -> AliasUse {
-        if self.maximum == 0 {
+    /// How to name `topic`, given the client's Topic Alias Maximum.
+    pub fn resolve(&mut self, topic: &ByteString, maximum: u16) -> AliasUse {
+        if maximum == 0 {
             return AliasUse::None;
         }
         let assigned = self.assigned.get_or_insert_default();
@@ -66,7 +60,7 @@ impl OutboundAliases {
         }
         let next = assigned.len() + 1;
         match u16::try_from(next) {
-            Ok(alias) if alias <= self.maximum => {
+            Ok(alias) if alias <= maximum => {
                 assigned.insert(topic.clone(), alias);
                 AliasUse::Define(alias)
             }
@@ -81,19 +75,19 @@ mod tests {
 
     #[test]
     fn outbound_aliases_are_defined_once_then_reused_up_to_the_maximum() {
-        let mut aliases = OutboundAliases::new(1);
+        let mut aliases = OutboundAliases::default();
         let a = ByteString::from_static("a");
         let b = ByteString::from_static("b");
-        assert_eq!(aliases.resolve(&a), AliasUse::Define(1));
-        assert_eq!(aliases.resolve(&a), AliasUse::Reuse(1));
-        assert_eq!(aliases.resolve(&b), AliasUse::None);
+        assert_eq!(aliases.resolve(&a, 1), AliasUse::Define(1));
+        assert_eq!(aliases.resolve(&a, 1), AliasUse::Reuse(1));
+        assert_eq!(aliases.resolve(&b, 1), AliasUse::None);
     }
 
     #[test]
     fn no_aliases_when_the_client_allows_none() {
-        let mut aliases = OutboundAliases::new(0);
+        let mut aliases = OutboundAliases::default();
         assert_eq!(
-            aliases.resolve(&ByteString::from_static("a")),
+            aliases.resolve(&ByteString::from_static("a"), 0),
             AliasUse::None
         );
     }

@@ -77,8 +77,9 @@ where
     let client = Arc::new(ClientInfo {
         client_id,
         username: identity
-            .map(ByteString::from)
-            .or_else(|| connect.username.clone()),
+            .as_deref()
+            .or(connect.username.as_deref())
+            .map(Arc::from),
         protocol,
         remote_addr,
         listener: Arc::clone(&listener.name),
@@ -157,7 +158,9 @@ where
             .request_problem_information
             .unwrap_or(true),
         inbound_aliases: InboundAliases::default(),
-        outbound_aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
+        outbound_aliases: OutboundAliases::default(),
+        outbound_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
+        tracked_while_parked: None,
         enhanced_auth: connect
             .properties
             .authentication_method

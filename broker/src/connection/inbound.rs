@@ -88,7 +88,7 @@ impl Connection {
         if publish.qos == QoS::ExactlyOnce {
             let state = self.session.lock();
             let id = packet_id.map_or(0, PacketId::get);
-            if state.inbound_qos2.contains(&id) {
+            if state.inbound_qos2.iter().any(|&held| held == id) {
                 // A retransmission of a message we already have: acknowledge, do not deliver again
                 // [MQTT-4.3.3-10].
                 drop(state);
@@ -150,7 +150,7 @@ impl Connection {
                     self.session
                         .lock()
                         .inbound_qos2
-                        .push(packet_id.map_or(0, PacketId::get));
+                        .push_back(packet_id.map_or(0, PacketId::get));
                 }
                 self.send(&Packet::PubRec(self.ack(pid(packet_id)?, reason)))
             }
@@ -225,9 +225,10 @@ impl Connection {
         let known = {
             let mut state = self.session.lock();
             let id = ack.packet_id.get();
-            match state.inbound_qos2.iter().position(|&x| x == id) {
+            let held = state.inbound_qos2.iter().position(|&x| x == id);
+            match held {
                 Some(index) => {
-                    state.inbound_qos2.swap_remove(index);
+                    state.inbound_qos2.remove(index);
                     true
                 }
                 None => false,

@@ -206,6 +206,8 @@ pub(crate) struct Connection {
     awaiting_acks: bool,
     inbound_aliases: InboundAliases,
     outbound_aliases: OutboundAliases,
+    /// The client's Topic Alias Maximum (0: no aliases towards it).
+    outbound_alias_maximum: u16,
     /// Enhanced authentication, if CONNECT named a method. This field, the will and the publish
     /// rate are boxed: most clients have none of them, and this state is paid per connected client.
     enhanced_auth: Option<Box<EnhancedAuthState>>,
@@ -218,6 +220,9 @@ pub(crate) struct Connection {
     backlog_wait: Option<BacklogWait>,
     /// Released when the connection ends.
     _slot: handshake::ConnectionSlot,
+    /// While parked, the place the connection holds in the broker's task tracker, so that shutdown
+    /// waits for it; let go of once it runs in a task again.
+    tracked_while_parked: Option<tokio_util::task::task_tracker::TaskTrackerToken>,
     write_buf: BytesMut,
 }
 
@@ -367,8 +372,10 @@ impl Connection {
     }
 
     /// Goes on with a parked connection in a new task on the broker's runtime.
-    fn resume(self: Box<Self>, socket: StdTcpStream) {
+    fn resume(mut self: Box<Self>, socket: StdTcpStream) {
         let broker = Arc::clone(&self.broker);
+        // Dropped once the task that takes over is tracked.
+        let _place = self.tracked_while_parked.take();
         let Some(runtime) = broker.runtime.get() else {
             // Only a connection that recorded the runtime is parked.
             return self.release(Close::Network);

@@ -17,6 +17,8 @@ use crate::stats::DropReason;
 struct Encoder<'a> {
     buf: &'a mut BytesMut,
     aliases: &'a mut OutboundAliases,
+    /// The client's Topic Alias Maximum.
+    alias_maximum: u16,
     protocol: ProtocolVersion,
     max_packet_size: u32,
 }
@@ -39,7 +41,7 @@ impl Encoder<'_> {
             .clone_from(&delivery.subscription_ids);
         let mut topic = message.topic.clone();
         if self.protocol.is_v5() {
-            match self.aliases.resolve(&message.topic) {
+            match self.aliases.resolve(&message.topic, self.alias_maximum) {
                 AliasUse::None => {}
                 AliasUse::Define(alias) => properties.topic_alias = Some(alias),
                 AliasUse::Reuse(alias) => {
@@ -70,6 +72,7 @@ impl Connection {
         Encoder {
             buf: &mut self.write_buf,
             aliases: &mut self.outbound_aliases,
+            alias_maximum: self.outbound_alias_maximum,
             protocol: self.protocol,
             max_packet_size: self.client_max_packet_size,
         }

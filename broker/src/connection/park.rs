@@ -19,7 +19,6 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use parking_lot::Mutex;
 use slab::Slab;
-use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{debug, warn};
 
 use super::Connection;
@@ -43,9 +42,8 @@ struct Parked {
     /// Whole seconds after the lot started at which to resume the connection; [`NEVER`] if it has
     /// no keep alive.
     resume_at: u32,
+    /// Holds a place in the broker's task tracker while parked (see [`Connection::park`]).
     connection: Box<Connection>,
-    /// Shutdown waits for tracked tasks; a parked connection has none, so it holds a place instead.
-    _tracked: TaskTrackerToken,
 }
 
 struct Lot {
@@ -99,7 +97,7 @@ fn start() -> io::Result<&'static Lot> {
 
 /// Parks `connection`, whose socket is `socket`. If the lot cannot take it, the connection goes on
 /// in a new task as if it had been woken at once.
-pub(super) fn park(connection: Box<Connection>, socket: StdTcpStream) {
+pub(super) fn park(mut connection: Box<Connection>, socket: StdTcpStream) {
     let Some(lot) = lot() else {
         return connection.resume(socket);
     };
@@ -127,18 +125,19 @@ pub(super) fn park(connection: Box<Connection>, socket: StdTcpStream) {
             return connection.resume(socket);
         }
         control.set_parked(id);
-        let tracked = connection.broker.tasks.token();
+        // Shutdown waits for tracked tasks; a parked connection has none, so it holds a place.
+        connection.tracked_while_parked = Some(connection.broker.tasks.token());
         state.parked.insert(Parked {
             socket,
             generation,
             resume_at,
             connection,
-            _tracked: tracked,
         });
         state.earliest_resume = state.earliest_resume.min(resume_at);
+        // Before the entry can be taken out again, so the gauge never dips below zero.
+        stats.connections_parked.inc();
         id
     };
-    stats.connections_parked.inc();
     // A kick or delivery that came before the id was recorded woke the old task, which is gone.
     if control.has_pending() && control.take_parked() == id {
         wake(id);
@@ -269,7 +268,7 @@ mod tests {
     #[test]
     fn a_parked_entry_stays_small() {
         let size = std::mem::size_of::<Parked>();
-        assert!(size <= 32, "a parked entry is {size} bytes");
+        assert!(size <= 24, "a parked entry is {size} bytes");
         let boxed = std::mem::size_of::<Connection>();
         assert!(boxed <= 200, "a parked connection's state is {boxed} bytes");
     }

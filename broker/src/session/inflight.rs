@@ -1,8 +1,7 @@
 //! The outbound inflight window: QoS 1/2 messages sent to the client and not yet fully acknowledged,
 //! kept in send order so they can be resent in that order when the session resumes [MQTT-4.4.0-1].
 
-use std::collections::VecDeque;
-
+use super::deque::LazyDeque;
 use crate::codec::PacketId;
 use crate::message::Delivery;
 
@@ -24,14 +23,14 @@ pub struct InflightEntry {
 /// Outbound packet identifiers and the exchanges they belong to.
 #[derive(Debug)]
 pub struct Inflight {
-    entries: VecDeque<InflightEntry>,
+    entries: LazyDeque<InflightEntry>,
     next_id: PacketId,
 }
 
 impl Default for Inflight {
     fn default() -> Self {
         Self {
-            entries: VecDeque::new(),
+            entries: LazyDeque::default(),
             next_id: PacketId::MIN,
         }
     }
@@ -70,10 +69,12 @@ impl Inflight {
         let Some(index) = self.position(id) else {
             return false;
         };
-        let matches = matches!(
-            (&self.entries[index].state, expect_comp),
-            (InflightState::AwaitingAck(_), false) | (InflightState::AwaitingComp, true)
-        );
+        let matches = self.entries.get(index).is_some_and(|entry| {
+            matches!(
+                (&entry.state, expect_comp),
+                (InflightState::AwaitingAck(_), false) | (InflightState::AwaitingComp, true)
+            )
+        });
         if matches {
             self.entries.remove(index);
         }
@@ -82,9 +83,12 @@ impl Inflight {
 
     /// PUBREC received: the exchange moves on to PUBCOMP. Returns false for an unknown identifier.
     pub fn released(&mut self, id: PacketId) -> bool {
-        match self.position(id) {
-            Some(index) => {
-                self.entries[index].state = InflightState::AwaitingComp;
+        match self
+            .position(id)
+            .and_then(|index| self.entries.get_mut(index))
+        {
+            Some(entry) => {
+                entry.state = InflightState::AwaitingComp;
                 true
             }
             None => false,

@@ -5,6 +5,7 @@
 //! connection task, which drains them. Both reach the state through one short, synchronous critical
 //! section (`Session::lock`); nothing holds it across an `.await`.
 
+mod deque;
 mod inflight;
 mod queue;
 mod registry;
@@ -15,12 +16,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytestring::ByteString;
 use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
 
+pub use deque::LazyDeque;
 pub use inflight::{Inflight, InflightEntry, InflightState};
 pub use queue::{Enqueued, OutboundQueue};
 pub use registry::SessionRegistry;
@@ -226,7 +228,7 @@ pub struct SessionState {
     pub inflight: Inflight,
     /// Inbound QoS 2 packet identifiers that got PUBREC and await PUBREL [MQTT-4.3.3-9?]; kept with
     /// the session so a resumed connection still recognises duplicates.
-    pub inbound_qos2: Vec<u16>,
+    pub inbound_qos2: LazyDeque<u16>,
     /// Subscriptions by the filter string the client sent (with any `$share/` prefix).
     pub subscriptions: foldhash::HashMap<ByteString, SubscriptionRecord>,
     /// The connection currently attached, if any.
@@ -239,7 +241,6 @@ pub struct SessionState {
     /// session ending publishes it. The will of a live connection stays with that connection.
     /// Boxed: most sessions have no will, and this state is paid per connected client.
     pub pending_will: Option<Box<PendingWill>>,
-    pub disconnected_at: Option<Instant>,
     /// Set once the session is removed; the router then delivers nothing more to it.
     pub ended: bool,
     /// Who holds (or last held) the session, for listings.
@@ -290,13 +291,12 @@ impl Session {
                 protocol,
                 queue: OutboundQueue::new(queue_capacity, overflow),
                 inflight: Inflight::default(),
-                inbound_qos2: Vec::new(),
+                inbound_qos2: LazyDeque::default(),
                 subscriptions: foldhash::HashMap::default(),
                 connection: None,
                 generation: 0,
                 expiry_interval: 0,
                 pending_will: None,
-                disconnected_at: None,
                 ended: false,
                 client: None,
                 connected_since: None,
@@ -448,6 +448,14 @@ mod tests {
         assert_eq!(counter.0.load(Ordering::SeqCst), 1, "woken once");
         assert_eq!(control.reason(), Some(ReasonCode::SESSION_TAKEN_OVER));
         assert!(kicked.as_mut().poll(&mut cx).is_ready());
+    }
+
+    /// Every client has a session for as long as it is connected (and after, if it asks): the
+    /// bound is memory per idle client, not timing.
+    #[test]
+    fn a_session_stays_small() {
+        let size = std::mem::size_of::<Session>();
+        assert!(size <= 184, "a session is {size} bytes");
     }
 
     #[test]

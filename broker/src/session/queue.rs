@@ -1,8 +1,7 @@
 //! The bounded queue of deliveries waiting for a session's connection (or for the client to come back),
 //! with the explicit, counted overflow policy DESIGN.md §2 asks for.
 
-use std::collections::VecDeque;
-
+use super::deque::LazyDeque;
 use crate::codec::QoS;
 use crate::config::QueueOverflow;
 use crate::message::Delivery;
@@ -23,16 +22,17 @@ pub enum Enqueued {
 /// Deliveries in arrival order, at most `capacity` of them.
 #[derive(Debug)]
 pub struct OutboundQueue {
-    items: VecDeque<Delivery>,
-    capacity: usize,
+    items: LazyDeque<Delivery>,
+    /// A copy of `limits.max_queued_messages`, as `u32`: this is paid per session.
+    capacity: u32,
     policy: QueueOverflow,
 }
 
 impl OutboundQueue {
     pub fn new(capacity: usize, policy: QueueOverflow) -> Self {
         Self {
-            items: VecDeque::new(),
-            capacity,
+            items: LazyDeque::default(),
+            capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
             policy,
         }
     }
@@ -48,7 +48,7 @@ impl OutboundQueue {
     /// Offers a delivery. `online` says whether a connection is attached: the disconnect policy only
     /// makes sense for a client that is there to be disconnected.
     pub fn push(&mut self, delivery: Delivery, online: bool) -> Enqueued {
-        if self.items.len() < self.capacity {
+        if self.items.len() < self.capacity as usize {
             self.items.push_back(delivery);
             return Enqueued::Queued;
         }

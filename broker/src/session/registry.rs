@@ -1,14 +1,68 @@
 //! The map from client identifier to session. Only a map: the rules for opening, taking over and
 //! ending sessions live in [`crate::broker::Broker`], which also owns the router they touch.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::{ClientId, Session, SessionId};
 
-pub type SessionMap = foldhash::HashMap<ClientId, Arc<Session>>;
+/// Sessions by client identifier. A table of the sessions themselves, keyed by the identifier
+/// each holds, rather than a map that stores a second copy of the key: one pointer per slot,
+/// and there is a slot per client.
+#[derive(Debug, Default)]
+pub struct SessionMap {
+    sessions: HashTable<Arc<Session>>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl SessionMap {
+    pub fn get(&self, client_id: &ClientId) -> Option<&Arc<Session>> {
+        let hash = self.hasher.hash_one(client_id);
+        self.sessions
+            .find(hash, |session| session.client_id == *client_id)
+    }
+
+    /// Adds `session`, replacing the one with the same client identifier if there is one.
+    pub fn insert(&mut self, session: Arc<Session>) {
+        let hash = self.hasher.hash_one(&session.client_id);
+        let hasher = &self.hasher;
+        match self.sessions.entry(
+            hash,
+            |held| held.client_id == session.client_id,
+            |held| hasher.hash_one(&held.client_id),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut held) => *held.get_mut() = session,
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(session);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, client_id: &ClientId) -> Option<Arc<Session>> {
+        let hash = self.hasher.hash_one(client_id);
+        let held = self
+            .sessions
+            .find_entry(hash, |session| session.client_id == *client_id)
+            .ok()?;
+        Some(held.remove().0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Arc<Session>> {
+        self.sessions.iter()
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct SessionRegistry {
@@ -53,5 +107,45 @@ impl SessionRegistry {
     /// A snapshot of every session, for `$SYS` and the admin API.
     pub fn snapshot(&self) -> Vec<Arc<Session>> {
         self.sessions.lock().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::ProtocolVersion;
+    use crate::config::QueueOverflow;
+
+    fn session(id: u64, client_id: &str) -> Arc<Session> {
+        Arc::new(Session::new(
+            SessionId(id),
+            ClientId::new(client_id),
+            ProtocolVersion::V5,
+            10,
+            QueueOverflow::DropOldest,
+            Arc::default(),
+        ))
+    }
+
+    #[test]
+    fn sessions_are_found_replaced_and_removed_by_client_identifier() {
+        let mut map = SessionMap::default();
+        map.insert(session(1, "a"));
+        map.insert(session(2, "b"));
+        map.insert(session(3, "a"));
+        assert_eq!(map.len(), 2, "a second session for `a` replaces the first");
+        let id = |map: &SessionMap, client: &str| map.get(&ClientId::new(client)).map(|s| s.id);
+        assert_eq!(id(&map, "a"), Some(SessionId(3)));
+        assert_eq!(id(&map, "b"), Some(SessionId(2)));
+        assert_eq!(id(&map, "c"), None);
+        assert_eq!(
+            map.remove(&ClientId::new("a")).map(|s| s.id),
+            Some(SessionId(3))
+        );
+        assert_eq!(map.remove(&ClientId::new("a")).map(|s| s.id), None);
+        assert_eq!(
+            map.values().map(|s| s.id).collect::<Vec<_>>(),
+            [SessionId(2)]
+        );
     }
 }
