@@ -498,6 +498,12 @@ impl Config {
                 "must be 1 ..= 60000 while limits.backlog_high_water is set",
             ));
         }
+        if limits.park_after_idle_ms > 86_400_000 {
+            return Err(invalid(
+                "limits.park_after_idle_ms",
+                "must be 0 ..= 86400000 (a day)",
+            ));
+        }
         if self.features.maximum_qos > 2 {
             return Err(invalid("features.maximum_qos", "must be 0, 1 or 2"));
         }
@@ -575,6 +581,11 @@ mod tests {
 
     #[test]
     fn a_backlog_pause_out_of_range_names_the_key() {
+        let err = parse("limits: {park_after_idle_ms: 86400001}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.park_after_idle_ms"), "{err}");
+        assert!(parse("limits: {park_after_idle_ms: 0}").is_ok());
         let err = parse("limits: {backlog_max_pause_ms: 0}")
             .unwrap_err()
             .to_string();

@@ -42,7 +42,7 @@ struct Parked {
     /// Whole seconds after the lot started at which to resume the connection; [`NEVER`] if it has
     /// no keep alive.
     resume_at: u32,
-    /// Holds a place in the broker's task tracker while parked (see [`Connection::park`]).
+    /// Its state, which also holds its place in the broker's task tracker while it has no task.
     connection: Box<Connection>,
 }
 
