@@ -101,9 +101,10 @@ pub(super) fn park(mut connection: Box<Connection>, socket: StdTcpStream) {
     let Some(lot) = lot() else {
         return connection.resume(socket);
     };
-    let resume_at = connection.keep_alive_deadline().map_or(NEVER, |deadline| {
-        lot.second_of(deadline - RESUME_BEFORE_DEADLINE)
-    });
+    let resume_at = connection
+        .keep_alive_deadline()
+        .and_then(|deadline| deadline.checked_sub(RESUME_BEFORE_DEADLINE))
+        .map_or(NEVER, |resume| lot.second_of(resume));
     let control = std::sync::Arc::clone(&connection.control);
     let stats = std::sync::Arc::clone(&connection.broker.stats);
     let id = {
