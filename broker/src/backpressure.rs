@@ -194,7 +194,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::codec::{ProtocolVersion, QoS};
+    use crate::codec::QoS;
     use crate::config::QueueOverflow;
     use crate::message::{Delivery, Message};
     use crate::session::{ClientId, ConnectionControl};
@@ -208,10 +208,8 @@ mod tests {
         let session = Arc::new(Session::new(
             SessionId(1),
             ClientId::new("subscriber"),
-            ProtocolVersion::V5,
             10_000,
             QueueOverflow::DropNewest,
-            Arc::new(Stats::new()),
         ));
         session.lock().connection = Some(Arc::new(ConnectionControl::default()));
         session.set_online(true);
@@ -234,7 +232,7 @@ mod tests {
                 retain: false,
                 subscription_ids: Vec::new(),
             };
-            wait = session.deliver(delivery, backpressure.marks());
+            wait = session.deliver(delivery, backpressure.marks(), &Stats::new());
         }
         wait
     }

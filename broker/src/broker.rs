@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,7 +23,8 @@ use crate::limits::TokenBucket;
 use crate::message::Message;
 use crate::router::{Routed, Router};
 use crate::session::{
-    ClientId, ConnectionControl, PendingWill, Session, SessionId, SessionRegistry,
+    ClientId, ConnectionControl, Generation, PendingWill, Session, SessionId, SessionRegistry,
+    unix_seconds_now,
 };
 use crate::stats::Stats;
 use crate::topic::SubscriptionFilter;
@@ -127,7 +128,7 @@ pub struct Attachment {
     pub session: Arc<Session>,
     pub session_present: bool,
     pub control: Arc<ConnectionControl>,
-    pub generation: u64,
+    pub generation: Generation,
 }
 
 impl Broker {
@@ -137,13 +138,14 @@ impl Broker {
             .max_connection_rate
             .map(|rate| Mutex::new(TokenBucket::per_second(rate)));
         let backpressure = Backpressure::new(&config.limits);
+        let stats = Arc::new(Stats::default());
         Self {
-            router: Router::new(backpressure.marks()),
+            router: Router::new(backpressure.marks(), Arc::clone(&stats)),
             config: Arc::new(config),
             backpressure,
             sessions: SessionRegistry::default(),
             hooks,
-            stats: Arc::new(Stats::default()),
+            stats,
             tasks: TaskTracker::new(),
             started_at: Instant::now(),
             accepting: shutdown.child_token(),
@@ -407,10 +409,8 @@ impl Broker {
                     let session = Arc::new(Session::new(
                         self.sessions.next_id(),
                         request.client_id.clone(),
-                        request.protocol,
                         limits.max_queued_messages,
                         limits.queue_overflow,
-                        Arc::clone(&self.stats),
                     ));
                     {
                         let mut state = session.lock();
@@ -418,7 +418,7 @@ impl Broker {
                         state.connection = Some(Arc::clone(&control));
                         state.expiry_interval = request.expiry_interval;
                         state.client = Some(request.client.clone());
-                        state.connected_since = Some(SystemTime::now());
+                        state.connected_since = unix_seconds_now();
                     }
                     session.set_online(true);
                     sessions.insert(Arc::clone(&session));
@@ -444,7 +444,7 @@ impl Broker {
         session: &Arc<Session>,
         request: &SessionRequest,
         control: &Arc<ConnectionControl>,
-    ) -> Option<u64> {
+    ) -> Option<Generation> {
         let mut state = session.lock();
         if state.ended {
             return None;
@@ -454,12 +454,11 @@ impl Broker {
         }
         // A will still waiting out its delay is cancelled by this new connection [MQTT-3.1.3-9].
         state.pending_will = None;
-        state.generation += 1;
+        state.generation = state.generation.wrapping_add(1);
         state.connection = Some(Arc::clone(control));
-        state.protocol = request.protocol;
         state.expiry_interval = request.expiry_interval;
         state.client = Some(request.client.clone());
-        state.connected_since = Some(SystemTime::now());
+        state.connected_since = unix_seconds_now();
         session.set_online(true);
         Some(state.generation)
     }
@@ -469,7 +468,7 @@ impl Broker {
     pub fn detach(
         self: &Arc<Self>,
         session: &Arc<Session>,
-        generation: u64,
+        generation: Generation,
         will: Option<Box<PendingWill>>,
     ) {
         enum Next {
@@ -541,7 +540,7 @@ impl Broker {
         &self,
         session: &Arc<Session>,
         kick: Option<ReasonCode>,
-        idle_since: Option<u64>,
+        idle_since: Option<Generation>,
     ) {
         let (subscriptions, will) = {
             let mut state = session.lock();
@@ -591,7 +590,7 @@ impl Broker {
     fn spawn_will_timer(
         self: &Arc<Self>,
         session: &Arc<Session>,
-        generation: u64,
+        generation: Generation,
         delay: Duration,
     ) {
         let broker = Arc::clone(self);
@@ -617,7 +616,7 @@ impl Broker {
     fn spawn_expiry_timer(
         self: &Arc<Self>,
         session: &Arc<Session>,
-        generation: u64,
+        generation: Generation,
         expiry: Duration,
     ) {
         let broker = Arc::clone(self);

@@ -10,7 +10,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::broker::Broker;
-use crate::codec::{ProtocolVersion, QoS, SubscriptionOptions};
+use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::{Delivery, Message};
 use crate::session::{ClientId, ConnectionControl, Session};
 use crate::topic::{self, SubscriptionFilter, TopicError};
@@ -59,10 +59,8 @@ impl InlineClient {
         let session = Arc::new(Session::new(
             self.broker.sessions.next_id(),
             ClientId::new(format!("$inline-{}", fastrand::u64(..))),
-            ProtocolVersion::V5,
             limits.max_queued_messages,
             limits.queue_overflow,
-            Arc::clone(&self.broker.stats),
         ));
         let control = Arc::new(ConnectionControl::default());
         session.lock().connection = Some(Arc::clone(&control));

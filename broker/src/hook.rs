@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -29,11 +29,40 @@ pub struct ClientInfo {
     /// Its own allocation, like the client identifier: not a slice that keeps CONNECT alive.
     pub username: Option<Arc<str>>,
     pub protocol: ProtocolVersion,
-    pub remote_addr: SocketAddr,
+    pub remote_addr: PeerAddr,
     /// The name of the listener the client came through.
     pub listener: Arc<str>,
     /// The username is the subject of a client certificate the TLS layer verified.
     pub certificate_identity: bool,
+}
+
+/// A client's address and port, in 20 bytes rather than `SocketAddr`'s 32: this is paid per
+/// connected client. An IPv6 address's flow label and scope id are not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr {
+    ip: IpAddr,
+    port: u16,
+}
+
+impl PeerAddr {
+    pub fn socket_addr(self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(addr: SocketAddr) -> Self {
+        Self {
+            ip: addr.ip(),
+            port: addr.port(),
+        }
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.socket_addr().fmt(f)
+    }
 }
 
 /// What a client presented in CONNECT, for [`Hook::authenticate`].
@@ -212,5 +241,20 @@ impl Hooks {
             .map(|hook| hook.authorize_subscribe(client, filter, qos))
             .find(|access| *access != Access::Continue)
             .unwrap_or(Access::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_address_shows_as_the_socket_address_it_came_from() {
+        for text in ["192.0.2.7:1883", "[2001:db8::1]:8883"] {
+            let addr: SocketAddr = text.parse().unwrap();
+            let peer = PeerAddr::from(addr);
+            assert_eq!(peer.to_string(), text);
+            assert_eq!(peer.socket_addr(), addr);
+        }
     }
 }

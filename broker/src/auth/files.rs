@@ -431,7 +431,7 @@ mod tests {
                 client_id: ClientId::new(user),
                 username: Some(user.into()),
                 protocol: ProtocolVersion::V5,
-                remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+                remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)).into(),
                 listener: "mqtt".into(),
                 certificate_identity: false,
             };
@@ -446,7 +446,7 @@ mod tests {
             client_id: ClientId::new(format!("{user}-cert")),
             username: Some(user.into()),
             protocol: ProtocolVersion::V5,
-            remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)).into(),
             listener: "mtls".into(),
             certificate_identity: true,
         }

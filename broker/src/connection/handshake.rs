@@ -12,8 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::aliases::{InboundAliases, OutboundAliases};
-use super::{Close, Connection, EnhancedAuthState, Io};
+use super::{Close, Connection, EnhancedAuthState, Extras, Io};
 use crate::broker::{Broker, NEVER_EXPIRES, SessionRequest};
 use crate::codec::{
     self, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Packet,
@@ -81,7 +80,7 @@ where
             .or(connect.username.as_deref())
             .map(Arc::from),
         protocol,
-        remote_addr,
+        remote_addr: remote_addr.into(),
         listener: Arc::clone(&listener.name),
         certificate_identity,
     });
@@ -157,18 +156,19 @@ where
             .properties
             .request_problem_information
             .unwrap_or(true),
-        inbound_aliases: InboundAliases::default(),
-        outbound_aliases: OutboundAliases::default(),
         outbound_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
         tracked_while_parked: None,
-        enhanced_auth: connect
+        extras: connect
             .properties
             .authentication_method
             .clone()
             .map(|method| {
-                Box::new(EnhancedAuthState {
-                    method,
-                    reauth: None,
+                Box::new(Extras {
+                    enhanced_auth: Some(EnhancedAuthState {
+                        method,
+                        reauth: None,
+                    }),
+                    ..Extras::default()
                 })
             }),
         publish_rate: limits
@@ -522,7 +522,11 @@ impl Connection {
     pub(super) async fn on_auth(&mut self, auth: Auth) -> Result<(), Close> {
         let client = Arc::clone(&self.client);
         let broker = Arc::clone(&self.broker);
-        let state = match &mut self.enhanced_auth {
+        let state = match self
+            .extras
+            .as_mut()
+            .and_then(|extras| extras.enhanced_auth.as_mut())
+        {
             Some(state)
                 if auth.properties.authentication_method.as_ref() == Some(&state.method) =>
             {

@@ -191,12 +191,17 @@ impl Connection {
             )); // [MQTT-3.3.2-9], [MQTT-3.3.2-10]
         }
         if publish.topic.is_empty() {
-            match self.inbound_aliases.get(alias) {
+            let known = self
+                .extras
+                .as_ref()
+                .and_then(|extras| extras.inbound_aliases.get(alias));
+            match known {
                 Some(topic) => publish.topic = topic.clone(),
                 None => return Err(Close::protocol("unknown topic alias")),
             }
         } else {
-            self.inbound_aliases.set(alias, publish.topic.clone());
+            let extras = self.extras.get_or_insert_default();
+            extras.inbound_aliases.set(alias, publish.topic.clone());
         }
         publish.properties.topic_alias = None;
         Ok(())
@@ -277,6 +282,7 @@ impl Connection {
                         subscription_ids: identifier.into_iter().collect(),
                     },
                     None,
+                    &self.broker.stats,
                 );
             }
         }

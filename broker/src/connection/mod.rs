@@ -38,7 +38,7 @@ use crate::codec::{self, Auth, Disconnect, EncodeError, Packet, ProtocolVersion,
 use crate::hook::{ClientInfo, EnhancedAuth};
 use crate::limits::TokenBucket;
 use crate::listener::ListenerHandle;
-use crate::session::{ConnectionControl, PendingWill, Session};
+use crate::session::{ConnectionControl, Generation, PendingWill, Session};
 
 use aliases::{InboundAliases, OutboundAliases};
 use io::Io;
@@ -189,7 +189,7 @@ pub(crate) struct Connection {
     protocol: ProtocolVersion,
     session: Arc<Session>,
     control: Arc<ConnectionControl>,
-    generation: u64,
+    generation: Generation,
     /// 1.5 × keep alive in milliseconds, or `None` when keep alive is 0 [MQTT-3.1.2-22].
     keep_alive_ms: Option<std::num::NonZeroU32>,
     last_received: Instant,
@@ -204,13 +204,12 @@ pub(crate) struct Connection {
     /// QoS 1/2 deliveries wait for the client's acks, so reads matter between writes (set when the
     /// session queue is looked at).
     awaiting_acks: bool,
-    inbound_aliases: InboundAliases,
-    outbound_aliases: OutboundAliases,
     /// The client's Topic Alias Maximum (0: no aliases towards it).
     outbound_alias_maximum: u16,
-    /// Enhanced authentication, if CONNECT named a method. This field, the will and the publish
-    /// rate are boxed: most clients have none of them, and this state is paid per connected client.
-    enhanced_auth: Option<Box<EnhancedAuthState>>,
+    /// Topic aliases and enhanced authentication, made when first needed. This field, the will and
+    /// the publish rate are boxed: most clients use none of them, and this state is paid per
+    /// connected client.
+    extras: Option<Box<Extras>>,
     /// The will from CONNECT; handed to the broker when the connection ends.
     will: Option<Box<PendingWill>>,
     /// `limits.max_publish_rate`, when set.
@@ -224,6 +223,15 @@ pub(crate) struct Connection {
     /// waits for it; let go of once it runs in a task again.
     tracked_while_parked: Option<tokio_util::task::task_tracker::TaskTrackerToken>,
     write_buf: BytesMut,
+}
+
+/// MQTT 5 features a connection may use, kept out of [`Connection`] until it does.
+#[derive(Default)]
+struct Extras {
+    inbound_aliases: InboundAliases,
+    outbound_aliases: OutboundAliases,
+    /// Set if CONNECT named an authentication method.
+    enhanced_auth: Option<EnhancedAuthState>,
 }
 
 /// The authentication method from CONNECT and a re-authentication in progress (MQTT 5, 4.12.1).

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::aliases::{AliasUse, OutboundAliases};
-use super::{Close, Connection};
+use super::aliases::AliasUse;
+use super::{Close, Connection, Extras};
 use crate::codec::{self, Ack, EncodeError, Packet, PacketId, ProtocolVersion, Publish, QoS};
 use crate::message::Delivery;
 use crate::session::{InflightState, SessionState};
@@ -16,7 +16,8 @@ use crate::stats::DropReason;
 /// Everything the encoding of one PUBLISH needs that is about the connection, not the message.
 struct Encoder<'a> {
     buf: &'a mut BytesMut,
-    aliases: &'a mut OutboundAliases,
+    /// Where the aliases assigned so far are, once there are any.
+    extras: &'a mut Option<Box<Extras>>,
     /// The client's Topic Alias Maximum.
     alias_maximum: u16,
     protocol: ProtocolVersion,
@@ -40,8 +41,9 @@ impl Encoder<'_> {
             .subscription_identifiers
             .clone_from(&delivery.subscription_ids);
         let mut topic = message.topic.clone();
-        if self.protocol.is_v5() {
-            match self.aliases.resolve(&message.topic, self.alias_maximum) {
+        if self.protocol.is_v5() && self.alias_maximum > 0 {
+            let aliases = &mut self.extras.get_or_insert_default().outbound_aliases;
+            match aliases.resolve(&message.topic, self.alias_maximum) {
                 AliasUse::None => {}
                 AliasUse::Define(alias) => properties.topic_alias = Some(alias),
                 AliasUse::Reuse(alias) => {
@@ -71,7 +73,7 @@ impl Connection {
     fn encoder(&mut self) -> Encoder<'_> {
         Encoder {
             buf: &mut self.write_buf,
-            aliases: &mut self.outbound_aliases,
+            extras: &mut self.extras,
             alias_maximum: self.outbound_alias_maximum,
             protocol: self.protocol,
             max_packet_size: self.client_max_packet_size,

@@ -270,7 +270,8 @@ mod tests {
     fn a_parked_entry_stays_small() {
         let size = std::mem::size_of::<Parked>();
         assert!(size <= 24, "a parked entry is {size} bytes");
+        // 168 bytes fill a 176-byte allocator chunk; one byte more costs sixteen.
         let boxed = std::mem::size_of::<Connection>();
-        assert!(boxed <= 200, "a parked connection's state is {boxed} bytes");
+        assert!(boxed <= 168, "a parked connection's state is {boxed} bytes");
     }
 }

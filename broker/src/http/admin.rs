@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
@@ -199,8 +199,7 @@ fn summarize(session: &Session) -> ClientSummary {
         protocol_level: client.map(|c| c.protocol.level()),
         connected_since: state
             .connected_since
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs()),
+            .map(|seconds| u64::from(seconds.get())),
         session_expiry_interval: state.expiry_interval,
         subscriptions: state.subscriptions.len(),
         inflight: state.inflight.len(),

@@ -19,6 +19,7 @@ use crate::backpressure::BacklogMarks;
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::{Delivery, Message};
 use crate::session::{Session, SessionId};
+use crate::stats::Stats;
 use crate::topic::{FilterTrie, SubscriptionFilter, TopicFilter, TopicTree};
 
 #[derive(Debug, Default)]
@@ -28,6 +29,8 @@ pub struct Router {
     subscription_count: AtomicUsize,
     /// When set, routing reports a subscriber whose queue backs up (see `crate::backpressure`).
     backlog: Option<BacklogMarks>,
+    /// Where deliveries a full queue refuses are counted.
+    stats: Arc<Stats>,
 }
 
 /// Where a message went.
@@ -52,10 +55,12 @@ struct Target {
 }
 
 impl Router {
-    /// A router that reports backlogged subscribers at `backlog`'s marks, if given.
-    pub fn new(backlog: Option<BacklogMarks>) -> Self {
+    /// A router that reports backlogged subscribers at `backlog`'s marks, if given, and counts
+    /// dropped deliveries in `stats`.
+    pub fn new(backlog: Option<BacklogMarks>, stats: Arc<Stats>) -> Self {
         Self {
             backlog,
+            stats,
             ..Self::default()
         }
     }
@@ -149,7 +154,7 @@ impl Router {
                 delivery.subscription_ids.extend(next.identifier);
                 backpressure |= next.backpressure;
             }
-            let backlogged = first.session.deliver(delivery, self.backlog);
+            let backlogged = first.session.deliver(delivery, self.backlog, &self.stats);
             if backlogged
                 && backpressure
                 && routed.backlogged.is_none()

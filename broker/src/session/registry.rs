@@ -113,17 +113,14 @@ impl SessionRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::ProtocolVersion;
     use crate::config::QueueOverflow;
 
     fn session(id: u64, client_id: &str) -> Arc<Session> {
         Arc::new(Session::new(
             SessionId(id),
             ClientId::new(client_id),
-            ProtocolVersion::V5,
             10,
             QueueOverflow::DropOldest,
-            Arc::default(),
         ))
     }
 
