@@ -1,15 +1,17 @@
 //! The benchmark page: machine, brokers and what was changed in their configuration, what could
-//! not be measured, the charts, and one table per scenario with one row per case and broker.
+//! not be measured, the charts, where the first broker stands (`standing`), and one table per
+//! scenario with one row per case and broker.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::format::{mib, ms, rate, thousands};
 use super::result::{RunResult, Unmeasured};
+use super::standing;
 use super::svg::{self, Chart, Group, Panel};
 
 /// Scenarios in page order, with their headings and what they do.
-const SCENARIOS: [(&str, &str, &str); 6] = [
+pub(super) const SCENARIOS: [(&str, &str, &str); 6] = [
     (
         "p2p",
         "Point-to-point",
@@ -119,7 +121,7 @@ fn case(run: &RunResult) -> (Vec<u64>, String) {
 }
 
 /// Runs of one scenario grouped by case (in case order), each case's runs in broker order.
-fn cases<'a>(
+pub(super) fn cases<'a>(
     runs: &'a [RunResult],
     scenario: &str,
     order: &[String],
@@ -229,6 +231,7 @@ pub fn render(
             let _ = writeln!(out, "![{title}]({href})\n");
         }
     }
+    standing::render(&mut out, runs, &order);
     for (scenario, heading, about) in SCENARIOS {
         let grouped = cases(runs, scenario, &order);
         if grouped.is_empty() {

@@ -4,6 +4,7 @@
 pub mod format;
 mod markdown;
 pub mod result;
+mod standing;
 mod svg;
 pub mod table;
 
