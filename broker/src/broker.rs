@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::backpressure::Backpressure;
-use crate::codec::{ProtocolVersion, ReasonCode};
+use crate::codec::ReasonCode;
 use crate::config::Config;
 use crate::hook::{Access, ClientInfo, Hooks};
 use crate::limits::TokenBucket;
@@ -116,7 +116,6 @@ enum SubscriptionCheck {
 #[derive(Debug)]
 pub struct SessionRequest {
     pub client_id: ClientId,
-    pub protocol: ProtocolVersion,
     pub clean_start: bool,
     pub expiry_interval: u32,
     pub client: Arc<ClientInfo>,

@@ -101,7 +101,6 @@ where
 
     let attachment = broker.open_session(SessionRequest {
         client_id: client.client_id.clone(),
-        protocol,
         clean_start: connect.clean_start,
         expiry_interval: expiry,
         client: Arc::clone(&client),
