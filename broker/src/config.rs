@@ -264,6 +264,10 @@ pub struct Limits {
     /// Longest one publisher waits for one backlog, in milliseconds; a subscriber that has not
     /// drained by then is not waited for again until it has.
     pub backlog_max_pause_ms: u64,
+    /// Milliseconds of publishing a connected subscriber's queue may span, oldest queued message
+    /// to newest, before the publishers feeding it stop being read, as at `backlog_high_water`;
+    /// they go on once it is back to half. Counts from 32 queued deliveries; 0 turns it off.
+    pub backlog_max_delay_ms: u64,
     /// Topic aliases a v5 client may use towards the broker; 0 disables them.
     pub topic_alias_maximum: u16,
     /// Longest topic name or filter in bytes.
@@ -302,6 +306,7 @@ impl Default for Limits {
             queue_overflow: QueueOverflow::DropOldest,
             backlog_high_water: 1_000,
             backlog_max_pause_ms: 500,
+            backlog_max_delay_ms: 100,
             topic_alias_maximum: 64,
             max_topic_length: 65_535,
             max_topic_levels: 65_535,
@@ -498,6 +503,12 @@ impl Config {
                 "must be 1 ..= 60000 while limits.backlog_high_water is set",
             ));
         }
+        if limits.backlog_max_delay_ms > 60_000 {
+            return Err(invalid(
+                "limits.backlog_max_delay_ms",
+                "must be 0 ..= 60000 (0 turns it off)",
+            ));
+        }
         if limits.park_after_idle_ms > 86_400_000 {
             return Err(invalid(
                 "limits.park_after_idle_ms",
@@ -577,6 +588,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listeners[0]"), "{err}");
+    }
+
+    #[test]
+    fn a_backlog_delay_out_of_range_names_the_key() {
+        let err = parse("limits: {backlog_max_delay_ms: 60001}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.backlog_max_delay_ms"), "{err}");
+        assert!(parse("limits: {backlog_max_delay_ms: 0}").is_ok());
     }
 
     #[test]

@@ -102,6 +102,23 @@ async fn receive_and_ack(client: &AsyncClient, inbox: &mut v5::Inbox, count: usi
     received
 }
 
+/// The subscriber acknowledges everything: all `MESSAGES` arrive, in order [MQTT-4.6.0-5], and
+/// the publisher, which had `acknowledged` PUBACKs, gets the rest.
+async fn catch_up(
+    subscriber: &AsyncClient,
+    sub_inbox: &mut v5::Inbox,
+    pub_inbox: &mut v5::Inbox,
+    acknowledged: usize,
+) {
+    let received = receive_and_ack(subscriber, sub_inbox, MESSAGES).await;
+    assert_eq!(
+        received,
+        (0..MESSAGES).collect::<Vec<_>>(),
+        "every message, in order"
+    );
+    expect_pubacks(pub_inbox, MESSAGES - acknowledged).await;
+}
+
 /// The publisher is not read from while the subscriber's queue is backlogged: it gets PUBACKs for
 /// only part of what it sent. Once the subscriber acknowledges, everything arrives, in order
 /// [MQTT-4.6.0-5], and nothing was dropped at the queue's limit.
@@ -123,13 +140,40 @@ async fn a_slow_subscriber_slows_the_publisher_and_loses_nothing() {
          {MESSAGES} messages (it got {acknowledged} PUBACKs): the queue holds only 50"
     );
 
-    let received = receive_and_ack(&subscriber, &mut sub_inbox, MESSAGES).await;
-    assert_eq!(
-        received,
-        (0..MESSAGES).collect::<Vec<_>>(),
-        "every message, in order"
+    catch_up(&subscriber, &mut sub_inbox, &mut pub_inbox, acknowledged).await;
+}
+
+/// A queue far below the high-water mark still counts as backlogged once it spans
+/// `backlog_max_delay_ms` of publishing: the publisher is paused, and goes on, losing nothing,
+/// once the subscriber catches up.
+#[tokio::test]
+async fn a_subscriber_falling_behind_in_time_slows_the_publisher() {
+    if skip_on_mosquitto("Tern's backpressure") {
+        return;
+    }
+    // The length alone would never pause anyone here: 300 messages against a mark of 5,000.
+    let broker = TestBroker::start_with(&format!(
+        "{}  backlog_max_delay_ms: 50\n",
+        config(10_000, 5_000, 60_000)
+    ))
+    .await;
+    let (subscriber, mut sub_inbox) = slow_subscriber(broker.port(), "behind", "feed").await;
+    let (publisher, mut pub_inbox) = v5::connect(broker.port(), "steady").await;
+
+    // A first batch queues up within a few milliseconds; the next comes well after the delay.
+    let first = MESSAGES / 3;
+    publish_numbered(&publisher, "feed", 0..first).await;
+    expect_pubacks(&mut pub_inbox, first).await;
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    publish_numbered(&publisher, "feed", first..MESSAGES).await;
+    let acknowledged = first + pubacks_until_quiet(&mut pub_inbox).await;
+    assert!(
+        acknowledged < MESSAGES,
+        "once the subscriber's queue spans more than 50 ms, the publisher must not be read \
+         (it got {acknowledged} of {MESSAGES} PUBACKs)"
     );
-    expect_pubacks(&mut pub_inbox, MESSAGES - acknowledged).await;
+
+    catch_up(&subscriber, &mut sub_inbox, &mut pub_inbox, acknowledged).await;
 }
 
 /// Many publishers paused by one subscriber all go on as it drains, a few at a time: every

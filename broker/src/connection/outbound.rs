@@ -120,7 +120,7 @@ impl Connection {
             .broker
             .backpressure
             .marks()
-            .is_some_and(|marks| session.ease_backlog(queued, marks));
+            .is_some_and(|marks| session.ease_backlog(&state.queue, marks));
         drop(state);
         if release {
             self.broker.backpressure.release(&session, queued);

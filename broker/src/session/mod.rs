@@ -378,20 +378,20 @@ impl Session {
         flags & flag::AWAITED != 0
     }
 
-    /// Called by the session's connection after it took deliveries from the queue, which now holds
-    /// `queued`: ends the backlog once it is down to the low-water mark. Returns whether publishers
-    /// wait for this session and it is no longer backlogged, so some of them may go on.
-    pub(crate) fn ease_backlog(&self, queued: usize, marks: BacklogMarks) -> bool {
+    /// Called by the session's connection after it took deliveries from `queue` (under this
+    /// session's lock): ends the backlog once the queue has eased below the marks. Returns whether
+    /// publishers wait for this session and it is no longer backlogged, so some of them may go on.
+    pub(crate) fn ease_backlog(&self, queue: &OutboundQueue, marks: BacklogMarks) -> bool {
         let flags = self.flags.load(Ordering::SeqCst);
         if flags & flag::BACKLOGGED == 0 {
             return flags & flag::AWAITED != 0;
         }
-        queued <= marks.low && self.clear_backlog()
+        marks.eased(queue) && self.clear_backlog()
     }
 
     /// Offers a delivery to the session's queue, applying the overflow policy and counting drops.
     /// With `backlog` marks, returns whether the publisher should wait for this session: it is
-    /// online, its queue is at the high-water mark, and no publisher gave up on it.
+    /// online, its queue has backed up (by length or by delay), and no publisher gave up on it.
     pub fn deliver(
         &self,
         delivery: Delivery,
@@ -406,7 +406,7 @@ impl Session {
             let online = state.connection.is_some();
             let outcome = state.queue.push(delivery, online);
             let backlogged = online
-                && backlog.is_some_and(|marks| state.queue.len() >= marks.high)
+                && backlog.is_some_and(|marks| marks.reached(&state.queue))
                 && self.enter_backlog();
             if outcome == Enqueued::DroppedDisconnect
                 && let Some(connection) = &state.connection

@@ -1,6 +1,8 @@
 //! The bounded queue of deliveries waiting for a session's connection (or for the client to come back),
 //! with the explicit, counted overflow policy DESIGN.md §2 asks for.
 
+use std::time::Duration;
+
 use super::deque::LazyDeque;
 use crate::codec::QoS;
 use crate::config::QueueOverflow;
@@ -64,6 +66,19 @@ impl OutboundQueue {
             QueueOverflow::DropNewest => Enqueued::Dropped,
             QueueOverflow::Disconnect if online => Enqueued::DroppedDisconnect,
             QueueOverflow::Disconnect => Enqueued::Dropped,
+        }
+    }
+
+    /// How much publishing time the queue holds: from the oldest queued message's arrival to the
+    /// newest's. For a connected subscriber that is about how long the oldest has waited, without
+    /// reading the clock.
+    pub fn span(&self) -> Duration {
+        match (self.items.front(), self.items.back()) {
+            (Some(oldest), Some(newest)) => newest
+                .message
+                .received_at
+                .saturating_duration_since(oldest.message.received_at),
+            _ => Duration::ZERO,
         }
     }
 

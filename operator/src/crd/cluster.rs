@@ -355,6 +355,11 @@ pub struct BrokerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 60000))]
     pub backlog_max_pause_millis: Option<i64>,
+    /// `limits.backlog_max_delay_ms`: milliseconds of publishing a connected subscriber's queue
+    /// may span before the publishers feeding it are paused; 0 leaves only `backlogHighWater`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 60000))]
+    pub backlog_max_delay_millis: Option<i64>,
     /// `limits.park_after_idle_ms`: idle time after which a plain TCP connection gives up its
     /// task and waits in the broker's parking lot; 0 never parks.
     #[serde(default, skip_serializing_if = "Option::is_none")]

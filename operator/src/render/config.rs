@@ -115,6 +115,10 @@ fn limits(settings: &BrokerSettings) -> Value {
         settings.backlog_max_pause_millis.map(Value::from),
     );
     put(
+        "backlog_max_delay_ms",
+        settings.backlog_max_delay_millis.map(Value::from),
+    );
+    put(
         "park_after_idle_ms",
         settings.park_after_idle_millis.map(Value::from),
     );
@@ -203,6 +207,7 @@ spec:
     queueOverflow: disconnect
     backlogHighWater: 50
     backlogMaxPauseMillis: 250
+    backlogMaxDelayMillis: 20
     parkAfterIdleMillis: 5000
     maxSessionExpirySeconds: 3600
     maxPublishRate: 50
@@ -228,6 +233,7 @@ spec:
         assert_eq!(config.limits.max_inflight, 32);
         assert_eq!(config.limits.backlog_high_water, 50);
         assert_eq!(config.limits.backlog_max_pause_ms, 250);
+        assert_eq!(config.limits.backlog_max_delay_ms, 20);
         assert_eq!(config.limits.park_after_idle_ms, 5000);
         assert_eq!(config.limits.max_subscriptions_per_client, Some(10));
         assert_eq!(config.features.maximum_qos, 1);
