@@ -17,7 +17,10 @@
 //! queue is down to the low-water mark, enough of them to refill it to the high-water mark, more as
 //! it drains further, and all of them if it runs dry. Waking every waiter at once would have each
 //! bring a message or two and pause again, a wake-up, a read and a write per message; a few at a
-//! time bring whole reads.
+//! time bring whole reads. Each woken publisher may publish [`MESSAGES_PER_RESUME`] messages
+//! before a backlog pauses it again: publishers woken together otherwise race for the room, the
+//! first to run takes it all, and the others go round their pause for a message each, which made
+//! fan-in's slowest publishers several times slower than its median.
 //!
 //! Who does what:
 //! - the router tells a publishing connection which session is backlogged (`Session::deliver`);
@@ -88,9 +91,10 @@ impl BacklogMarks {
 /// A publisher's wait for a backlog to drain; resolves with how long it waited.
 pub type BacklogWait = Pin<Box<dyn Future<Output = Duration> + Send>>;
 
-/// Messages a publisher is expected to bring when it goes on: a read's worth of 1 KiB messages.
-/// Only sets how eagerly waiters are woken; a queue that drains further wakes more.
-const MESSAGES_PER_RESUME: usize = 8;
+/// Messages a publisher brings when it goes on: a read's worth of 1 KiB messages. Sets how many
+/// waiters the room in a queue wakes, and each woken publisher may publish this many before a
+/// backlog pauses it again (see `Connection::resume_quota`).
+pub const MESSAGES_PER_RESUME: u8 = 8;
 
 /// The broker's side of backpressure: the marks and the publishers waiting per backlogged session.
 #[derive(Debug)]
@@ -181,7 +185,7 @@ impl Backpressure {
         }
         let room = marks.high.saturating_sub(queued);
         let wanted = room
-            .div_ceil(MESSAGES_PER_RESUME)
+            .div_ceil(usize::from(MESSAGES_PER_RESUME))
             .saturating_sub(waiters.resuming.load(Ordering::Relaxed));
         let woken = wanted.min(asleep);
         for _ in 0..woken {

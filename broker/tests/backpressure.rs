@@ -209,6 +209,48 @@ async fn publishers_paused_together_all_go_on_as_the_subscriber_drains() {
     }
 }
 
+/// Publishers woken together each bring the share they were woken for (8 messages) before a
+/// backlog pauses them again, whichever runs first: otherwise the first takes all the room and the
+/// others go round their pause for a message each.
+#[tokio::test]
+async fn publishers_woken_together_each_bring_their_share() {
+    if skip_on_mosquitto("Tern's backpressure") {
+        return;
+    }
+    // Publishers wait from 20 queued until 10, by length only, for up to a minute.
+    let broker = TestBroker::start_with(&format!(
+        "{}  backlog_max_delay_ms: 0\n",
+        config(1_000, 20, 60_000)
+    ))
+    .await;
+    let (subscriber, mut sub_inbox) = slow_subscriber(broker.port(), "slow", "feed/+").await;
+    let (first, mut first_inbox) = v5::connect(broker.port(), "first").await;
+    let (second, mut second_inbox) = v5::connect(broker.port(), "second").await;
+    publish_numbered(&first, "feed/1", 0..MESSAGES).await;
+    let first_before = pubacks_until_quiet(&mut first_inbox).await;
+    publish_numbered(&second, "feed/2", 0..MESSAGES).await;
+    let second_before = pubacks_until_quiet(&mut second_inbox).await;
+    assert!(
+        first_before < MESSAGES && second_before < MESSAGES,
+        "both publishers are paused ({first_before} and {second_before} PUBACKs)"
+    );
+
+    // The queue holds 21 (20 from the first publisher, one from the second; the subscriber's
+    // window holds 5 more). Eleven acknowledgements take it to the low-water mark, 10, and the
+    // room up to 20 wakes both waiters, one per 8 messages.
+    for _ in 0..11 {
+        let publish: Publish = v5::expect_publish(&mut sub_inbox, WAIT).await;
+        subscriber.ack(&publish).await.expect("queue PUBACK");
+    }
+    let first_after = pubacks_until_quiet(&mut first_inbox).await;
+    let second_after = pubacks_until_quiet(&mut second_inbox).await;
+    assert!(
+        first_after >= 8 && second_after >= 8,
+        "each woken publisher brings 8 messages before pausing again (they brought \
+         {first_after} and {second_after})"
+    );
+}
+
 /// A subscriber that stops acknowledging is waited for once, for `backlog_max_pause_ms`; after
 /// that the publisher goes on at full speed and the subscriber's queue overflows as configured.
 #[tokio::test]

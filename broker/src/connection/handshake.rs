@@ -174,6 +174,7 @@ where
             .max_publish_rate
             .map(|rate| Box::new(TokenBucket::per_second(rate))),
         backlog_wait: None,
+        resume_quota: 0,
         _slot: slot,
         will,
         write_buf,

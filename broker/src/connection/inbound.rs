@@ -123,7 +123,11 @@ impl Connection {
             .with_expiry_interval(publish.properties.message_expiry_interval);
             self.broker.stats.message_received(publish.qos);
             let routed = self.broker.route_publish(message, Some(&self.client));
-            if let Some(subscriber) = routed.backlogged {
+            let exempt = self.resume_quota > 0;
+            self.resume_quota = self.resume_quota.saturating_sub(1);
+            if let Some(subscriber) = routed.backlogged
+                && !exempt
+            {
                 self.wait_for_backlog(subscriber);
             }
             routed.sessions

@@ -217,6 +217,11 @@ pub(crate) struct Connection {
     /// Set while a subscriber this client publishes to is backlogged: the client is not read from
     /// until it resolves (see `crate::backpressure`).
     backlog_wait: Option<BacklogWait>,
+    /// Messages this client may still publish without pausing for a backlog, since its last pause
+    /// ended: the share `Backpressure::release` woke it for. Without it, publishers woken together
+    /// race for the room, the first to run take it all, and the rest pause again after one
+    /// message each: an uneven share, and a wake-up per message.
+    resume_quota: u8,
     /// Released when the connection ends.
     _slot: handshake::ConnectionSlot,
     /// While parked, the place the connection holds in the broker's task tracker, so that shutdown
@@ -456,6 +461,7 @@ impl Connection {
                 // The client was not silent, we were not reading: the pause does not count
                 // towards its keep alive.
                 self.last_received += paused;
+                self.resume_quota = crate::backpressure::MESSAGES_PER_RESUME;
                 return Poll::Ready(Event::Resumed);
             }
         } else if self.write_buf.len() < WRITE_HARD_LIMIT {
