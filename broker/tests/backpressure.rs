@@ -28,9 +28,23 @@ const SUBSCRIBER_WINDOW: u16 = 5;
 /// How long a member is read from before the next one is.
 const SHORT: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// A broker configuration with these limits and the default `backlog_max_delay_ms`.
 fn config(max_queued: usize, high_water: usize, max_pause_ms: u64) -> String {
     format!(
         "limits:\n  max_queued_messages: {max_queued}\n  backlog_high_water: {high_water}\n  backlog_max_pause_ms: {max_pause_ms}\n"
+    )
+}
+
+/// `config` with `backlog_max_delay_ms` set: 0 pauses by length only.
+fn config_with_delay(
+    max_queued: usize,
+    high_water: usize,
+    max_pause_ms: u64,
+    delay_ms: u64,
+) -> String {
+    format!(
+        "{}  backlog_max_delay_ms: {delay_ms}\n",
+        config(max_queued, high_water, max_pause_ms)
     )
 }
 
@@ -152,11 +166,8 @@ async fn a_subscriber_falling_behind_in_time_slows_the_publisher() {
         return;
     }
     // The length alone would never pause anyone here: 300 messages against a mark of 5,000.
-    let broker = TestBroker::start_with(&format!(
-        "{}  backlog_max_delay_ms: 50\n",
-        config(10_000, 5_000, 60_000)
-    ))
-    .await;
+    // The delay is long enough that the first batch, however slow the machine, is not paused.
+    let broker = TestBroker::start_with(&config_with_delay(10_000, 5_000, 60_000, 200)).await;
     let (subscriber, mut sub_inbox) = slow_subscriber(broker.port(), "behind", "feed").await;
     let (publisher, mut pub_inbox) = v5::connect(broker.port(), "steady").await;
 
@@ -164,12 +175,12 @@ async fn a_subscriber_falling_behind_in_time_slows_the_publisher() {
     let first = MESSAGES / 3;
     publish_numbered(&publisher, "feed", 0..first).await;
     expect_pubacks(&mut pub_inbox, first).await;
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     publish_numbered(&publisher, "feed", first..MESSAGES).await;
     let acknowledged = first + pubacks_until_quiet(&mut pub_inbox).await;
     assert!(
         acknowledged < MESSAGES,
-        "once the subscriber's queue spans more than 50 ms, the publisher must not be read \
+        "once the subscriber's queue spans more than 200 ms, the publisher must not be read \
          (it got {acknowledged} of {MESSAGES} PUBACKs)"
     );
 
@@ -218,11 +229,7 @@ async fn publishers_woken_together_each_bring_their_share() {
         return;
     }
     // Publishers wait from 20 queued until 10, by length only, for up to a minute.
-    let broker = TestBroker::start_with(&format!(
-        "{}  backlog_max_delay_ms: 0\n",
-        config(1_000, 20, 60_000)
-    ))
-    .await;
+    let broker = TestBroker::start_with(&config_with_delay(1_000, 20, 60_000, 0)).await;
     let (subscriber, mut sub_inbox) = slow_subscriber(broker.port(), "slow", "feed/+").await;
     let (first, mut first_inbox) = v5::connect(broker.port(), "first").await;
     let (second, mut second_inbox) = v5::connect(broker.port(), "second").await;
