@@ -12,7 +12,7 @@ use super::MAX_REMAINING_LENGTH;
 use super::error::EncodeError;
 use super::packet::{
     Ack, AckProperties, AuthProperties, ConnAckProperties, Connect, ConnectProperties,
-    DisconnectProperties, Packet, ProtocolVersion, Publish, PublishProperties, QoS, Subscribe,
+    DisconnectProperties, Packet, PacketId, ProtocolVersion, PublishView, QoS, Subscribe,
     SubscriptionOptions, Unsubscribe, WillProperties,
 };
 use super::properties::{
@@ -35,6 +35,34 @@ pub fn encode(
     buf: &mut BytesMut,
 ) -> Result<usize, EncodeError> {
     let layout = Layout::of(packet, protocol)?;
+    write_checked(&layout, max_packet_size, buf, |buf| {
+        write(packet, protocol, &layout, buf)
+    })
+}
+
+/// [`encode`] for a PUBLISH given by its parts, as the broker sends deliveries.
+pub fn encode_publish(
+    publish: &PublishView<'_>,
+    protocol: ProtocolVersion,
+    max_packet_size: u32,
+    buf: &mut BytesMut,
+) -> Result<usize, EncodeError> {
+    let layout = publish_layout(publish, protocol.is_v5())?;
+    write_checked(&layout, max_packet_size, buf, |buf| {
+        buf.put_u8(publish_first_byte(publish));
+        put_len(buf, layout.remaining)?;
+        write_publish(publish, protocol.is_v5(), &layout, buf)
+    })
+}
+
+/// Writes a packet measured as `layout` if it fits `max_packet_size`; rolls `buf` back if it
+/// turns out not to be encodable.
+fn write_checked(
+    layout: &Layout,
+    max_packet_size: u32,
+    buf: &mut BytesMut,
+    write: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+) -> Result<usize, EncodeError> {
     let size = layout.total();
     let max = usize::try_from(max_packet_size)
         .unwrap_or(usize::MAX)
@@ -47,7 +75,7 @@ pub fn encode(
     }
     let start = buf.len();
     buf.reserve(size);
-    match write(packet, protocol, &layout, buf) {
+    match write(buf) {
         Ok(()) => Ok(size),
         Err(e) => {
             // A field too long for its length prefix is only found while writing.
@@ -88,14 +116,7 @@ impl Layout {
                 let props = measured(v5, &connack.properties);
                 Self::simple(2 + block(props), props)
             }
-            Packet::Publish(publish) => {
-                check_packet_id(publish)?;
-                let props = measured(v5, &publish.properties);
-                let id_len = if publish.qos == QoS::AtMostOnce { 0 } else { 2 };
-                let remaining =
-                    2 + publish.topic.len() + id_len + block(props) + publish.payload.len();
-                Self::simple(remaining, props)
-            }
+            Packet::Publish(publish) => publish_layout(&PublishView::from(publish), v5)?,
             Packet::PubAck(ack)
             | Packet::PubRec(ack)
             | Packet::PubRel(ack)
@@ -203,8 +224,8 @@ fn connect_layout(connect: &Connect) -> Layout {
 }
 
 /// A PUBLISH carries a packet identifier exactly when its QoS is 1 or 2 ([MQTT-2.2.1-2]).
-fn check_packet_id(publish: &Publish) -> Result<(), EncodeError> {
-    match (publish.qos, publish.packet_id) {
+fn check_packet_id(qos: QoS, packet_id: Option<PacketId>) -> Result<(), EncodeError> {
+    match (qos, packet_id) {
         (QoS::AtMostOnce, None) => Ok(()),
         (QoS::AtMostOnce, Some(_)) => Err(EncodeError::InvalidField(
             "packet identifier on a QoS 0 PUBLISH",
@@ -214,6 +235,15 @@ fn check_packet_id(publish: &Publish) -> Result<(), EncodeError> {
         )),
         (_, Some(_)) => Ok(()),
     }
+}
+
+fn publish_layout(publish: &PublishView<'_>, v5: bool) -> Result<Layout, EncodeError> {
+    check_packet_id(publish.qos, publish.packet_id)?;
+    let props = measured(v5, publish);
+    let block = if v5 { block_len(props) } else { 0 };
+    let id_len = if publish.qos == QoS::AtMostOnce { 0 } else { 2 };
+    let remaining = 2 + publish.topic.len() + id_len + block + publish.payload.len();
+    Ok(Layout::simple(remaining, props))
 }
 
 fn protocol_name(protocol: ProtocolVersion) -> &'static str {
@@ -228,9 +258,7 @@ fn first_byte(packet: &Packet) -> u8 {
     match packet {
         Packet::Connect(_) => 0x10,
         Packet::ConnAck(_) => 0x20,
-        Packet::Publish(p) => {
-            0x30 | (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
-        }
+        Packet::Publish(p) => publish_first_byte(&PublishView::from(p)),
         Packet::PubAck(_) => 0x40,
         Packet::PubRec(_) => 0x50,
         Packet::PubRel(_) => 0x62,
@@ -244,6 +272,10 @@ fn first_byte(packet: &Packet) -> u8 {
         Packet::Disconnect(_) => 0xE0,
         Packet::Auth(_) => 0xF0,
     }
+}
+
+fn publish_first_byte(p: &PublishView<'_>) -> u8 {
+    0x30 | (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
 }
 
 fn write(
@@ -268,16 +300,7 @@ fn write(
                 buf.put_u8(connack.reason_code.to_v3_connack());
             }
         }
-        Packet::Publish(publish) => {
-            put_string(buf, &publish.topic, "topic name")?;
-            if let Some(packet_id) = publish.packet_id {
-                buf.put_u16(packet_id.get());
-            }
-            if v5 {
-                put_properties(buf, &publish.properties, layout.props)?;
-            }
-            buf.put_slice(&publish.payload);
-        }
+        Packet::Publish(publish) => write_publish(&PublishView::from(publish), v5, layout, buf)?,
         Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => {
             write_ack(ack, v5, layout, buf)?;
         }
@@ -365,6 +388,24 @@ fn write_connect(
     if let Some(password) = &connect.password {
         put_binary(buf, password, "password")?;
     }
+    Ok(())
+}
+
+/// A PUBLISH's variable header and payload.
+fn write_publish(
+    publish: &PublishView<'_>,
+    v5: bool,
+    layout: &Layout,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    put_string(buf, publish.topic, "topic name")?;
+    if let Some(packet_id) = publish.packet_id {
+        buf.put_u16(packet_id.get());
+    }
+    if v5 {
+        put_properties(buf, publish, layout.props)?;
+    }
+    buf.put_slice(publish.payload);
     Ok(())
 }
 
@@ -542,11 +583,12 @@ impl Properties for ConnAckProperties {
     }
 }
 
-impl Properties for PublishProperties {
+impl Properties for PublishView<'_> {
     fn visit(&self, s: &mut impl PropertySink) {
+        let shared = self.properties;
         s.opt(
             id::PAYLOAD_FORMAT_INDICATOR,
-            self.payload_format_indicator.map(Value::Byte),
+            shared.payload_format_indicator.map(Value::Byte),
         );
         s.opt(
             id::MESSAGE_EXPIRY_INTERVAL,
@@ -555,19 +597,19 @@ impl Properties for PublishProperties {
         s.opt(id::TOPIC_ALIAS, self.topic_alias.map(Value::Two));
         s.opt(
             id::RESPONSE_TOPIC,
-            self.response_topic.as_deref().map(Value::Str),
+            shared.response_topic.as_deref().map(Value::Str),
         );
         s.opt(
             id::CORRELATION_DATA,
-            self.correlation_data.as_deref().map(Value::Binary),
+            shared.correlation_data.as_deref().map(Value::Binary),
         );
-        s.user_properties(&self.user_properties);
-        for &identifier in &self.subscription_identifiers {
+        s.user_properties(&shared.user_properties);
+        for &identifier in self.subscription_identifiers {
             s.put(id::SUBSCRIPTION_IDENTIFIER, Value::VarInt(identifier));
         }
         s.opt(
             id::CONTENT_TYPE,
-            self.content_type.as_deref().map(Value::Str),
+            shared.content_type.as_deref().map(Value::Str),
         );
     }
 }

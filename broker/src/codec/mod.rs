@@ -17,7 +17,7 @@ pub mod reason;
 mod tests;
 
 pub use decode::{decode, sniff_connect_version};
-pub use encode::{encode, encoded_len};
+pub use encode::{encode, encode_publish, encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
 pub use reason::ReasonCode;

@@ -224,6 +224,44 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
+/// A PUBLISH to encode, borrowed: what the broker sends each subscriber is one shared message plus
+/// the few fields that differ per delivery, so a message fanned out to many subscribers is encoded
+/// from its parts rather than cloned into a [`Publish`] for each of them. The shared properties'
+/// own topic alias, expiry interval and subscription identifiers are replaced by the fields here.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishView<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Empty only when a v5 topic alias stands in for it.
+    pub topic: &'a str,
+    /// Present exactly when `qos` is 1 or 2.
+    pub packet_id: Option<PacketId>,
+    /// Every property but the three below.
+    pub properties: &'a PublishProperties,
+    pub message_expiry_interval: Option<u32>,
+    pub topic_alias: Option<u16>,
+    pub subscription_identifiers: &'a [u32],
+    pub payload: &'a [u8],
+}
+
+impl<'a> From<&'a Publish> for PublishView<'a> {
+    fn from(publish: &'a Publish) -> Self {
+        Self {
+            dup: publish.dup,
+            qos: publish.qos,
+            retain: publish.retain,
+            topic: &publish.topic,
+            packet_id: publish.packet_id,
+            properties: &publish.properties,
+            message_expiry_interval: publish.properties.message_expiry_interval,
+            topic_alias: publish.properties.topic_alias,
+            subscription_identifiers: &publish.properties.subscription_identifiers,
+            payload: &publish.payload,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PublishProperties {
     pub payload_format_indicator: Option<u8>,

@@ -8,7 +8,7 @@ use bytes::BytesMut;
 
 use super::aliases::AliasUse;
 use super::{Close, Connection, Extras};
-use crate::codec::{self, Ack, EncodeError, Packet, PacketId, ProtocolVersion, Publish, QoS};
+use crate::codec::{self, Ack, EncodeError, Packet, PacketId, ProtocolVersion, PublishView, QoS};
 use crate::message::Delivery;
 use crate::session::{InflightState, SessionState};
 use crate::stats::DropReason;
@@ -35,33 +35,34 @@ impl Encoder<'_> {
         now: Instant,
     ) -> Result<bool, EncodeError> {
         let message = &delivery.message;
-        let mut properties = message.properties.clone();
-        properties.message_expiry_interval = message.remaining_expiry(now); // [MQTT-3.3.2-6]
-        properties
-            .subscription_identifiers
-            .clone_from(&delivery.subscription_ids);
-        let mut topic = message.topic.clone();
+        let mut topic: &str = &message.topic;
+        let mut topic_alias = None;
         if self.protocol.is_v5() && self.alias_maximum > 0 {
             let aliases = &mut self.extras.get_or_insert_default().outbound_aliases;
             match aliases.resolve(&message.topic, self.alias_maximum) {
                 AliasUse::None => {}
-                AliasUse::Define(alias) => properties.topic_alias = Some(alias),
+                AliasUse::Define(alias) => topic_alias = Some(alias),
                 AliasUse::Reuse(alias) => {
-                    properties.topic_alias = Some(alias);
-                    topic = bytestring::ByteString::new();
+                    topic_alias = Some(alias);
+                    topic = "";
                 }
             }
         }
-        let packet = Packet::Publish(Publish {
+        // Encoded from the shared message's parts: cloning its payload and properties for every
+        // subscriber would touch their reference counts from every core the fan-out runs on.
+        let publish = PublishView {
             dup,
             qos: delivery.qos,
             retain: delivery.retain,
             topic,
             packet_id,
-            properties,
-            payload: message.payload.clone(),
-        });
-        match codec::encode(&packet, self.protocol, self.max_packet_size, self.buf) {
+            properties: &message.properties,
+            message_expiry_interval: message.remaining_expiry(now), // [MQTT-3.3.2-6]
+            topic_alias,
+            subscription_identifiers: &delivery.subscription_ids,
+            payload: &message.payload,
+        };
+        match codec::encode_publish(&publish, self.protocol, self.max_packet_size, self.buf) {
             Ok(_) => Ok(true),
             Err(EncodeError::TooLarge { .. }) => Ok(false),
             Err(other) => Err(other),

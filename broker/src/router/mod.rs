@@ -3,7 +3,8 @@
 //! a short synchronous critical section.
 //!
 //! Lock order: the subscription index may be held while a session's lock is taken (to enqueue), never
-//! the other way round.
+//! the other way round. Routing holds it for reading until a message is handed out to every
+//! subscriber, which borrows the subscribers instead of counting references to them.
 
 mod subscribers;
 
@@ -43,9 +44,10 @@ pub struct Routed {
     pub backlogged: Option<Arc<Session>>,
 }
 
-/// One session chosen for a message, before overlapping subscriptions are merged.
-struct Target {
-    session: Arc<Session>,
+/// One session chosen for a message, before overlapping subscriptions are merged; borrowed from
+/// the subscription trie, which stays locked for reading while the message is handed out.
+struct Target<'a> {
+    session: &'a Arc<Session>,
     qos: QoS,
     retain_as_published: bool,
     identifier: Option<u32>,
@@ -114,28 +116,32 @@ impl Router {
     /// matching subscriptions gets one copy at the highest granted QoS carrying every subscription
     /// identifier [MQTT-3.3.4-2], [MQTT-3.3.4-3].
     pub fn route(&self, message: &Arc<Message>) -> Routed {
-        let mut targets: Vec<Target> = Vec::new();
-        {
-            let trie = self.subscriptions.read();
-            trie.for_each_match(&message.topic, |subscribers| {
-                for subscriber in subscribers.direct.values() {
-                    if subscriber.options.no_local
-                        && message.publisher == Some(subscriber.session.id)
-                    {
-                        continue; // [MQTT-3.8.3-3]
-                    }
-                    targets.push(Target::new(subscriber, message.qos, true));
+        // Held until every copy is handed out, so the targets are borrowed rather than cloned:
+        // a reference count per subscriber, touched from every core, costs more than a
+        // subscription change waiting for one message's fan-out.
+        let trie = self.subscriptions.read();
+        let mut targets: Vec<Target<'_>> = Vec::new();
+        // A session can be among the targets twice only if more than one list of them matched.
+        let mut lists = 0;
+        trie.for_each_match(&message.topic, |subscribers| {
+            let before = targets.len();
+            for subscriber in subscribers.direct.values() {
+                if subscriber.options.no_local && message.publisher == Some(subscriber.session.id) {
+                    continue; // [MQTT-3.8.3-3]
                 }
-                for group in &subscribers.shared {
-                    if let Some(member) = group.pick() {
-                        // Picked though backlogged: so is every online member.
-                        let all_backlogged = member.session.is_backlogged();
-                        targets.push(Target::new(member, message.qos, all_backlogged));
-                    }
+                targets.push(Target::new(subscriber, message.qos, true));
+            }
+            lists += usize::from(targets.len() > before);
+            for group in &subscribers.shared {
+                if let Some(member) = group.pick() {
+                    // Picked though backlogged: so is every online member.
+                    let all_backlogged = member.session.is_backlogged();
+                    targets.push(Target::new(member, message.qos, all_backlogged));
+                    lists += 1;
                 }
-            });
-        }
-        if targets.len() > 1 {
+            }
+        });
+        if lists > 1 {
             targets.sort_unstable_by_key(|t| t.session.id);
         }
         let mut routed = Routed::default();
@@ -160,7 +166,7 @@ impl Router {
                 && routed.backlogged.is_none()
                 && message.publisher != Some(first.session.id)
             {
-                routed.backlogged = Some(first.session);
+                routed.backlogged = Some(Arc::clone(first.session));
             }
             routed.sessions += 1;
         }
@@ -209,14 +215,77 @@ impl Router {
     }
 }
 
-impl Target {
-    fn new(subscriber: &Subscriber, message_qos: QoS, backpressure: bool) -> Self {
+impl<'a> Target<'a> {
+    fn new(subscriber: &'a Subscriber, message_qos: QoS, backpressure: bool) -> Self {
         Self {
-            session: Arc::clone(&subscriber.session),
+            session: &subscriber.session,
             qos: message_qos.min(subscriber.options.qos),
             retain_as_published: subscriber.options.retain_as_published,
             identifier: subscriber.identifier,
             backpressure,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytestring::ByteString;
+
+    use super::*;
+    use crate::config::QueueOverflow;
+    use crate::session::ClientId;
+
+    fn session(id: u64) -> Arc<Session> {
+        Arc::new(Session::new(
+            SessionId(id),
+            ClientId::new(format!("s{id}")),
+            100,
+            QueueOverflow::DropNewest,
+        ))
+    }
+
+    fn filter(text: &'static str) -> SubscriptionFilter {
+        SubscriptionFilter::parse(&ByteString::from_static(text), true).expect("a valid filter")
+    }
+
+    fn options(qos: QoS) -> SubscriptionOptions {
+        SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        }
+    }
+
+    /// Every session with several matching subscriptions gets one copy, at the highest of their
+    /// QoS and with all their identifiers [MQTT-3.3.4-2], [MQTT-3.3.4-3], however many sessions
+    /// share those filters and in whatever order the matching lists hold them.
+    #[test]
+    fn overlapping_subscriptions_of_many_sessions_give_each_one_copy() {
+        let router = Router::default();
+        let sessions: Vec<_> = (1..=20).map(session).collect();
+        for session in &sessions {
+            router.subscribe(session, &filter("a/#"), options(QoS::AtMostOnce), Some(1));
+            router.subscribe(session, &filter("a/+"), options(QoS::ExactlyOnce), Some(2));
+        }
+        // Only some in the third list, so the lists differ in length and order.
+        for session in sessions.iter().step_by(3) {
+            router.subscribe(session, &filter("a/b"), options(QoS::AtLeastOnce), None);
+        }
+        let message = Arc::new(Message::new("a/b", "m", QoS::ExactlyOnce, false));
+        let routed = router.route(&message);
+        assert_eq!(routed.sessions, sessions.len());
+        for session in &sessions {
+            let mut state = session.lock();
+            assert_eq!(
+                state.queue.len(),
+                1,
+                "one copy for session {:?}",
+                session.id
+            );
+            let delivery = state.queue.pop().expect("the copy");
+            assert_eq!(delivery.qos, QoS::ExactlyOnce);
+            let mut ids = delivery.subscription_ids.clone();
+            ids.sort_unstable();
+            assert_eq!(ids, [1, 2]);
         }
     }
 }

@@ -107,11 +107,21 @@ const KICKED: u16 = 0x100;
 impl ConnectionControl {
     /// Tells the connection that deliveries are waiting in its session's queue.
     pub fn notify_queued(&self) {
+        if self.mark_queued() {
+            self.wake();
+        }
+    }
+
+    /// Marks deliveries as waiting; true if the connection is to be woken for them, which the
+    /// caller does with [`Self::wake`] once it holds no lock. A connection told before and not yet
+    /// looking needs no second wake-up: the first is on its way, and the connection reads the flag
+    /// after it. In a fan-out at full speed most deliveries find it so, and leave the connection's
+    /// waker slot and reference count alone.
+    pub(crate) fn mark_queued(&self) -> bool {
         // SeqCst, like the parked slot: a connection parking stores its id and then looks at the
         // flags, a notifier sets a flag and then looks at the id, and one of the two must see the
         // other's write.
-        self.queued.store(true, Ordering::SeqCst);
-        self.wake();
+        !self.queued.swap(true, Ordering::SeqCst)
     }
 
     /// Resolves once deliveries were queued since the last time it resolved.
@@ -139,7 +149,7 @@ impl ConnectionControl {
     }
 
     /// Wakes the connection's task, or has the parking lot resume the connection.
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         if self.parked.load(Ordering::SeqCst) != 0 {
             let parked = self.parked.swap(0, Ordering::SeqCst);
             if parked != 0 {
@@ -398,7 +408,7 @@ impl Session {
         backlog: Option<BacklogMarks>,
         stats: &Stats,
     ) -> bool {
-        let (outcome, connection, backlogged) = {
+        let (outcome, wake, backlogged) = {
             let mut state = self.state.lock();
             if state.ended {
                 return false;
@@ -414,7 +424,14 @@ impl Session {
                 connection.kick(ReasonCode::QUOTA_EXCEEDED);
             }
             // Woken after the lock is released: waking a task may wake a worker thread.
-            (outcome, state.connection.clone(), backlogged)
+            let queued = matches!(outcome, Enqueued::Queued | Enqueued::QueuedDroppedOldest);
+            let wake = match &state.connection {
+                Some(connection) if queued && connection.mark_queued() => {
+                    Some(Arc::clone(connection))
+                }
+                _ => None,
+            };
+            (outcome, wake, backlogged)
         };
         match outcome {
             Enqueued::Queued => {}
@@ -427,10 +444,8 @@ impl Session {
                 stats.limit_hit(LimitKind::QueueFull);
             }
         }
-        if matches!(outcome, Enqueued::Queued | Enqueued::QueuedDroppedOldest)
-            && let Some(connection) = connection
-        {
-            connection.notify_queued();
+        if let Some(connection) = wake {
+            connection.wake();
         }
         backlogged
     }
@@ -508,5 +523,29 @@ mod tests {
         control.notify_queued();
         assert!(control.take_queued());
         assert!(!control.take_queued());
+    }
+
+    #[test]
+    fn a_connection_is_woken_once_per_look_at_its_queue() {
+        let control = ConnectionControl::default();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        control.register(&waker);
+        control.notify_queued();
+        control.register(&waker);
+        control.notify_queued();
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            1,
+            "the second delivery finds the connection told and not yet looking"
+        );
+        assert!(control.take_queued());
+        control.register(&waker);
+        control.notify_queued();
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            2,
+            "once it has looked, the next delivery wakes it again"
+        );
     }
 }

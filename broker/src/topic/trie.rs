@@ -163,8 +163,8 @@ impl<T> FilterTrie<T> {
     /// `#` matches its parent level too (`a/#` matches `a`), `+` matches exactly one level (an empty
     /// one too), and a filter whose first level is a wildcard does not match a topic beginning with
     /// `$` [MQTT-4.7.2-1]. Each filter has one path, so each is reported at most once; the order is
-    /// unspecified.
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&T)) {
+    /// unspecified. The data is borrowed for as long as the trie is, so a caller may keep it.
+    pub fn for_each_match<'a>(&'a self, topic: &str, mut f: impl FnMut(&'a T)) {
         let dollar = topic.starts_with('$');
         let mut branches = Pending::<(usize, Option<&str>), INLINE_BRANCHES>::new((ROOT, None));
         branches.push((ROOT, Some(topic)));

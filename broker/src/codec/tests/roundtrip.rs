@@ -14,8 +14,9 @@ use proptest::sample::select;
 use super::super::{
     Ack, AckProperties, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect,
     ConnectProperties, Disconnect, DisconnectProperties, Packet, PacketId, ProtocolVersion,
-    Publish, PublishProperties, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
-    SubscriptionOptions, UnsubAck, Unsubscribe, Will, WillProperties, decode, encode, encoded_len,
+    Publish, PublishProperties, PublishView, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe, Will, WillProperties, decode, encode,
+    encode_publish, encoded_len,
 };
 use super::{LEVELS, V3_1};
 
@@ -654,4 +655,41 @@ fn the_largest_property_values_round_trip() {
         decode(&mut buf, ProtocolVersion::V5, u32::MAX),
         Ok(Some(packet))
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// A delivery is encoded from the shared message's parts; its own expiry, alias and
+    /// subscription identifiers stand in for the shared properties' ones, byte for byte.
+    #[test]
+    fn a_publish_encoded_from_its_parts_is_the_packet_they_make(
+        (protocol, packet) in level().prop_flat_map(|p| (Just(p), publish(p))),
+        shared in publish_properties(),
+        expiry in option::of(any::<u32>()),
+        alias in option::of(1u16..),
+        subscription_ids in vec(subscription_identifier(), 0..3),
+    ) {
+        let Packet::Publish(mut publish) = packet else {
+            return Err(TestCaseError::fail("the strategy makes PUBLISH packets"));
+        };
+        let view = PublishView {
+            properties: &shared,
+            message_expiry_interval: expiry,
+            topic_alias: alias,
+            subscription_identifiers: &subscription_ids,
+            ..PublishView::from(&publish)
+        };
+        let mut from_parts = BytesMut::new();
+        let size = encode_publish(&view, protocol, u32::MAX, &mut from_parts).unwrap();
+        publish.properties = PublishProperties {
+            message_expiry_interval: expiry,
+            topic_alias: alias,
+            subscription_identifiers: subscription_ids.clone(),
+            ..shared.clone()
+        };
+        let whole = encode_all(&Packet::Publish(publish), protocol);
+        prop_assert_eq!(size, whole.len());
+        prop_assert_eq!(from_parts, whole);
+    }
 }
