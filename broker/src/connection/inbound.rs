@@ -118,7 +118,8 @@ impl Connection {
                 },
                 expires_at: None,
                 publisher: Some(self.session.id),
-                received_at: Instant::now(),
+                // When the read that brought it arrived (see `apply_input`).
+                received_at: self.last_received.into_std(),
             }
             .with_expiry_interval(publish.properties.message_expiry_interval);
             self.broker.stats.message_received(publish.qos);

@@ -567,6 +567,8 @@ impl Connection {
     /// Applies whole packets from the read buffer until it holds none, or one needs a wait.
     fn apply_input(&mut self, read_buf: &mut BytesMut) -> Result<Wait, Close> {
         let max = self.broker.config.limits.max_packet_size;
+        // One clock read for the whole read: its packets arrived together.
+        let arrived = Instant::now();
         loop {
             let packet = match codec::decode(read_buf, self.protocol, max) {
                 Ok(Some(packet)) => packet,
@@ -585,7 +587,7 @@ impl Connection {
                     ));
                 }
             };
-            self.last_received = Instant::now();
+            self.last_received = arrived;
             let is_publish = matches!(packet, Packet::Publish(_));
             match packet {
                 Packet::Auth(auth) if self.protocol.is_v5() => {
