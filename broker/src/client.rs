@@ -1,7 +1,14 @@
 //! The inline client: publish and subscribe from inside the program that embeds the broker, without a
 //! network connection (like mochi-mqtt's inline client). Messages go through the same router, retained
-//! store and hooks as a network client's.
+//! store and hooks as a network client's, and subscriptions through the same `Broker::subscribe`.
+//!
+//! The embedding program is trusted: its messages and subscriptions are not authorized by the hooks
+//! (they are told of them: `on_publish` with no client, `on_subscribe` and `on_unsubscribe` with the
+//! inline subscription's identity). Each subscription has a session of its own, outside the session
+//! registry: it has no client identifier another client could take over, and a drain, which moves
+//! network clients elsewhere, leaves it alone.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,10 +17,16 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::broker::Broker;
-use crate::codec::{QoS, SubscriptionOptions};
+use crate::codec::{ProtocolVersion, QoS, ReasonCode, SubscriptionOptions};
+use crate::control::ConnectionControl;
+use crate::identity::{ClientId, ClientInfo};
 use crate::message::{Delivery, Message};
-use crate::session::{ClientId, ConnectionControl, Session};
+use crate::session::Session;
 use crate::topic::{self, SubscriptionFilter, TopicError};
+
+/// How many deliveries wait in a subscription's channel; beyond that they wait in its session's
+/// queue, where backpressure and the overflow policy apply.
+const CHANNEL_CAPACITY: usize = 64;
 
 #[derive(Debug, Error)]
 pub enum InlineError {
@@ -46,60 +59,71 @@ impl InlineClient {
     /// Publishes a fully specified message (properties, expiry).
     pub fn publish_message(&self, message: Message) -> Result<usize, InlineError> {
         topic::validate_topic_name(&message.topic)?;
-        Ok(self.broker.publish(message, None))
+        Ok(self.broker.publish(message, None).sessions)
     }
 
     /// Subscribes to a filter (shared filters included). Messages arrive on the returned
     /// [`Subscription`] until it is dropped. A subscriber that does not keep up backs up into its
-    /// session queue, where the configured overflow policy applies.
+    /// session queue, where backpressure and the configured overflow policy apply as they do to a
+    /// network client.
     pub fn subscribe(&self, filter: &str, qos: QoS) -> Result<Subscription, InlineError> {
-        let filter_text = ByteString::from(filter);
-        let parsed = SubscriptionFilter::parse(&filter_text, true)?;
-        let limits = &self.broker.config.limits;
-        let session = Arc::new(Session::new(
-            self.broker.sessions.next_id(),
-            ClientId::new(format!("$inline-{}", fastrand::u64(..))),
-            limits.max_queued_messages,
-            limits.queue_overflow,
-        ));
+        let filter = SubscriptionFilter::parse(&ByteString::from(filter), true)?;
+        let client_id = ClientId::new(format!("$inline-{}", fastrand::u64(..)));
+        let session = Arc::new(self.broker.new_session(client_id.clone()));
         let control = Arc::new(ConnectionControl::default());
         session.lock().connection = Some(Arc::clone(&control));
         session.set_online(true);
+        let client = Arc::new(ClientInfo {
+            client_id,
+            username: None,
+            protocol: ProtocolVersion::V5,
+            remote_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into(),
+            listener: Arc::from("inline"),
+            certificate_identity: false,
+        });
         let options = SubscriptionOptions {
             qos,
             ..SubscriptionOptions::default()
         };
         self.broker
-            .router
-            .subscribe(&session, &parsed, options, None);
+            .subscribe(&session, &client, filter.clone(), options, None);
 
-        let (sender, receiver) = mpsc::channel(64);
-        self.broker.tasks.spawn(pump(
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        self.broker.tasks().spawn(pump(
+            Arc::clone(&self.broker),
             Arc::clone(&session),
-            Arc::clone(&control),
+            control,
             sender,
-            self.broker.shutdown.clone(),
         ));
         Ok(Subscription {
             receiver,
             broker: Arc::clone(&self.broker),
             session,
-            control,
-            filter: parsed,
+            client,
+            filter,
         })
     }
 }
 
-/// Moves deliveries from the subscription's session into its channel.
+/// Moves deliveries from the subscription's session into its channel, letting publishers that wait
+/// for this subscriber go on as its queue drains, as a connection does.
 async fn pump(
+    broker: Arc<Broker>,
     session: Arc<Session>,
     control: Arc<ConnectionControl>,
     sender: mpsc::Sender<Delivery>,
-    shutdown: tokio_util::sync::CancellationToken,
 ) {
     loop {
         loop {
-            let next = session.lock().queue.pop();
+            let (next, release) = {
+                let mut state = session.lock();
+                let next = state.queue.pop();
+                let release = broker.backpressure().taken(&session, &state.queue);
+                (next, release)
+            };
+            if let Some(queued) = release {
+                broker.backpressure().release(&session, queued);
+            }
             let Some(delivery) = next else { break };
             if sender.send(delivery).await.is_err() {
                 return;
@@ -108,7 +132,7 @@ async fn pump(
         tokio::select! {
             () = control.queued() => {}
             () = control.kicked() => return,
-            () = shutdown.cancelled() => return,
+            () = broker.shutdown_token().cancelled() => return,
             () = sender.closed() => return,
         }
     }
@@ -120,7 +144,7 @@ pub struct Subscription {
     receiver: mpsc::Receiver<Delivery>,
     broker: Arc<Broker>,
     session: Arc<Session>,
-    control: Arc<ConnectionControl>,
+    client: Arc<ClientInfo>,
     filter: SubscriptionFilter,
 }
 
@@ -134,9 +158,68 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.broker
-            .router
-            .unsubscribe(self.session.id, &self.filter);
-        self.control
-            .kick(crate::codec::ReasonCode::NORMAL_DISCONNECTION);
+            .unsubscribe(&self.session, &self.client, &self.filter);
+        // Ends the pump, and lets go of any publisher still waiting for this subscriber.
+        self.broker
+            .end_session(&self.session, Some(ReasonCode::NORMAL_DISCONNECTION), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::{Config, Limits};
+    use crate::hook::Hooks;
+
+    fn broker(limits: Limits) -> Arc<Broker> {
+        let config = Config {
+            limits,
+            ..Config::default()
+        };
+        Arc::new(Broker::new(
+            config,
+            Hooks::default(),
+            CancellationToken::new(),
+        ))
+    }
+
+    /// A subscriber that fell behind and then caught up lets the publishers waiting for it go on
+    /// and stops counting as backlogged, as a network client's connection does. The clock is
+    /// paused: the only way the publisher's wait ends before its 60 s pause is being let go.
+    #[tokio::test(start_paused = true)]
+    async fn a_backed_up_inline_subscriber_lets_its_publishers_go_on_once_it_catches_up() {
+        let broker = broker(Limits {
+            backlog_high_water: 16,
+            backlog_max_pause_ms: 60_000,
+            ..Limits::default()
+        });
+        let client = InlineClient::new(Arc::clone(&broker));
+        let mut subscription = client.subscribe("t", QoS::AtLeastOnce).unwrap();
+        // More than the channel holds: the rest backs up in the subscription's session queue.
+        let sent = CHANNEL_CAPACITY + 100;
+        for i in 0..sent {
+            client
+                .publish("t", i.to_string(), QoS::AtLeastOnce, false)
+                .unwrap();
+        }
+        tokio::task::yield_now().await;
+        assert!(subscription.session.is_backlogged());
+        let publisher = broker
+            .backpressure()
+            .wait_for(Arc::clone(&subscription.session))
+            .expect("a backlogged subscriber is waited for");
+
+        for i in 0..sent {
+            let message = subscription.recv().await.expect("every message arrives");
+            assert_eq!(message.payload, i.to_string());
+        }
+        tokio::time::timeout(Duration::from_secs(30), publisher)
+            .await
+            .expect("the publisher goes on once the subscriber has caught up");
+        assert!(!subscription.session.is_backlogged());
     }
 }

@@ -12,8 +12,6 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::codec::QoS;
-use crate::listener::transport::tls::TlsSettings;
-use crate::listener::transport::websocket::WebSocketSettings;
 
 /// Why a configuration could not be used. Messages name the offending key.
 #[derive(Debug, Error)]
@@ -541,6 +539,48 @@ fn yaml_mentions_anonymous(text: &str) -> bool {
         .ok()
         .and_then(|v| v.get("auth")?.get("allow_anonymous").cloned())
         .is_some()
+}
+
+/// A listener's `tls:` section.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the leaf certificate.
+    pub key_file: PathBuf,
+    /// PEM CA certificates that client certificates are verified against. Without it the server
+    /// does not ask for client certificates.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse clients without a valid certificate (needs `client_ca_file`).
+    #[serde(default)]
+    pub require_client_certificate: bool,
+    /// Report the client certificate's common name as the client's identity, to be used as its
+    /// username (needs `client_ca_file`).
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+}
+
+/// A listener's `websocket:` section.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSettings {
+    /// The only path that accepts the upgrade; anything else gets 404.
+    #[serde(default = "default_path")]
+    pub path: String,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        Self {
+            path: default_path(),
+        }
+    }
+}
+
+fn default_path() -> String {
+    "/mqtt".to_owned()
 }
 
 #[cfg(test)]

@@ -8,62 +8,20 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::codec::{ProtocolVersion, QoS, ReasonCode, SubscriptionOptions};
+pub use crate::identity::{ClientInfo, PeerAddr};
+
+use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
+use crate::identity::ClientId;
 use crate::message::Message;
-use crate::session::ClientId;
 use crate::stats::DropReason;
 
 /// A boxed future, for the asynchronous hook methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Who a connected client is, as hooks see it.
-#[derive(Debug, Clone)]
-pub struct ClientInfo {
-    pub client_id: ClientId,
-    /// Its own allocation, like the client identifier: not a slice that keeps CONNECT alive.
-    pub username: Option<Arc<str>>,
-    pub protocol: ProtocolVersion,
-    pub remote_addr: PeerAddr,
-    /// The name of the listener the client came through.
-    pub listener: Arc<str>,
-    /// The username is the subject of a client certificate the TLS layer verified.
-    pub certificate_identity: bool,
-}
-
-/// A client's address and port, in 20 bytes rather than `SocketAddr`'s 32: this is paid per
-/// connected client. An IPv6 address's flow label and scope id are not kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr {
-    ip: IpAddr,
-    port: u16,
-}
-
-impl PeerAddr {
-    pub fn socket_addr(self) -> SocketAddr {
-        SocketAddr::new(self.ip, self.port)
-    }
-}
-
-impl From<SocketAddr> for PeerAddr {
-    fn from(addr: SocketAddr) -> Self {
-        Self {
-            ip: addr.ip(),
-            port: addr.port(),
-        }
-    }
-}
-
-impl fmt::Display for PeerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.socket_addr().fmt(f)
-    }
-}
 
 /// What a client presented in CONNECT, for [`Hook::authenticate`].
 #[derive(Debug)]
@@ -149,8 +107,13 @@ pub trait Hook: Send + Sync + 'static {
     /// `None` when the network connection just closed.
     fn on_disconnect(&self, _client: &ClientInfo, _reason: Option<ReasonCode>) {}
 
+    /// A subscription was added or replaced: by a client's SUBSCRIBE, by the inline client, or by
+    /// a re-check after a reload that lowered its QoS. `filter` includes any `$share/` prefix.
     fn on_subscribe(&self, _client: &ClientInfo, _filter: &str, _options: &SubscriptionOptions) {}
 
+    /// A subscription was removed: by UNSUBSCRIBE, by dropping an inline subscription, or by a
+    /// re-check after a reload that no longer allows it. The end of a session is reported by
+    /// [`Hook::on_session_expired`] or [`Hook::on_disconnect`], not subscription by subscription.
     fn on_unsubscribe(&self, _client: &ClientInfo, _filter: &str) {}
 
     /// A message was accepted for routing. `client` is `None` for messages the broker or an embedding
@@ -241,20 +204,5 @@ impl Hooks {
             .map(|hook| hook.authorize_subscribe(client, filter, qos))
             .find(|access| *access != Access::Continue)
             .unwrap_or(Access::Continue)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_peer_address_shows_as_the_socket_address_it_came_from() {
-        for text in ["192.0.2.7:1883", "[2001:db8::1]:8883"] {
-            let addr: SocketAddr = text.parse().unwrap();
-            let peer = PeerAddr::from(addr);
-            assert_eq!(peer.to_string(), text);
-            assert_eq!(peer.socket_addr(), addr);
-        }
     }
 }

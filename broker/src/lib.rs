@@ -3,8 +3,24 @@
 //! thin wrapper around [`Server`].
 //!
 //! Data flow: [`listener`] accepts → [`connection`] task (codec, keep-alive, flow control) →
-//! [`session`] (state that outlives a connection) → [`router`] (subscription trie, shared groups,
-//! retained store) → each matching session's bounded queue → that session's connection writer.
+//! [`broker`] (admission, session lifecycle, subscriptions, publishing) → [`router`] (subscription
+//! trie, shared groups; retained store) → each matching [`session`]'s bounded queue → that
+//! session's connection writer, woken through its [`control`] block.
+//!
+//! The modules form layers; each uses only modules of the layers below it, so no two depend on each
+//! other (`shared/tools/modcycles.py broker/src` checks):
+//!
+//! 1. [`server`]: wires the others together and runs them;
+//! 2. [`listener`], [`http`], [`client`]: the ways in (network, admin API, in-process);
+//! 3. `connection`: one client's task, from CONNECT to its end;
+//! 4. [`sys`]: `$SYS` topics;
+//! 5. [`broker`]: the state shared by all clients and the rules that change it;
+//! 6. [`router`], [`backpressure`], [`auth`]: routing and retained messages, publishers waiting
+//!    for subscribers, the built-in users and ACL;
+//! 7. [`session`], [`hook`]: per-client state that outlives a connection, the extension point;
+//! 8. [`control`], [`message`]: how a connection is woken, what a message is;
+//! 9. [`identity`], [`topic`], [`codec`], [`config`], [`stats`], [`limits`], [`reload`]: values,
+//!    parsers and counters that know nothing of the layers above.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,11 +37,14 @@ pub mod client;
 pub mod codec;
 pub mod config;
 mod connection;
+pub mod control;
 pub mod hook;
 pub mod http;
+pub mod identity;
 pub mod limits;
 pub mod listener;
 pub mod message;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;

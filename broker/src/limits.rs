@@ -1,7 +1,40 @@
-//! Rate limiting by token bucket, used for the connection rate (broker-wide) and the publish rate
-//! (per connection).
+//! Counting limits: a token bucket for rates (the connection rate broker-wide, the publish rate per
+//! connection) and [`Slots`] for how many of something may be held at once (connections, broker-wide
+//! and per listener).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// At most `max` held at once (no limit without one); taken and given back without a lock.
+#[derive(Debug, Default)]
+pub struct Slots {
+    max: Option<usize>,
+    taken: AtomicUsize,
+}
+
+impl Slots {
+    pub fn new(max: Option<usize>) -> Self {
+        Self {
+            max,
+            taken: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes a slot; false, taking nothing, when all are taken.
+    pub fn try_take(&self) -> bool {
+        let before = self.taken.fetch_add(1, Ordering::AcqRel);
+        if self.max.is_some_and(|max| before >= max) {
+            self.taken.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a slot taken with [`Self::try_take`].
+    pub fn give_back(&self) {
+        self.taken.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Allows `rate` events per second on average, with bursts of up to `rate` events.
 #[derive(Debug, Clone)]
@@ -68,5 +101,16 @@ mod tests {
         }
         let wait = bucket.take_or_wait(start).expect("must wait");
         assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
+    }
+
+    #[test]
+    fn slots_refuse_past_the_maximum_and_take_nothing_when_they_do() {
+        let slots = Slots::new(Some(2));
+        assert!(slots.try_take() && slots.try_take());
+        assert!(!slots.try_take());
+        slots.give_back();
+        assert!(slots.try_take(), "a refused take left no slot behind");
+        let unlimited = Slots::new(None);
+        assert!((0..1000).all(|_| unlimited.try_take()));
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 use crate::codec::{PublishProperties, QoS};
-use crate::session::SessionId;
+use crate::identity::SessionId;
 
 /// A published message as the router holds it. Immutable once built; fan-out clones the `Arc`.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::auth::FileAuth;
+use crate::auth::{AuthFileError, FileAuth};
 use crate::broker::Broker;
 use crate::client::InlineClient;
 use crate::config::Config;
@@ -30,8 +30,8 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 pub enum ServerError {
     #[error(transparent)]
     Http(#[from] HttpError),
-    #[error("{0}")]
-    Auth(String),
+    #[error(transparent)]
+    Auth(#[from] AuthFileError),
     #[error("listener {name} ({addr}): {source}")]
     Listener {
         name: String,
@@ -72,8 +72,7 @@ impl ServerBuilder {
         let file_auth = match (&auth.users_file, &auth.acl_file) {
             (None, None) => None,
             (users, acl) => Some(Arc::new(
-                FileAuth::load(users.as_deref(), acl.as_deref())
-                    .map_err(ServerError::Auth)?
+                FileAuth::load(users.as_deref(), acl.as_deref())?
                     .with_certificate_identities(auth.certificate_identities),
             )),
         };
@@ -152,7 +151,7 @@ impl Server {
 
     /// A token that shuts the server down when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.broker.shutdown.clone()
+        self.broker.shutdown_token().clone()
     }
 
     /// Runs until `shutdown` resolves (or the shutdown token is cancelled), then drains.
@@ -163,15 +162,15 @@ impl Server {
             accept_tasks.push(tokio::spawn(listener.run(Arc::clone(&broker))));
         }
         if let Some(http) = self.http {
-            broker.tasks.spawn(http.run());
+            broker.tasks().spawn(http.run());
         }
-        broker.tasks.spawn(crate::sys::run(Arc::clone(&broker)));
-        broker.tasks.spawn(housekeeping(Arc::clone(&broker)));
-        broker.tasks.spawn(watch_files(Arc::clone(&broker)));
+        broker.tasks().spawn(crate::sys::run(Arc::clone(&broker)));
+        broker.tasks().spawn(housekeeping(Arc::clone(&broker)));
+        broker.tasks().spawn(watch_files(Arc::clone(&broker)));
 
         tokio::select! {
             () = shutdown => {}
-            () = broker.shutdown.cancelled() => {}
+            () = broker.shutdown_token().cancelled() => {}
         }
         info!("shutting down");
         // 1. Stop accepting; 2. connections are kicked, send DISCONNECT and detach.
@@ -180,13 +179,13 @@ impl Server {
             let _ = task.await;
         }
         // 3. Wait for every connection and timer task to finish.
-        broker.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, broker.tasks.wait())
+        broker.tasks().close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, broker.tasks().wait())
             .await
             .is_err()
         {
             warn!(
-                remaining = broker.tasks.len(),
+                remaining = broker.tasks().len(),
                 "tasks still running after the grace period"
             );
         }
@@ -198,7 +197,7 @@ impl Server {
 /// Polling rather than inotify, because Kubernetes updates mounted Secrets and ConfigMaps by swapping a
 /// symlink, which inotify watches on the old target miss.
 async fn watch_files(broker: Arc<Broker>) {
-    let secs = broker.config.auth.reload_poll_secs;
+    let secs = broker.config().auth.reload_poll_secs;
     if secs == 0 {
         return;
     }
@@ -207,7 +206,7 @@ async fn watch_files(broker: Arc<Broker>) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            () = broker.shutdown.cancelled() => return,
+            () = broker.shutdown_token().cancelled() => return,
         }
         let signature: Vec<_> = broker
             .watched_files()
@@ -232,9 +231,9 @@ async fn housekeeping(broker: Arc<Broker>) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                broker.router.sweep_expired_retained(std::time::Instant::now());
+                broker.retained().sweep_expired(std::time::Instant::now());
             }
-            () = broker.shutdown.cancelled() => return,
+            () = broker.shutdown_token().cancelled() => return,
         }
     }
 }

@@ -111,6 +111,8 @@ pub struct Stats {
     /// Sampled when scraped (see `crate::http::metrics`).
     pub sessions: IntGauge,
     pub subscriptions: IntGauge,
+    /// Distinct filters (and shared groups) with subscribers on this node.
+    pub routes: IntGauge,
     pub retained: IntGauge,
     pub inflight: IntGauge,
     pub queued: IntGauge,
@@ -207,6 +209,10 @@ impl Stats {
             delivery_latency,
             sessions: gauge("tern_sessions", "Sessions held, connected or not."),
             subscriptions: gauge("tern_subscriptions", "Subscriptions held."),
+            routes: gauge(
+                "tern_routes",
+                "Distinct topic filters, and shared groups, with subscribers on this node.",
+            ),
             retained: gauge("tern_retained_messages", "Retained messages stored."),
             inflight: gauge(
                 "tern_inflight_messages",

@@ -14,7 +14,7 @@ use crate::stats::DropReason;
 
 /// Publishes the statistics every `config.sys.interval_secs` until shutdown.
 pub async fn run(broker: Arc<Broker>) {
-    let Some(interval) = broker.config.sys.interval() else {
+    let Some(interval) = broker.config().sys.interval() else {
         return;
     };
     let mut ticker = tokio::time::interval(interval);
@@ -22,22 +22,19 @@ pub async fn run(broker: Arc<Broker>) {
     loop {
         tokio::select! {
             _ = ticker.tick() => publish_statistics(&broker),
-            () = broker.shutdown.cancelled() => return,
+            () = broker.shutdown_token().cancelled() => return,
         }
     }
 }
 
 /// One round of `$SYS/broker/...` topics, all retained so a new subscriber sees them at once.
 pub fn publish_statistics(broker: &Broker) {
-    let stats = &broker.stats;
+    let stats = broker.stats();
     let values: [(&str, String); 12] = [
         ("version", format!("tern {}", env!("CARGO_PKG_VERSION"))),
-        (
-            "uptime",
-            format!("{} seconds", broker.started_at.elapsed().as_secs()),
-        ),
+        ("uptime", format!("{} seconds", broker.uptime().as_secs())),
         ("clients/connected", stats.connections.get().to_string()),
-        ("clients/total", broker.sessions.len().to_string()),
+        ("clients/total", broker.session_count().to_string()),
         (
             "connections/total",
             stats.connections_total.get().to_string(),
@@ -56,11 +53,11 @@ pub fn publish_statistics(broker: &Broker) {
         ("bytes/sent", stats.bytes_sent.get().to_string()),
         (
             "subscriptions/count",
-            broker.router.subscription_count().to_string(),
+            broker.subscription_count().to_string(),
         ),
         (
             "retained messages/count",
-            broker.router.retained_count().to_string(),
+            broker.retained().count().to_string(),
         ),
     ];
     for (name, value) in values {
@@ -74,7 +71,7 @@ pub fn publish_statistics(broker: &Broker) {
 /// Publishes `$SYS/broker/clients/{client id}/connected` (or `/disconnected`) with a JSON body.
 /// Characters that would break the topic (`/`, `+`, `#`) and `%` are percent-encoded in the id.
 pub fn client_notice(broker: &Broker, client: &ClientInfo, connected: bool) {
-    if !broker.config.sys.client_notices {
+    if !broker.config().sys.client_notices {
         return;
     }
     let event = if connected {

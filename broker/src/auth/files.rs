@@ -17,11 +17,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tracing::{debug, info};
 
-use super::{AclFile, AuthPart, Decision, PushError, Subject, UsersFile};
-use crate::broker::Reload;
+use super::{AclFile, AuthFileError, AuthPart, Decision, PushError, Subject, UsersFile};
 use crate::codec::{QoS, ReasonCode};
 use crate::config::CertificateIdentities;
 use crate::hook::{Access, AuthDecision, BoxFuture, ClientInfo, ConnectRequest, Hook};
+use crate::reload::{Reload, ReloadError};
 
 /// Users and ACL from files, or pushed in their place.
 #[derive(Debug)]
@@ -91,7 +91,7 @@ impl DiskText {
 
 impl FileAuth {
     /// Loads the files; an error names the file and the line.
-    pub fn load(users_path: Option<&Path>, acl_path: Option<&Path>) -> Result<Self, String> {
+    pub fn load(users_path: Option<&Path>, acl_path: Option<&Path>) -> Result<Self, AuthFileError> {
         let users = users_path.map(read_users).transpose()?;
         let acl = acl_path.map(read_acl).transpose()?;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -212,11 +212,11 @@ fn text_for_reload(
     path: Option<&Path>,
     pushed_over: Option<DiskText>,
     part: AuthPart,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, AuthFileError> {
     let Some(path) = path else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = read_text(path)?;
     if pushed_over == Some(DiskText::of(&text)) {
         debug!(
             part = part.name(),
@@ -227,22 +227,33 @@ fn text_for_reload(
     Ok(Some(text))
 }
 
-fn read_users(path: &Path) -> Result<UsersFile, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_users(path, &text)
+fn read_text(path: &Path) -> Result<String, AuthFileError> {
+    std::fs::read_to_string(path).map_err(|error| AuthFileError::Read {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
-fn read_acl(path: &Path) -> Result<AclFile, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_acl(path, &text)
+fn read_users(path: &Path) -> Result<UsersFile, AuthFileError> {
+    parse_users(path, &read_text(path)?)
 }
 
-fn parse_users(path: &Path, text: &str) -> Result<UsersFile, String> {
-    UsersFile::parse(text).map_err(|e| format!("{}: {e}", path.display()))
+fn read_acl(path: &Path) -> Result<AclFile, AuthFileError> {
+    parse_acl(path, &read_text(path)?)
 }
 
-fn parse_acl(path: &Path, text: &str) -> Result<AclFile, String> {
-    AclFile::parse(text).map_err(|e| format!("{}: {e}", path.display()))
+fn parse_users(path: &Path, text: &str) -> Result<UsersFile, AuthFileError> {
+    UsersFile::parse(text).map_err(|error| AuthFileError::Users {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+fn parse_acl(path: &Path, text: &str) -> Result<AclFile, AuthFileError> {
+    AclFile::parse(text).map_err(|error| AuthFileError::Acl {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 impl Hook for FileAuth {
@@ -327,12 +338,9 @@ impl Hook for FileAuth {
     }
 }
 
-impl Reload for FileAuth {
-    fn name(&self) -> &'static str {
-        "users_and_acl"
-    }
-
-    fn reload(&self) -> Result<bool, String> {
+impl FileAuth {
+    /// Re-reads both files; see [`Reload::reload`].
+    fn reload_files(&self) -> Result<bool, AuthFileError> {
         let mut pushed_over = self.pushed_over.lock();
         let users_path = self.users_path.as_deref();
         let acl_path = self.acl_path.as_deref();
@@ -356,6 +364,16 @@ impl Reload for FileAuth {
         }
         Ok(self.apply(users, acl, "file").changed)
     }
+}
+
+impl Reload for FileAuth {
+    fn name(&self) -> &'static str {
+        "users_and_acl"
+    }
+
+    fn reload(&self) -> Result<bool, ReloadError> {
+        self.reload_files().map_err(ReloadError::new)
+    }
 
     fn affects_client_rights(&self) -> bool {
         true
@@ -377,7 +395,7 @@ mod tests {
     use super::*;
     use crate::auth::{AclError, hash_new};
     use crate::codec::ProtocolVersion;
-    use crate::session::ClientId;
+    use crate::identity::ClientId;
 
     /// A users file and an ACL file on disk, and the `FileAuth` loaded from them.
     struct Files {
@@ -557,7 +575,7 @@ mod tests {
         // The same bytes renamed into place again (kubelet rewrites every key of a Secret).
         files.write("users", &old_users);
         files.write("acl", ACL);
-        assert_eq!(files.auth.reload(), Ok(false));
+        assert!(!files.auth.reload().unwrap());
         assert!(!files.has_user("bob"));
         assert!(files.may_subscribe("alice", "news/x"));
         assert!(!files.may_subscribe("alice", "users/alice/x"));
@@ -573,12 +591,12 @@ mod tests {
         files.auth.push(&push(Some(&pushed_users), None)).unwrap();
         let delivered = users_text(&[("dave", "d")]);
         files.write("users", &delivered);
-        assert_eq!(files.auth.reload(), Ok(true));
+        assert!(files.auth.reload().unwrap());
         assert!(files.has_user("dave") && !files.has_user("alice"));
         assert!(files.revoked("alice"));
         // The memory is gone: the old text, written back, is applied like any other.
         files.write("users", &old_users);
-        assert_eq!(files.auth.reload(), Ok(true));
+        assert!(files.auth.reload().unwrap());
         assert!(files.has_user("bob"));
     }
 
@@ -595,7 +613,7 @@ mod tests {
             ))
             .unwrap();
         files.write("acl", "allow all subscribe sport/#\n");
-        assert_eq!(files.auth.reload(), Ok(true));
+        assert!(files.auth.reload().unwrap());
         assert!(files.may_subscribe("alice", "sport/x"));
         assert!(!files.may_subscribe("alice", "news/x"));
         assert!(!files.has_user("bob"), "the users file did not change");

@@ -276,6 +276,28 @@ impl AuthPart {
     }
 }
 
+/// Why the users or ACL file could not be loaded, at start or on reload; on reload the previous
+/// content stays in force. The cause is part of the message rather than a `source`, so that a
+/// report that prints the chain names it once.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFileError {
+    #[error("{}: {error}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: {error}", path.display())]
+    Users {
+        path: std::path::PathBuf,
+        error: UsersError,
+    },
+    #[error("{}: {error}", path.display())]
+    Acl {
+        path: std::path::PathBuf,
+        error: AclError,
+    },
+}
+
 /// Why content pushed in place of the users or ACL file was refused. Nothing was applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {

@@ -13,17 +13,17 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::{Close, Connection, EnhancedAuthState, Extras, Io};
-use crate::broker::{Broker, NEVER_EXPIRES, SessionRequest};
+use crate::broker::{Broker, ListenerGate, Refusal, SessionRequest};
 use crate::codec::{
     self, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Packet,
     ProtocolVersion, PublishProperties, QoS, ReasonCode,
 };
 use crate::config::{Config, Features, Limits};
-use crate::hook::{AuthDecision, AuthStep, ClientInfo, ConnectRequest};
+use crate::hook::{AuthDecision, AuthStep, ConnectRequest};
+use crate::identity::{ClientId, ClientInfo};
 use crate::limits::TokenBucket;
-use crate::listener::ListenerHandle;
 use crate::message::Message;
-use crate::session::{ClientId, PendingWill};
+use crate::session::{NEVER_EXPIRES, PendingWill};
 use crate::stats::LimitKind;
 
 /// Why no connection was established.
@@ -48,13 +48,13 @@ pub(super) async fn accept<S>(
     broker: &Arc<Broker>,
     io: &mut Io<S>,
     remote_addr: SocketAddr,
-    listener: Arc<ListenerHandle>,
+    gate: Arc<ListenerGate>,
     identity: Option<String>,
 ) -> Result<Connection, Refused>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let timeout = Duration::from_secs(broker.config.limits.connect_timeout_secs);
+    let timeout = Duration::from_secs(broker.config().limits.connect_timeout_secs);
     let connect = match tokio::time::timeout(timeout, read_connect(broker, io)).await {
         Ok(result) => result?,
         Err(_) => return Err(Refused::Timeout),
@@ -81,22 +81,22 @@ where
             .map(Arc::from),
         protocol,
         remote_addr: remote_addr.into(),
-        listener: Arc::clone(&listener.name),
+        listener: Arc::clone(&gate.name),
         certificate_identity,
     });
-    let slot = match ConnectionSlot::admit(broker, &listener) {
+    let slot = match broker.admit(&gate) {
         Ok(slot) => slot,
-        Err((reason, why)) => return refuse(io, &connect, reason, why).await,
+        Err(Refusal { reason, why }) => return refuse(io, &connect, reason, why).await,
     };
-    if let Err((reason, why)) = check_will(&broker.config.features, &connect) {
+    if let Err((reason, why)) = check_will(&broker.config().features, &connect) {
         return refuse(io, &connect, reason, why).await;
     }
     if let Err(reason) = authenticate(broker, io, &client, &connect, &mut connack).await? {
-        broker.stats.auth_failures.inc();
+        broker.stats().auth_failures.inc();
         info!(client_id = %client.client_id, %remote_addr, %reason, "authentication failed");
         return refuse(io, &connect, reason, "not authorized").await;
     }
-    let (expiry, keep_alive) = session_terms(&broker.config.limits, &connect, &mut connack);
+    let (expiry, keep_alive) = session_terms(&broker.config().limits, &connect, &mut connack);
     let will = will_of(&connect);
 
     let attachment = broker.open_session(SessionRequest {
@@ -106,7 +106,7 @@ where
         client: Arc::clone(&client),
     });
     if protocol.is_v5() {
-        announce_limits(&broker.config, &mut connack);
+        announce_limits(broker.config(), &mut connack);
     }
     let packet = Packet::ConnAck(ConnAck {
         session_present: attachment.session_present,
@@ -120,10 +120,10 @@ where
         return Err(Refused::Network);
     }
 
-    let stats = &broker.stats;
+    let stats = broker.stats();
     stats.connections.inc();
     stats.connections_total.inc();
-    for hook in broker.hooks.iter() {
+    for hook in broker.hooks().iter() {
         hook.on_connect(&client, attachment.session_present);
     }
     crate::sys::client_notice(broker, &client, true);
@@ -133,7 +133,7 @@ where
         "client connected"
     );
 
-    let limits = &broker.config.limits;
+    let limits = &broker.config().limits;
     let client_receive_maximum = connect
         .properties
         .receive_maximum
@@ -182,53 +182,6 @@ where
     })
 }
 
-/// A connection's place under the broker's and its listener's connection limits, given back when the
-/// connection ends.
-#[derive(Debug)]
-pub(crate) struct ConnectionSlot {
-    broker: Arc<Broker>,
-    listener: Arc<ListenerHandle>,
-}
-
-impl ConnectionSlot {
-    /// Applies the connection rate and the broker and listener connection limits.
-    fn admit(
-        broker: &Arc<Broker>,
-        listener: &Arc<ListenerHandle>,
-    ) -> Result<Self, (ReasonCode, &'static str)> {
-        if !broker.admit_connection_rate() {
-            broker.stats.limit_hit(LimitKind::ConnectionRate);
-            return Err((
-                ReasonCode::CONNECTION_RATE_EXCEEDED,
-                "connection rate exceeded",
-            ));
-        }
-        if !broker.admit_connection() {
-            broker.stats.limit_hit(LimitKind::Connections);
-            return Err((ReasonCode::SERVER_BUSY, "too many connections"));
-        }
-        if !listener.admit() {
-            broker.release_connection();
-            broker.stats.limit_hit(LimitKind::Connections);
-            return Err((
-                ReasonCode::SERVER_BUSY,
-                "too many connections on this listener",
-            ));
-        }
-        Ok(Self {
-            broker: Arc::clone(broker),
-            listener: Arc::clone(listener),
-        })
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.broker.release_connection();
-        self.listener.release();
-    }
-}
-
 /// A will the broker cannot honour is refused at CONNECT [MQTT-3.2.2-12], [MQTT-3.2.2-13].
 fn check_will(features: &Features, connect: &Connect) -> Result<(), (ReasonCode, &'static str)> {
     let Some(will) = &connect.will else {
@@ -268,12 +221,12 @@ where
         client,
         password: connect.password.as_deref(),
     };
-    Ok(match broker.hooks.authenticate(&request).await {
+    Ok(match broker.hooks().authenticate(&request).await {
         AuthDecision::Allow => Ok(()),
         AuthDecision::Deny(reason) => Err(reason),
         // A client certificate the TLS layer verified is an authenticated identity.
         AuthDecision::Continue if client.certificate_identity => Ok(()),
-        AuthDecision::Continue if broker.config.auth.allow_anonymous => Ok(()),
+        AuthDecision::Continue if broker.config().auth.allow_anonymous => Ok(()),
         AuthDecision::Continue if connect.username.is_some() => {
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
         }
@@ -363,7 +316,7 @@ async fn read_connect<S>(broker: &Broker, io: &mut Io<S>) -> Result<Box<Connect>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let max = broker.config.limits.max_packet_size;
+    let max = broker.config().limits.max_packet_size;
     loop {
         let hint = codec::sniff_connect_version(&io.read_buf);
         match codec::decode(&mut io.read_buf, ProtocolVersion::V5, max) {
@@ -371,9 +324,9 @@ where
             Ok(Some(other)) => return Err(Refused::FirstPacketNotConnect(other.kind())),
             Ok(None) => {}
             Err(error) => {
-                broker.stats.protocol_errors.inc();
+                broker.stats().protocol_errors.inc();
                 if matches!(error, DecodeError::TooLarge { .. }) {
-                    broker.stats.limit_hit(LimitKind::PacketSize);
+                    broker.stats().limit_hit(LimitKind::PacketSize);
                 }
                 answer_bad_connect(io, hint, &error).await;
                 return Err(Refused::Malformed(error));
@@ -471,11 +424,11 @@ async fn enhanced_auth<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(mut exchange) = broker.hooks.start_enhanced_auth(method, client) else {
+    let Some(mut exchange) = broker.hooks().start_enhanced_auth(method, client) else {
         debug!(client_id = %client.client_id, %method, "no hook knows this authentication method");
         return Ok(Err(ReasonCode::BAD_AUTHENTICATION_METHOD));
     };
-    let max = broker.config.limits.max_packet_size;
+    let max = broker.config().limits.max_packet_size;
     loop {
         match exchange.step(data.take()).await {
             AuthStep::Success(data) => return Ok(Ok(data)),
@@ -512,7 +465,7 @@ where
             {
                 data = auth.properties.authentication_data;
             }
-            _ => return Ok(Err(ReasonCode::PROTOCOL_ERROR)), // [MQTT-4.12.0-?] only AUTH may follow
+            _ => return Ok(Err(ReasonCode::PROTOCOL_ERROR)), // only AUTH 0x18 with the same method may follow [MQTT-3.1.2-30], [MQTT-4.12.0-3]
         }
     }
 }
@@ -542,7 +495,7 @@ impl Connection {
         }
         let method = state.method.clone();
         if starting {
-            state.reauth = broker.hooks.start_enhanced_auth(&method, &client);
+            state.reauth = broker.hooks().start_enhanced_auth(&method, &client);
         }
         let Some(exchange) = state.reauth.as_mut() else {
             return Err(Close::Server(

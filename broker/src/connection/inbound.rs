@@ -8,14 +8,13 @@ use std::time::Instant;
 use bytestring::ByteString;
 
 use super::{Close, Connection};
-use crate::broker::NEVER_EXPIRES;
 use crate::codec::{
     Ack, AckProperties, Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::hook::Access;
 use crate::message::{Delivery, Message};
-use crate::session::SubscriptionRecord;
+use crate::session::NEVER_EXPIRES;
 use crate::stats::{DropReason, LimitKind};
 use crate::topic::{self, SubscriptionFilter};
 
@@ -54,7 +53,7 @@ impl Connection {
             )); // [MQTT-3.3.4-6]
         }
         self.resolve_topic_alias(&mut publish)?;
-        let limits = &self.broker.config.limits;
+        let limits = &self.broker.config().limits;
         if let Err(error) = topic::check_limits(
             &publish.topic,
             limits.max_topic_length,
@@ -66,7 +65,7 @@ impl Connection {
                 Cow::Owned(error.to_string()),
             ));
         }
-        let features = &self.broker.config.features;
+        let features = &self.broker.config().features;
         if publish.qos > features.maximum_qos() {
             return Err(Close::Server(
                 ReasonCode::QOS_NOT_SUPPORTED,
@@ -95,7 +94,7 @@ impl Connection {
                 return self.send(&Packet::PubRec(Ack::success(pid(packet_id)?)));
             }
             if state.inbound_qos2.len() >= usize::from(limits.receive_maximum) {
-                self.broker.stats.limit_hit(LimitKind::ReceiveMaximum);
+                self.broker.stats().limit_hit(LimitKind::ReceiveMaximum);
                 return Err(Close::Server(
                     ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
                     Cow::Borrowed("receive maximum exceeded"),
@@ -122,8 +121,8 @@ impl Connection {
                 received_at: self.last_received.into_std(),
             }
             .with_expiry_interval(publish.properties.message_expiry_interval);
-            self.broker.stats.message_received(publish.qos);
-            let routed = self.broker.route_publish(message, Some(&self.client));
+            self.broker.stats().message_received(publish.qos);
+            let routed = self.broker.publish(message, Some(&self.client));
             let exempt = self.resume_quota > 0;
             self.resume_quota = self.resume_quota.saturating_sub(1);
             if let Some(subscriber) = routed.backlogged
@@ -133,7 +132,7 @@ impl Connection {
             }
             routed.sessions
         } else {
-            self.broker.stats.dropped(DropReason::NotAuthorized);
+            self.broker.stats().dropped(DropReason::NotAuthorized);
             0
         };
         let reason = if reason.is_success() && matched == 0 && self.protocol.is_v5() {
@@ -170,9 +169,10 @@ impl Connection {
         if publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {
-            return ReasonCode::PAYLOAD_FORMAT_INVALID; // [MQTT-3.3.2-?] receiver MAY check
+            // A receiver MAY check the payload against its format indicator (§3.3.2.3.2).
+            return ReasonCode::PAYLOAD_FORMAT_INVALID;
         }
-        match self.broker.hooks.authorize_publish(
+        match self.broker.hooks().authorize_publish(
             &self.client,
             &publish.topic,
             publish.qos,
@@ -188,7 +188,7 @@ impl Connection {
         let Some(alias) = publish.properties.topic_alias else {
             return Ok(());
         };
-        let maximum = self.broker.config.limits.topic_alias_maximum;
+        let maximum = self.broker.config().limits.topic_alias_maximum;
         if alias == 0 || alias > maximum {
             return Err(Close::Server(
                 ReasonCode::TOPIC_ALIAS_INVALID,
@@ -218,7 +218,8 @@ impl Connection {
             if ack.reason_code.is_success() {
                 state.inflight.released(ack.packet_id)
             } else {
-                // An error PUBREC ends the exchange; no PUBREL follows [MQTT-4.3.3-?].
+                // An error PUBREC ends the exchange: PUBREL answers only a PUBREC below 0x80
+                // [MQTT-4.3.3-4].
                 state.inflight.remove(ack.packet_id);
                 return Ok(());
             }
@@ -253,7 +254,7 @@ impl Connection {
     }
 
     fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
-        let features = &self.broker.config.features;
+        let features = &self.broker.config().features;
         if subscribe.subscription_identifier.is_some() && !features.subscription_identifiers {
             return Err(Close::Server(
                 ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
@@ -278,7 +279,7 @@ impl Connection {
         // Retained messages follow the SUBACK, through the session queue like any delivery.
         let now = Instant::now();
         for (filter, granted, identifier) in retained {
-            for message in self.broker.router.retained_matching(&filter, now) {
+            for message in self.broker.retained().matching(&filter, now) {
                 self.session.deliver(
                     Delivery {
                         qos: message.qos.min(granted),
@@ -287,7 +288,7 @@ impl Connection {
                         subscription_ids: identifier.into_iter().collect(),
                     },
                     None,
-                    &self.broker.stats,
+                    self.broker.stats(),
                 );
             }
         }
@@ -302,8 +303,8 @@ impl Connection {
         mut options: crate::codec::SubscriptionOptions,
         identifier: Option<u32>,
     ) -> Result<(ReasonCode, Option<(topic::TopicFilter, QoS, Option<u32>)>), Close> {
-        let features = &self.broker.config.features;
-        let limits = &self.broker.config.limits;
+        let features = &self.broker.config().features;
+        let limits = &self.broker.config().limits;
         let parsed = match SubscriptionFilter::parse(filter, true).and_then(|p| {
             topic::check_limits(filter, limits.max_topic_length, limits.max_topic_levels)
                 .map(|()| p)
@@ -316,9 +317,9 @@ impl Connection {
         };
         if let Some(max) = limits.max_subscriptions_per_client {
             let state = self.session.lock();
-            if state.subscriptions.len() >= max && !state.subscriptions.contains_key(filter) {
+            if state.subscriptions.len() >= max && !state.subscriptions.contains_key(&parsed) {
                 drop(state);
-                self.broker.stats.limit_hit(LimitKind::Subscriptions);
+                self.broker.stats().limit_hit(LimitKind::Subscriptions);
                 return Ok((ReasonCode::QUOTA_EXCEEDED, None));
             }
         }
@@ -331,7 +332,7 @@ impl Connection {
         if parsed.share.is_some() && options.no_local {
             return Err(Close::protocol("No Local on a shared subscription")); // [MQTT-3.8.3-4]
         }
-        match self.broker.hooks.authorize_subscribe(
+        match self.broker.hooks().authorize_subscribe(
             &self.client,
             parsed.filter.as_str(),
             options.qos,
@@ -341,37 +342,20 @@ impl Connection {
             Access::Allow | Access::Continue => {}
         }
         options.qos = options.qos.min(features.maximum_qos());
-        let existed = self
-            .broker
-            .router
-            .subscribe(&self.session, &parsed, options, identifier);
-        {
-            let mut state = self.session.lock();
-            if state.ended {
-                drop(state);
-                self.broker.router.unsubscribe(self.session.id, &parsed);
-            } else {
-                state.subscriptions.insert(
-                    filter.clone(),
-                    SubscriptionRecord {
-                        options,
-                        identifier,
-                    },
-                );
-            }
-        }
-        for hook in self.broker.hooks.iter() {
-            hook.on_subscribe(&self.client, filter, &options);
-        }
+        let shared = parsed.share.is_some();
+        let topic_filter = parsed.filter.clone();
+        let subscribed =
+            self.broker
+                .subscribe(&self.session, &self.client, parsed, options, identifier);
         // Retained messages are not sent for shared subscriptions; otherwise Retain Handling decides
         // [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
-        let send_retained = parsed.share.is_none()
+        let send_retained = !shared
             && match options.retain_handling {
                 RetainHandling::OnSubscribe => true,
-                RetainHandling::OnNewSubscribe => !existed,
+                RetainHandling::OnNewSubscribe => !subscribed.replaced,
                 RetainHandling::Never => false,
             };
-        let retained = send_retained.then_some((parsed.filter, options.qos, identifier));
+        let retained = send_retained.then_some((topic_filter, options.qos, identifier));
         Ok((ReasonCode::granted(options.qos), retained))
     }
 
@@ -381,11 +365,11 @@ impl Connection {
             let code = match SubscriptionFilter::parse(filter, true) {
                 Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
                 Ok(parsed) => {
-                    self.session.lock().subscriptions.remove(filter);
-                    if self.broker.router.unsubscribe(self.session.id, &parsed) {
-                        for hook in self.broker.hooks.iter() {
-                            hook.on_unsubscribe(&self.client, filter);
-                        }
+                    if self
+                        .broker
+                        .unsubscribe(&self.session, &self.client, &parsed)
+                        .existed
+                    {
                         ReasonCode::SUCCESS
                     } else {
                         ReasonCode::NO_SUBSCRIPTION_EXISTED
@@ -408,7 +392,7 @@ impl Connection {
             }
             let cap = self
                 .broker
-                .config
+                .config()
                 .limits
                 .max_session_expiry_secs
                 .unwrap_or(NEVER_EXPIRES);
@@ -423,10 +407,10 @@ impl Connection {
     fn count_topic_limit(&self, error: &topic::TopicError) {
         match error {
             topic::TopicError::TooLong { .. } => {
-                self.broker.stats.limit_hit(LimitKind::TopicLength)
+                self.broker.stats().limit_hit(LimitKind::TopicLength)
             }
             topic::TopicError::TooManyLevels { .. } => {
-                self.broker.stats.limit_hit(LimitKind::TopicLevels)
+                self.broker.stats().limit_hit(LimitKind::TopicLevels)
             }
             _ => {}
         }

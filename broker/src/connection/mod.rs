@@ -33,12 +33,13 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::backpressure::BacklogWait;
-use crate::broker::Broker;
+use crate::broker::{Broker, ConnectionSlot, ListenerGate};
 use crate::codec::{self, Auth, Disconnect, EncodeError, Packet, ProtocolVersion, ReasonCode};
-use crate::hook::{ClientInfo, EnhancedAuth};
+use crate::control::ConnectionControl;
+use crate::hook::EnhancedAuth;
+use crate::identity::{ClientInfo, Generation};
 use crate::limits::TokenBucket;
-use crate::listener::ListenerHandle;
-use crate::session::{ConnectionControl, Generation, PendingWill, Session};
+use crate::session::{PendingWill, Session};
 
 use aliases::{InboundAliases, OutboundAliases};
 use io::Io;
@@ -106,11 +107,11 @@ pub async fn accept<S: Transport>(
     broker: Arc<Broker>,
     stream: S,
     remote_addr: SocketAddr,
-    listener: Arc<ListenerHandle>,
+    gate: Arc<ListenerGate>,
     identity: Option<String>,
 ) -> Option<RunningConnection> {
-    let mut io = Io::new(stream, Arc::clone(&broker.stats));
-    match handshake::accept(&broker, &mut io, remote_addr, listener, identity).await {
+    let mut io = Io::new(stream, Arc::clone(broker.stats()));
+    match handshake::accept(&broker, &mut io, remote_addr, gate, identity).await {
         Ok(connection) => Some(Box::pin(connection.run(io, Start::Fresh))),
         Err(reason) => {
             debug!(%remote_addr, %reason, "connection refused before CONNACK");
@@ -223,7 +224,7 @@ pub(crate) struct Connection {
     /// message each: an uneven share, and a wake-up per message.
     resume_quota: u8,
     /// Released when the connection ends.
-    _slot: handshake::ConnectionSlot,
+    _slot: ConnectionSlot,
     /// While parked, the place the connection holds in the broker's task tracker, so that shutdown
     /// waits for it; let go of once it runs in a task again.
     tracked_while_parked: Option<tokio_util::task::task_tracker::TaskTrackerToken>,
@@ -273,7 +274,7 @@ impl Connection {
     /// What a new connection does before it first waits.
     async fn start<S: Transport>(&mut self, io: &mut Io<S>) -> Result<(), Close> {
         // Shutdown kicks the connections attached when it begins; one that attached later sees it here.
-        if self.broker.shutdown.is_cancelled() {
+        if self.broker.shutdown_token().is_cancelled() {
             return Err(Close::Server(
                 ReasonCode::SERVER_SHUTTING_DOWN,
                 Cow::Borrowed("server shutting down"),
@@ -287,7 +288,7 @@ impl Connection {
     }
 
     async fn event_loop<S: Transport>(&mut self, io: &mut Io<S>) -> Exit {
-        let mut idle = IdleCheck::new(S::PARKABLE, self.broker.config.limits.park_after_idle_ms);
+        let mut idle = IdleCheck::new(S::PARKABLE, self.broker.config().limits.park_after_idle_ms);
         // One timer for the keep-alive deadline and the idle check, checked lazily: it fires at the
         // earliest possible deadline and re-arms from the last packet, so a busy connection never
         // touches the timer wheel.
@@ -362,7 +363,7 @@ impl Connection {
             && !flushing
             && io.read_buf.is_empty()
             && self.backlog_wait.is_none()
-            && !self.broker.shutdown.is_cancelled()
+            && !self.broker.shutdown_token().is_cancelled()
             && self
                 .keep_alive_deadline()
                 .is_none_or(|deadline| deadline >= now + PARK_MIN_KEEP_ALIVE_LEFT)
@@ -370,11 +371,7 @@ impl Connection {
 
     /// Hands the connection to the parking lot (see [`park`]); called from its task, which ends.
     fn park<S: Transport>(self, io: Io<S>) {
-        if self.broker.runtime.get().is_none()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let _ = self.broker.runtime.set(runtime);
-        }
+        self.broker.record_runtime();
         match io.into_stream().into_socket() {
             Ok(socket) => park::park(Box::new(self), socket),
             Err(error) => {
@@ -389,16 +386,16 @@ impl Connection {
         let broker = Arc::clone(&self.broker);
         // Dropped once the task that takes over is tracked.
         let _place = self.tracked_while_parked.take();
-        let Some(runtime) = broker.runtime.get() else {
+        let Some(runtime) = broker.runtime() else {
             // Only a connection that recorded the runtime is parked.
             return self.release(Close::Network);
         };
-        broker.tasks.spawn_on(
+        broker.tasks().spawn_on(
             async move {
                 let connection = *self;
                 match TcpStream::from_std(socket) {
                     Ok(stream) => {
-                        let io = Io::new(stream, Arc::clone(&connection.broker.stats));
+                        let io = Io::new(stream, Arc::clone(connection.broker.stats()));
                         connection.run(io, Start::Resumed).await;
                     }
                     Err(error) => {
@@ -566,7 +563,7 @@ impl Connection {
 
     /// Applies whole packets from the read buffer until it holds none, or one needs a wait.
     fn apply_input(&mut self, read_buf: &mut BytesMut) -> Result<Wait, Close> {
-        let max = self.broker.config.limits.max_packet_size;
+        let max = self.broker.config().limits.max_packet_size;
         // One clock read for the whole read: its packets arrived together.
         let arrived = Instant::now();
         loop {
@@ -574,10 +571,10 @@ impl Connection {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(Wait::Nothing),
                 Err(error) => {
-                    self.broker.stats.protocol_errors.inc();
+                    self.broker.stats().protocol_errors.inc();
                     if matches!(error, codec::DecodeError::TooLarge { .. }) {
                         self.broker
-                            .stats
+                            .stats()
                             .limit_hit(crate::stats::LimitKind::PacketSize);
                     }
                     debug!(client_id = %self.client.client_id, %error, "malformed input");
@@ -615,10 +612,10 @@ impl Connection {
         if self.backlog_wait.is_some() {
             return;
         }
-        self.backlog_wait = self.broker.backpressure.wait_for(subscriber);
+        self.backlog_wait = self.broker.backpressure().wait_for(subscriber);
         if self.backlog_wait.is_some() {
             self.broker
-                .stats
+                .stats()
                 .limit_hit(crate::stats::LimitKind::Backlog);
         }
     }
@@ -629,7 +626,7 @@ impl Connection {
         let bucket = self.publish_rate.as_mut()?;
         let wait = bucket.take_or_wait(std::time::Instant::now())?;
         self.broker
-            .stats
+            .stats()
             .limit_hit(crate::stats::LimitKind::PublishRate);
         Some(wait)
     }
@@ -709,11 +706,11 @@ impl Connection {
                 (true, Some(*reason))
             }
         };
-        self.broker.stats.connections.dec();
+        self.broker.stats().connections.dec();
         let will = self.will.filter(|_| publish_will);
         self.broker.detach(&self.session, self.generation, will);
         crate::sys::client_notice(&self.broker, &self.client, false);
-        for hook in self.broker.hooks.iter() {
+        for hook in self.broker.hooks().iter() {
             hook.on_disconnect(&self.client, reason);
         }
         info!(client_id = %self.client.client_id, remote = %self.client.remote_addr, ?reason, "client disconnected");

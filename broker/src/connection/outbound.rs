@@ -116,22 +116,17 @@ impl Connection {
         }
         self.awaiting_acks = !state.inflight.is_empty();
         // Publishers waiting for this queue to drain are woken outside the session's lock.
-        let queued = state.queue.len();
-        let release = self
-            .broker
-            .backpressure
-            .marks()
-            .is_some_and(|marks| session.ease_backlog(&state.queue, marks));
+        let release = self.broker.backpressure().taken(&session, &state.queue);
         drop(state);
-        if release {
-            self.broker.backpressure.release(&session, queued);
+        if let Some(queued) = release {
+            self.broker.backpressure().release(&session, queued);
         }
         Ok(())
     }
 
     fn pull_from(&mut self, state: &mut SessionState) -> Result<(), Close> {
         let now = Instant::now();
-        let stats = std::sync::Arc::clone(&self.broker.stats);
+        let stats = std::sync::Arc::clone(self.broker.stats());
         while self.write_buf.len() < super::WRITE_HIGH_WATER {
             let Some(front) = state.queue.front() else {
                 break;

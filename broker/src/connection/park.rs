@@ -92,6 +92,7 @@ fn start() -> io::Result<&'static Lot> {
     std::thread::Builder::new()
         .name("tern-park".into())
         .spawn(move || lot.watch(poll))?;
+    crate::control::set_parked_wake(wake);
     Ok(lot)
 }
 
@@ -106,7 +107,7 @@ pub(super) fn park(mut connection: Box<Connection>, socket: StdTcpStream) {
         .and_then(|deadline| deadline.checked_sub(RESUME_BEFORE_DEADLINE))
         .map_or(NEVER, |resume| lot.second_of(resume));
     let control = std::sync::Arc::clone(&connection.control);
-    let stats = std::sync::Arc::clone(&connection.broker.stats);
+    let stats = std::sync::Arc::clone(connection.broker.stats());
     let id = {
         let mut state = lot.state.lock();
         let Ok(key) = u32::try_from(state.parked.vacant_key()) else {
@@ -127,7 +128,7 @@ pub(super) fn park(mut connection: Box<Connection>, socket: StdTcpStream) {
         }
         control.set_parked(id);
         // Shutdown waits for tracked tasks; a parked connection has none, so it holds a place.
-        connection.tracked_while_parked = Some(connection.broker.tasks.token());
+        connection.tracked_while_parked = Some(connection.broker.tasks().token());
         state.parked.insert(Parked {
             socket,
             generation,
@@ -146,7 +147,7 @@ pub(super) fn park(mut connection: Box<Connection>, socket: StdTcpStream) {
 }
 
 /// Resumes the connection parked under `id` (from its control block's wake-up).
-pub(crate) fn wake(id: u64) {
+fn wake(id: u64) {
     let Some(lot) = lot() else { return };
     lot.state.lock().woken.push(id);
     if !lot.wake_pending.swap(true, Ordering::AcqRel)
@@ -245,7 +246,7 @@ impl Lot {
         }
         // Wake-ups go to the new task from here; it looks at the flags before it waits.
         connection.control.take_parked();
-        connection.broker.stats.connections_parked.dec();
+        connection.broker.stats().connections_parked.dec();
         connection.resume(socket);
     }
 }

@@ -22,10 +22,12 @@ use subtle::ConstantTimeEq;
 
 use super::{HttpError, HttpState};
 use crate::auth::{AuthPart, AuthPush, PushError};
-use crate::broker::{Reload, Revalidation};
+use crate::broker::Revalidation;
 use crate::codec::{QoS, ReasonCode};
+use crate::identity::ClientId;
 use crate::message::Message;
-use crate::session::{ClientId, Session};
+use crate::reload::{Reload, ReloadError};
+use crate::session::{Session, SubscriptionRecord};
 use crate::topic::{self, TopicFilter};
 
 /// Largest page a listing returns.
@@ -61,8 +63,8 @@ impl Reload for AdminToken {
         "admin_token"
     }
 
-    fn reload(&self) -> Result<bool, String> {
-        let fresh = read_token(&self.path).map_err(|e| e.to_string())?;
+    fn reload(&self) -> Result<bool, ReloadError> {
+        let fresh = read_token(&self.path).map_err(ReloadError::new)?;
         let mut value = self.value.write();
         let changed = *value != fresh;
         *value = fresh;
@@ -159,12 +161,12 @@ async fn broker_info(State(state): State<Arc<HttpState>>) -> Json<Value> {
     let (sessions, inflight, queued) = broker.session_totals();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime_secs": broker.started_at.elapsed().as_secs(),
+        "uptime_secs": broker.uptime().as_secs(),
         "listeners": state.listeners,
-        "connections": broker.stats.connections.get(),
+        "connections": broker.stats().connections.get(),
         "sessions": sessions,
-        "subscriptions": broker.router.subscription_count(),
-        "retained": broker.router.retained_count(),
+        "subscriptions": broker.subscription_count(),
+        "retained": broker.retained().count(),
         "inflight": inflight,
         "queued": queued,
         "draining": broker.is_draining(),
@@ -209,7 +211,7 @@ fn summarize(session: &Session) -> ClientSummary {
 
 /// Sessions sorted by client id, so pages are stable.
 fn sorted_sessions(state: &HttpState) -> Vec<Arc<Session>> {
-    let mut sessions = state.broker.sessions.snapshot();
+    let mut sessions = state.broker.sessions();
     sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
     sessions
 }
@@ -224,7 +226,7 @@ async fn list_clients(
 }
 
 fn find_session(state: &HttpState, client_id: &str) -> Option<Arc<Session>> {
-    state.broker.sessions.get(&ClientId::new(client_id))
+    state.broker.session(&ClientId::new(client_id))
 }
 
 async fn show_client(
@@ -238,7 +240,7 @@ async fn show_client(
         .lock()
         .subscriptions
         .iter()
-        .map(|(filter, record)| subscription_json(&session.client_id, filter, record))
+        .map(|(filter, record)| subscription_json(&session.client_id, &filter.to_string(), record))
         .collect();
     Json(json!({ "client": summarize(&session), "subscriptions": subscriptions })).into_response()
 }
@@ -278,11 +280,7 @@ async fn end_session(
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn subscription_json(
-    client_id: &ClientId,
-    filter: &str,
-    record: &crate::session::SubscriptionRecord,
-) -> Value {
+fn subscription_json(client_id: &ClientId, filter: &str, record: &SubscriptionRecord) -> Value {
     json!({
         "client_id": client_id.as_str(),
         "filter": filter,
@@ -322,7 +320,9 @@ async fn list_subscriptions(
             .lock()
             .subscriptions
             .iter()
-            .map(|(filter, record)| subscription_json(&session.client_id, filter, record))
+            .map(|(filter, record)| {
+                subscription_json(&session.client_id, &filter.to_string(), record)
+            })
             .collect();
         subscriptions.sort_by(|a, b| a["filter"].as_str().cmp(&b["filter"].as_str()));
         all.extend(subscriptions);
@@ -353,10 +353,7 @@ async fn list_retained(
         Ok(filter) => filter,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("filter: {e}")),
     };
-    let mut messages = state
-        .broker
-        .router
-        .retained_matching(&filter, Instant::now());
+    let mut messages = state.broker.retained().matching(&filter, Instant::now());
     messages.sort_by(|a, b| a.topic.cmp(&b.topic));
     let page = Page {
         offset: query.offset,
@@ -389,7 +386,7 @@ async fn delete_retained(
     if let Err(e) = topic::validate_topic_name(&query.topic) {
         return error(StatusCode::BAD_REQUEST, &format!("topic: {e}"));
     }
-    if state.broker.router.remove_retained(&query.topic) {
+    if state.broker.retained().remove(&query.topic) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         error(StatusCode::NOT_FOUND, "no retained message on that topic")
@@ -437,10 +434,13 @@ async fn publish(
             );
         }
     };
-    let delivered = state.broker.publish(
-        Message::new(request.topic, payload, qos, request.retain),
-        None,
-    );
+    let delivered = state
+        .broker
+        .publish(
+            Message::new(request.topic, payload, qos, request.retain),
+            None,
+        )
+        .sessions;
     Json(json!({ "delivered_to": delivered })).into_response()
 }
 

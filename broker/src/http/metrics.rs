@@ -1,5 +1,5 @@
 //! `/metrics`: the counters kept on the hot path, plus gauges sampled from the broker's state at scrape
-//! time (sessions, subscriptions, retained messages, inflight and queued messages).
+//! time (sessions, subscriptions, routes, retained messages, inflight and queued messages).
 
 use std::sync::Arc;
 
@@ -11,15 +11,14 @@ use super::HttpState;
 
 pub(super) async fn render(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     let broker = &state.broker;
-    let stats = &broker.stats;
+    let stats = broker.stats();
     let (sessions, inflight, queued) = broker.session_totals();
     stats.sessions.set(gauge(sessions));
     stats.inflight.set(gauge(inflight));
     stats.queued.set(gauge(queued));
-    stats
-        .subscriptions
-        .set(gauge(broker.router.subscription_count()));
-    stats.retained.set(gauge(broker.router.retained_count()));
+    stats.subscriptions.set(gauge(broker.subscription_count()));
+    stats.routes.set(gauge(broker.route_count()));
+    stats.retained.set(gauge(broker.retained().count()));
     (
         [(
             header::CONTENT_TYPE,

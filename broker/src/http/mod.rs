@@ -101,7 +101,7 @@ impl HttpServer {
 
     /// Serves until the broker shuts down.
     pub async fn run(self) {
-        let shutdown = self.state.broker.shutdown.clone();
+        let shutdown = self.state.broker.shutdown_token().clone();
         info!(addr = ?self.local_addr(), admin_api = self.state.token.is_some(), "HTTP endpoint listening");
         let app = Router::new()
             .route("/metrics", get(metrics::render))
@@ -124,7 +124,7 @@ async fn healthz() -> &'static str {
 
 /// Ready while the listeners accept; not ready once a drain or shutdown has begun.
 async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
-    if state.broker.is_draining() || state.broker.accepting.is_cancelled() {
+    if state.broker.is_draining() || state.broker.accepting_token().is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {
         (StatusCode::OK, "ready\n")

@@ -8,7 +8,6 @@ pub mod transport;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -17,9 +16,10 @@ use tracing::{debug, info, warn};
 
 use self::transport::tls::TlsTerminator;
 use self::transport::{TlsError, proxy, websocket};
-use crate::broker::{Broker, Reload};
+use crate::broker::{Broker, ListenerGate};
 use crate::config::{ListenerConfig, ListenerProtocol};
 use crate::connection::{self, RunningConnection, Transport};
+use crate::reload::{Reload, ReloadError};
 
 #[derive(Debug, Error)]
 pub enum ListenerError {
@@ -27,39 +27,6 @@ pub enum ListenerError {
     Bind(#[from] std::io::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
-}
-
-/// What a connection knows about the listener it came through.
-#[derive(Debug)]
-pub struct ListenerHandle {
-    pub name: Arc<str>,
-    max_connections: Option<usize>,
-    active: AtomicUsize,
-}
-
-impl ListenerHandle {
-    /// Takes a connection slot; `false` if the listener is full.
-    pub fn admit(&self) -> bool {
-        let before = self.active.fetch_add(1, Ordering::AcqRel);
-        if self.max_connections.is_some_and(|max| before >= max) {
-            self.active.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        true
-    }
-
-    pub fn release(&self) {
-        self.active.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    #[cfg(test)]
-    pub fn for_tests() -> Self {
-        Self {
-            name: Arc::from("test"),
-            max_connections: None,
-            active: AtomicUsize::new(0),
-        }
-    }
 }
 
 /// The layers between TCP and MQTT on one listener.
@@ -78,7 +45,7 @@ pub struct BoundListener {
     pub protocol: ListenerProtocol,
     pub local_addr: SocketAddr,
     socket: TcpListener,
-    handle: Arc<ListenerHandle>,
+    gate: Arc<ListenerGate>,
     stack: Arc<Stack>,
 }
 
@@ -98,11 +65,7 @@ impl BoundListener {
         let socket = TcpListener::bind(config.bind).await?;
         let name: Arc<str> = Arc::from(config.name.as_str());
         Ok(Self {
-            handle: Arc::new(ListenerHandle {
-                name: Arc::clone(&name),
-                max_connections: config.max_connections,
-                active: AtomicUsize::new(0),
-            }),
+            gate: Arc::new(ListenerGate::new(Arc::clone(&name), config.max_connections)),
             name,
             protocol: config.protocol,
             local_addr: socket.local_addr()?,
@@ -130,20 +93,20 @@ impl BoundListener {
         loop {
             let accepted = tokio::select! {
                 biased;
-                () = broker.accepting.cancelled() => break,
+                () = broker.accepting_token().cancelled() => break,
                 accepted = self.socket.accept() => accepted,
             };
             match accepted {
                 // A connection that arrived as a drain or shutdown began gets no CONNACK either.
-                Ok(_) if broker.accepting.is_cancelled() => break,
+                Ok(_) if broker.accepting_token().is_cancelled() => break,
                 Ok((stream, remote_addr)) => {
                     // MQTT packets are small and latency matters more than coalescing.
                     let _ = stream.set_nodelay(true);
-                    broker.tasks.spawn(serve(
+                    broker.tasks().spawn(serve(
                         Arc::clone(&broker),
                         stream,
                         remote_addr,
-                        Arc::clone(&self.handle),
+                        Arc::clone(&self.gate),
                         Arc::clone(&self.stack),
                     ));
                 }
@@ -173,11 +136,11 @@ fn serve(
     broker: Arc<Broker>,
     tcp: TcpStream,
     remote_addr: SocketAddr,
-    listener: Arc<ListenerHandle>,
+    gate: Arc<ListenerGate>,
     stack: Arc<Stack>,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let established = Box::pin(establish(broker, tcp, remote_addr, listener, stack)).await;
+        let established = Box::pin(establish(broker, tcp, remote_addr, gate, stack)).await;
         if let Some(connection) = established {
             connection.await;
         }
@@ -190,23 +153,23 @@ async fn establish(
     broker: Arc<Broker>,
     mut tcp: TcpStream,
     mut remote_addr: SocketAddr,
-    listener: Arc<ListenerHandle>,
+    gate: Arc<ListenerGate>,
     stack: Arc<Stack>,
 ) -> Option<RunningConnection> {
     let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(broker.config.limits.connect_timeout_secs);
+        + Duration::from_secs(broker.config().limits.connect_timeout_secs);
     if stack.proxy_protocol {
         match tokio::time::timeout_at(deadline, proxy::read_header(&mut tcp)).await {
             Ok(Ok(header)) => remote_addr = header.source.unwrap_or(remote_addr),
             Ok(Err(error)) => {
-                debug!(listener = %listener.name, %remote_addr, kind = error.kind(), %error, "bad PROXY header");
+                debug!(listener = %gate.name, %remote_addr, kind = error.kind(), %error, "bad PROXY header");
                 return None;
             }
             Err(_) => return None,
         }
     }
     let Some(tls) = &stack.tls else {
-        return upgrade(broker, tcp, remote_addr, listener, &stack, None, deadline).await;
+        return upgrade(broker, tcp, remote_addr, gate, &stack, None, deadline).await;
     };
     // Boxed: a TLS handshake's state is large, and plain connections should not carry its room.
     match tokio::time::timeout_at(deadline, Box::pin(tls.accept(tcp))).await {
@@ -215,7 +178,7 @@ async fn establish(
                 broker,
                 stream,
                 remote_addr,
-                listener,
+                gate,
                 &stack,
                 identity,
                 deadline,
@@ -223,11 +186,11 @@ async fn establish(
             Box::pin(upgraded).await
         }
         Ok(Err(error)) => {
-            debug!(listener = %listener.name, %remote_addr, %error, "TLS handshake failed");
+            debug!(listener = %gate.name, %remote_addr, %error, "TLS handshake failed");
             None
         }
         Err(_) => {
-            debug!(listener = %listener.name, %remote_addr, "TLS handshake timed out");
+            debug!(listener = %gate.name, %remote_addr, "TLS handshake timed out");
             None
         }
     }
@@ -238,7 +201,7 @@ async fn upgrade<S>(
     broker: Arc<Broker>,
     stream: S,
     remote_addr: SocketAddr,
-    listener: Arc<ListenerHandle>,
+    gate: Arc<ListenerGate>,
     stack: &Stack,
     identity: Option<String>,
     deadline: tokio::time::Instant,
@@ -247,29 +210,22 @@ where
     S: Transport,
 {
     let Some(path) = &stack.websocket_path else {
-        return connection::accept(broker, stream, remote_addr, listener, identity).await;
+        return connection::accept(broker, stream, remote_addr, gate, identity).await;
     };
     let accepted =
         tokio::time::timeout_at(deadline, Box::pin(websocket::accept(stream, path))).await;
     let ws = match accepted {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
-            debug!(listener = %listener.name, %remote_addr, kind = error.kind(), %error, "WebSocket upgrade failed");
+            debug!(listener = %gate.name, %remote_addr, kind = error.kind(), %error, "WebSocket upgrade failed");
             return None;
         }
         Err(_) => {
-            debug!(listener = %listener.name, %remote_addr, "WebSocket upgrade timed out");
+            debug!(listener = %gate.name, %remote_addr, "WebSocket upgrade timed out");
             return None;
         }
     };
-    Box::pin(connection::accept(
-        broker,
-        ws,
-        remote_addr,
-        listener,
-        identity,
-    ))
-    .await
+    Box::pin(connection::accept(broker, ws, remote_addr, gate, identity)).await
 }
 
 /// Certificate rotation: the terminator re-reads its files; connections keep their sessions.
@@ -283,8 +239,8 @@ impl Reload for TlsReload {
         "tls"
     }
 
-    fn reload(&self) -> Result<bool, String> {
-        self.terminator.reload().map_err(|e| e.to_string())
+    fn reload(&self) -> Result<bool, ReloadError> {
+        self.terminator.reload().map_err(ReloadError::new)
     }
 
     fn watched_files(&self) -> Vec<PathBuf> {
@@ -331,7 +287,7 @@ mod tests {
             test_broker(),
             stream,
             addr,
-            Arc::new(ListenerHandle::for_tests()),
+            Arc::new(ListenerGate::new(Arc::from("test"), None)),
             stack,
         );
         let size = std::mem::size_of_val(&task);
@@ -358,7 +314,7 @@ mod tests {
             test_broker(),
             stream,
             remote,
-            Arc::new(ListenerHandle::for_tests()),
+            Arc::new(ListenerGate::new(Arc::from("test"), None)),
             None,
         )
         .await

@@ -1,37 +1,67 @@
-//! The router: which sessions want a message (subscription trie and shared groups) and which messages
-//! are retained. It owns both indexes; sessions and connections reach them through these methods, each
-//! a short synchronous critical section.
+//! The router: which sessions want a message (the subscription trie and shared groups), and the
+//! retained messages ([`RetainedStore`]). Each index is reached through its methods, each a short
+//! synchronous critical section. Subscriptions change only through `Broker::subscribe` and
+//! `Broker::unsubscribe`, which keep each session's own record in step; the router tells them when a
+//! route (a filter, or a shared group, with subscribers) appears or disappears.
 //!
 //! Lock order: the subscription index may be held while a session's lock is taken (to enqueue), never
 //! the other way round. Routing holds it for reading until a message is handed out to every
 //! subscriber, which borrows the subscribers instead of counting references to them.
 
+mod retained;
 mod subscribers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use parking_lot::RwLock;
 
+pub use retained::RetainedStore;
 pub use subscribers::{FilterSubscribers, SharedGroup, Subscriber};
 
-use crate::backpressure::BacklogMarks;
 use crate::codec::{QoS, SubscriptionOptions};
+use crate::identity::SessionId;
 use crate::message::{Delivery, Message};
-use crate::session::{Session, SessionId};
+use crate::session::{BacklogMarks, Session};
 use crate::stats::Stats;
-use crate::topic::{FilterTrie, SubscriptionFilter, TopicFilter, TopicTree};
+use crate::topic::{FilterTrie, SubscriptionFilter};
 
 #[derive(Debug, Default)]
 pub struct Router {
     subscriptions: RwLock<FilterTrie<FilterSubscribers>>,
-    retained: RwLock<TopicTree<Arc<Message>>>,
     subscription_count: AtomicUsize,
+    /// Filters with direct subscribers, plus shared groups.
+    route_count: AtomicUsize,
     /// When set, routing reports a subscriber whose queue backs up (see `crate::backpressure`).
     backlog: Option<BacklogMarks>,
     /// Where deliveries a full queue refuses are counted.
     stats: Arc<Stats>,
+}
+
+/// A route (a filter, or a shared group's filter) that gained its first or lost its last subscriber
+/// on this node: exactly what other nodes need to know to forward messages here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteChange {
+    Added(SubscriptionFilter),
+    Removed(SubscriptionFilter),
+}
+
+/// What adding a subscription changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    /// The session already had this subscription, which was replaced [MQTT-3.8.4-3].
+    pub replaced: bool,
+    /// The filter (or shared group) had no subscriber before.
+    pub new_route: bool,
+}
+
+/// What removing a subscription changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// The session had this subscription.
+    pub existed: bool,
+    /// The filter (or shared group) has no subscriber left.
+    pub route_gone: bool,
 }
 
 /// Where a message went.
@@ -67,49 +97,64 @@ impl Router {
         }
     }
 
-    /// Adds or replaces a session's subscription. Returns true if it replaced an existing one
-    /// [MQTT-3.8.4-3].
-    pub fn subscribe(
+    /// Adds or replaces a session's subscription. Only for `Broker::subscribe`, which keeps the
+    /// session's own record in step.
+    pub(crate) fn subscribe(
         &self,
         session: &Arc<Session>,
         filter: &SubscriptionFilter,
         options: SubscriptionOptions,
         identifier: Option<u32>,
-    ) -> bool {
+    ) -> Inserted {
         let subscriber = Subscriber {
             session: Arc::clone(session),
             options,
             identifier,
         };
-        let existed = self
+        let inserted = self
             .subscriptions
             .write()
             .entry_or_default(&filter.filter)
             .insert(filter.share.as_ref(), subscriber);
-        if !existed {
+        if !inserted.replaced {
             self.subscription_count.fetch_add(1, Ordering::Relaxed);
         }
-        existed
+        if inserted.new_route {
+            self.route_count.fetch_add(1, Ordering::Relaxed);
+        }
+        inserted
     }
 
-    /// Removes a session's subscription; returns true if there was one.
-    pub fn unsubscribe(&self, session: SessionId, filter: &SubscriptionFilter) -> bool {
+    /// Removes a session's subscription. Only for `Broker::unsubscribe` and the end of a session.
+    pub(crate) fn unsubscribe(&self, session: SessionId, filter: &SubscriptionFilter) -> Removed {
         let removed = {
             let mut trie = self.subscriptions.write();
             let removed = trie
                 .get_mut(&filter.filter)
-                .is_some_and(|subscribers| subscribers.remove(filter.share.as_ref(), session));
+                .map(|subscribers| subscribers.remove(filter.share.as_ref(), session))
+                .unwrap_or(Removed {
+                    existed: false,
+                    route_gone: false,
+                });
             trie.remove_if(&filter.filter, FilterSubscribers::is_empty);
             removed
         };
-        if removed {
+        if removed.existed {
             self.subscription_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        if removed.route_gone {
+            self.route_count.fetch_sub(1, Ordering::Relaxed);
         }
         removed
     }
 
     pub fn subscription_count(&self) -> usize {
         self.subscription_count.load(Ordering::Relaxed)
+    }
+
+    /// Distinct routes: filters with direct subscribers, plus shared groups.
+    pub fn route_count(&self) -> usize {
+        self.route_count.load(Ordering::Relaxed)
     }
 
     /// Hands a message to every session with a matching subscription. A session with several
@@ -172,47 +217,6 @@ impl Router {
         }
         routed
     }
-
-    /// Stores a retained message, or deletes the topic's retained message when the payload is empty
-    /// [MQTT-3.3.1-6], [MQTT-3.3.1-7].
-    pub fn retain(&self, message: &Arc<Message>) {
-        let mut retained = self.retained.write();
-        if message.payload.is_empty() {
-            retained.remove(&message.topic);
-        } else {
-            retained.insert(&message.topic, Arc::clone(message));
-        }
-    }
-
-    /// Deletes a topic's retained message; returns whether there was one.
-    pub fn remove_retained(&self, topic: &str) -> bool {
-        self.retained.write().remove(topic).is_some()
-    }
-
-    /// The unexpired retained messages matching a filter.
-    pub fn retained_matching(&self, filter: &TopicFilter, now: Instant) -> Vec<Arc<Message>> {
-        let mut found = Vec::new();
-        self.retained
-            .read()
-            .for_each_match(filter, |_topic, message| {
-                if !message.is_expired(now) {
-                    found.push(Arc::clone(message));
-                }
-            });
-        found
-    }
-
-    pub fn retained_count(&self) -> usize {
-        self.retained.read().len()
-    }
-
-    /// Drops retained messages whose expiry interval has run out.
-    pub fn sweep_expired_retained(&self, now: Instant) -> usize {
-        let mut retained = self.retained.write();
-        let before = retained.len();
-        retained.retain(|_topic, message| !message.is_expired(now));
-        before - retained.len()
-    }
 }
 
 impl<'a> Target<'a> {
@@ -233,7 +237,7 @@ mod tests {
 
     use super::*;
     use crate::config::QueueOverflow;
-    use crate::session::ClientId;
+    use crate::identity::ClientId;
 
     fn session(id: u64) -> Arc<Session> {
         Arc::new(Session::new(
@@ -287,5 +291,54 @@ mod tests {
             ids.sort_unstable();
             assert_eq!(ids, [1, 2]);
         }
+    }
+
+    /// A route appears with the first subscriber of a filter (or of a shared group) and goes with
+    /// the last: what other nodes of a cluster replicate, counted once however many sessions share
+    /// it.
+    #[test]
+    fn a_route_comes_with_its_first_subscriber_and_goes_with_its_last() {
+        let router = Router::default();
+        let (a, b) = (session(1), session(2));
+        let qos1 = options(QoS::AtLeastOnce);
+        let first = router.subscribe(&a, &filter("x/#"), qos1, None);
+        assert_eq!((first.replaced, first.new_route), (false, true));
+        let again = router.subscribe(&a, &filter("x/#"), qos1, None);
+        assert_eq!((again.replaced, again.new_route), (true, false));
+        let second = router.subscribe(&b, &filter("x/#"), qos1, None);
+        assert_eq!((second.replaced, second.new_route), (false, false));
+        // A shared group on the same filter is a route of its own.
+        assert!(
+            router
+                .subscribe(&a, &filter("$share/g/x/#"), qos1, None)
+                .new_route
+        );
+        assert!(
+            !router
+                .subscribe(&b, &filter("$share/g/x/#"), qos1, None)
+                .new_route
+        );
+        assert_eq!(router.route_count(), 2);
+        assert_eq!(router.subscription_count(), 4);
+
+        let gone = |r: Removed| (r.existed, r.route_gone);
+        assert_eq!(
+            gone(router.unsubscribe(a.id, &filter("x/#"))),
+            (true, false)
+        );
+        assert_eq!(
+            gone(router.unsubscribe(a.id, &filter("x/#"))),
+            (false, false)
+        );
+        assert_eq!(gone(router.unsubscribe(b.id, &filter("x/#"))), (true, true));
+        assert_eq!(
+            gone(router.unsubscribe(a.id, &filter("$share/g/x/#"))),
+            (true, false)
+        );
+        assert_eq!(
+            gone(router.unsubscribe(b.id, &filter("$share/g/x/#"))),
+            (true, true)
+        );
+        assert_eq!((router.route_count(), router.subscription_count()), (0, 0));
     }
 }

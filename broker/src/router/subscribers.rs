@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::{Inserted, Removed};
 use crate::codec::SubscriptionOptions;
-use crate::session::{Session, SessionId};
+use crate::identity::SessionId;
+use crate::session::Session;
 use crate::topic::ShareName;
 
 /// One session's subscription to a filter.
@@ -62,21 +64,30 @@ impl FilterSubscribers {
         self.direct.is_empty() && self.shared.is_empty()
     }
 
-    /// Adds or replaces a subscription; returns true if the session was already subscribed here.
-    pub fn insert(&mut self, share: Option<&ShareName>, subscriber: Subscriber) -> bool {
+    /// Adds or replaces a subscription, saying whether the session was already subscribed here and
+    /// whether its route (the direct subscribers, or the shared group) is new.
+    pub fn insert(&mut self, share: Option<&ShareName>, subscriber: Subscriber) -> Inserted {
         let session_id = subscriber.session.id;
         match share {
-            None => self.direct.insert(session_id, subscriber).is_some(),
+            None => {
+                let new_route = self.direct.is_empty();
+                let replaced = self.direct.insert(session_id, subscriber).is_some();
+                Inserted {
+                    replaced,
+                    new_route,
+                }
+            }
             Some(name) => {
-                let index = match self.shared.iter().position(|g| &g.name == name) {
-                    Some(index) => index,
-                    None => {
-                        self.shared.push(SharedGroup::new(name.clone()));
-                        self.shared.len() - 1
-                    }
+                let Some(group) = self.shared.iter_mut().find(|g| &g.name == name) else {
+                    let mut group = SharedGroup::new(name.clone());
+                    group.members.push(subscriber);
+                    self.shared.push(group);
+                    return Inserted {
+                        replaced: false,
+                        new_route: true,
+                    };
                 };
-                let group = &mut self.shared[index];
-                match group
+                let replaced = match group
                     .members
                     .iter_mut()
                     .find(|m| m.session.id == session_id)
@@ -89,27 +100,46 @@ impl FilterSubscribers {
                         group.members.push(subscriber);
                         false
                     }
+                };
+                Inserted {
+                    replaced,
+                    new_route: false,
                 }
             }
         }
     }
 
-    /// Removes a session's subscription; returns true if it existed.
-    pub fn remove(&mut self, share: Option<&ShareName>, session_id: SessionId) -> bool {
+    /// Removes a session's subscription, saying whether it existed and whether its route (the
+    /// direct subscribers, or the shared group) is gone with it.
+    pub fn remove(&mut self, share: Option<&ShareName>, session_id: SessionId) -> Removed {
+        const NOTHING: Removed = Removed {
+            existed: false,
+            route_gone: false,
+        };
         match share {
-            None => self.direct.remove(&session_id).is_some(),
+            None => {
+                let existed = self.direct.remove(&session_id).is_some();
+                Removed {
+                    existed,
+                    route_gone: existed && self.direct.is_empty(),
+                }
+            }
             Some(name) => {
                 let Some(index) = self.shared.iter().position(|g| &g.name == name) else {
-                    return false;
+                    return NOTHING;
                 };
                 let group = &mut self.shared[index];
                 let before = group.members.len();
                 group.members.retain(|m| m.session.id != session_id);
-                let removed = group.members.len() != before;
-                if group.members.is_empty() {
+                let existed = group.members.len() != before;
+                let route_gone = group.members.is_empty();
+                if route_gone {
                     self.shared.swap_remove(index);
                 }
-                removed
+                Removed {
+                    existed,
+                    route_gone,
+                }
             }
         }
     }

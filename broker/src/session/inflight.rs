@@ -10,7 +10,8 @@ use crate::message::Delivery;
 pub enum InflightState {
     /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
     AwaitingAck(Delivery),
-    /// PUBREL sent; waiting for PUBCOMP. The message itself is no longer needed [MQTT-4.3.3-?].
+    /// PUBREL sent; waiting for PUBCOMP. The message itself is no longer needed: a PUBLISH is never
+    /// re-sent once its PUBREL has been [MQTT-4.3.3-6].
     AwaitingComp,
 }
 

@@ -241,9 +241,10 @@ pub struct SubscriptionFilter {
 }
 
 impl SubscriptionFilter {
-    /// Parses a filter as a client sent it. With `allow_shared` (MQTT 5.0), a filter starting with
-    /// `$share/` is a shared subscription: it must carry a ShareName [MQTT-4.8.2-1] followed by `/` and
-    /// a valid topic filter [MQTT-4.8.2-2]. Without it (MQTT 3.x), `$share/...` is an ordinary filter.
+    /// Parses a filter as a client sent it. With `allow_shared`, a filter starting with `$share/` is
+    /// a shared subscription: it must carry a ShareName [MQTT-4.8.2-1] followed by `/` and a valid
+    /// topic filter [MQTT-4.8.2-2]. Without it, `$share/...` is an ordinary filter. The broker allows
+    /// shared subscriptions at every protocol level, as Mosquitto and EMQX do (`docs/behaviour.md`).
     ///
     /// The parts share `s`'s buffer; nothing is copied.
     pub fn parse(s: &ByteString, allow_shared: bool) -> Result<Self, TopicError> {

@@ -11,8 +11,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::test_pki::{Authority, client_config};
-use super::tls::{TlsSettings, TlsTerminator};
+use super::tls::TlsTerminator;
 use super::{proxy, websocket};
+use crate::config::TlsSettings;
 
 /// What `connection::serve` asks of a stream.
 fn assert_servable<S: AsyncRead + AsyncWrite + Send + Unpin>(stream: S) -> S {

@@ -28,30 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::TlsError;
+use crate::config::TlsSettings;
 
 /// The ALPN protocol name registered for MQTT.
 const ALPN_MQTT: &[u8] = b"mqtt";
-
-/// A listener's `tls:` section.
-#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// PEM certificate chain, leaf first.
-    pub cert_file: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the leaf certificate.
-    pub key_file: PathBuf,
-    /// PEM CA certificates that client certificates are verified against. Without it the server
-    /// does not ask for client certificates.
-    #[serde(default)]
-    pub client_ca_file: Option<PathBuf>,
-    /// Refuse clients without a valid certificate (needs `client_ca_file`).
-    #[serde(default)]
-    pub require_client_certificate: bool,
-    /// Report the client certificate's common name as the client's identity, to be used as its
-    /// username (needs `client_ca_file`).
-    #[serde(default)]
-    pub use_identity_as_username: bool,
-}
 
 /// Terminates TLS for one listener; shared by its connection tasks and its file watcher.
 pub struct TlsTerminator {

@@ -27,27 +27,6 @@ use super::WsError;
 /// "mqttv3.1" the one old 3.1 clients send.
 const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
-/// A listener's `websocket:` section.
-#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct WebSocketSettings {
-    /// The only path that accepts the upgrade; anything else gets 404.
-    #[serde(default = "default_path")]
-    pub path: String,
-}
-
-impl Default for WebSocketSettings {
-    fn default() -> Self {
-        Self {
-            path: default_path(),
-        }
-    }
-}
-
-fn default_path() -> String {
-    "/mqtt".to_owned()
-}
-
 /// Answers the HTTP upgrade on `stream`. Requests for another path get 404 and an error; the
 /// subprotocol is the first of ours the client offers, or none if it offers none of them. The
 /// caller bounds the time this takes.

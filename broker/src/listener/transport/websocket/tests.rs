@@ -226,6 +226,7 @@ async fn shutdown_sends_a_normal_close() {
 
 #[test]
 fn settings_default_to_the_mqtt_path() {
+    use crate::config::WebSocketSettings;
     let settings: WebSocketSettings = serde_yaml::from_str("{}").unwrap();
     assert_eq!(settings, WebSocketSettings::default());
     assert_eq!(settings.path, "/mqtt");
