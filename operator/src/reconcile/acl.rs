@@ -34,7 +34,7 @@ async fn reconcile_inner(acl: &MqttAcl, ctx: &Context) -> Result<Action> {
     let previous = acl.status.clone().unwrap_or_default();
     let mut conditions = Conditions::new(&previous.conditions, acl.metadata.generation);
     let problem = match (&cluster, &validated) {
-        (_, Err(message)) => Some(("InvalidRule", message.clone())),
+        (_, Err(invalid)) => Some(("InvalidRule", invalid.to_string())),
         (None, Ok(_)) => Some((
             "ClusterNotFound",
             format!(

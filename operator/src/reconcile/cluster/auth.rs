@@ -74,7 +74,8 @@ pub async fn render_and_store(
             groups: user.spec.groups.iter().map(|g| g.0.clone()).collect(),
         });
     }
-    let users_text = users_file(&entries).map_err(super::super::error::Error::Render)?;
+    let users_text =
+        users_file(&entries).map_err(|e| super::super::error::Error::Render(e.to_string()))?;
 
     let acls = acls_of(ctx, names).await?;
     let invalid: Vec<String> = acls
@@ -88,7 +89,8 @@ pub async fn render_and_store(
     let (acl_text, acl_problem) = if invalid.is_empty() {
         let refs: Vec<&MqttAcl> = acls.iter().collect();
         (
-            acl_file(&entries, &refs).map_err(super::super::error::Error::Render)?,
+            acl_file(&entries, &refs)
+                .map_err(|e| super::super::error::Error::Render(e.to_string()))?,
             None,
         )
     } else {
