@@ -14,18 +14,25 @@ use crate::reconcile::error::Result;
 use crate::render::names::ClusterNames;
 
 /// What one reconcile saw, for the status.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Observed {
-    pub statefulset: Option<StatefulSet>,
+    /// The StatefulSet as the server holds it after the apply.
+    pub statefulset: StatefulSet,
     pub tls: ServerTls,
+    /// The Secret whose `ca.crt` clients trust.
     pub ca_secret: Option<String>,
-    pub auth: Option<AuthFiles>,
-    /// Running pods that have the current users and ACL, and those that do not yet.
-    pub auth_current: usize,
-    pub auth_behind: usize,
-    pub members: Vec<Member>,
+    pub auth: AuthFiles,
+    pub brokers: Brokers,
     /// Leaving pods still draining before a scale-down.
     pub draining: Vec<String>,
+}
+
+/// What the running brokers have and say.
+#[derive(Debug, Default)]
+pub struct Brokers {
+    /// Running pods that do not have the current users and ACL yet.
+    pub auth_behind: usize,
+    pub members: Vec<Member>,
 }
 
 /// Asks each running broker about itself.
@@ -59,18 +66,13 @@ pub fn build(
 ) -> MqttClusterStatus {
     let spec = &cluster.spec;
     let previous = cluster.status.clone().unwrap_or_default();
-    let set_status = observed
-        .statefulset
-        .as_ref()
-        .and_then(|s| s.status.clone())
-        .unwrap_or_default();
-    let set_generation_seen = observed.statefulset.as_ref().is_some_and(|s| {
-        s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
-    });
+    let set = &observed.statefulset;
+    let set_status = set.status.clone().unwrap_or_default();
+    let set_generation_seen = set_status.observed_generation == set.metadata.generation;
     let replicas = set_status.replicas;
     // The StatefulSet's count and the pods this reconcile looked at can differ by a moment; report
     // the lower so `Ready` never runs ahead of the members listed beside it.
-    let members_ready = observed.members.iter().filter(|m| m.ready).count();
+    let members_ready = observed.brokers.members.iter().filter(|m| m.ready).count();
     let ready = set_status
         .ready_replicas
         .unwrap_or(0)
@@ -102,7 +104,7 @@ pub fn build(
     if let Some((reason, message)) = &observed.tls.problem {
         problems.push((reason, message.clone()));
     }
-    if let Some(problem) = observed.auth.as_ref().and_then(|a| a.acl_problem.clone()) {
+    if let Some(problem) = observed.auth.acl_problem.clone() {
         problems.push((
             "InvalidAcl",
             format!("{problem}; the previous ACL stays in force"),
@@ -140,12 +142,12 @@ pub fn build(
             "WaitingForPods",
             format!("{ready} of {} pods ready", spec.replicas),
         ))
-    } else if observed.auth_behind > 0 {
+    } else if observed.brokers.auth_behind > 0 {
         Some((
             "PushingAuth",
             format!(
                 "{} broker(s) do not have the current users and ACL yet",
-                observed.auth_behind
+                observed.brokers.auth_behind
             ),
         ))
     } else {
@@ -177,9 +179,10 @@ pub fn build(
         }
     }
 
-    let auth_revision = match &observed.auth {
-        Some(auth) if observed.auth_behind == 0 => Some(auth.revision.clone()),
-        _ => previous.auth_revision.clone(),
+    let auth_revision = if observed.brokers.auth_behind == 0 {
+        Some(observed.auth.revision.clone())
+    } else {
+        previous.auth_revision.clone()
     };
     MqttClusterStatus {
         observed_generation: cluster.metadata.generation,
@@ -188,7 +191,7 @@ pub fn build(
         ready_replicas: ready,
         selector: names.selector(),
         endpoints,
-        members: observed.members.clone(),
+        members: observed.brokers.members.clone(),
         ca_secret: observed.ca_secret.clone(),
         certificate_not_after: observed.tls.not_after.clone(),
         auth_revision,
