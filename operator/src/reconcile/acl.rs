@@ -24,7 +24,7 @@ const RESYNC: Duration = Duration::from_secs(600);
 pub async fn reconcile(acl: Arc<MqttAcl>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&acl, &ctx).await;
-    finish(&ctx, "acl", started, result)
+    finish(&ctx, "acl", &*acl, started, result)
 }
 
 async fn reconcile_inner(object: &MqttAcl, ctx: &Context) -> Result<Outcome> {

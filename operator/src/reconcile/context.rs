@@ -1,6 +1,6 @@
 //! What every reconcile shares: the client, the operator's settings, metrics, the event recorder,
 //! and the little state that must survive between reconciles (password hashes, what each broker
-//! was last sent, when a leaving pod started draining).
+//! was last sent, when a leaving pod started draining, how often each object failed in a row).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,6 +9,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use parking_lot::Mutex;
 
+use super::backoff::Backoff;
 use crate::broker_api::BrokerApi;
 use crate::metrics::Metrics;
 
@@ -37,6 +38,8 @@ pub struct Context {
     pub drains: Mutex<HashMap<String, Instant>>,
     /// Whether optional kinds exist, rechecked after a while: (checked at, present).
     pub discovered: Mutex<HashMap<&'static str, (Instant, bool)>>,
+    /// Failed reconciles in a row by object, for the error policy's wait.
+    pub backoff: Backoff,
 }
 
 /// The longest `note` an Event may carry (the API server refuses longer ones).
@@ -64,6 +67,7 @@ impl Context {
             pushed_auth: Mutex::new(HashMap::new()),
             drains: Mutex::new(HashMap::new()),
             discovered: Mutex::new(HashMap::new()),
+            backoff: Backoff::default(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Why a reconcile failed: one variant per step and object, so that the `error` label of
 //! `tern_operator_reconcile_errors_total` (from [`Error::kind`], a fixed set of names) says what
-//! failed.
+//! failed, and the error policy's Warning event ([`Error::reason`]) says it on the object.
 
 use thiserror::Error;
 
@@ -134,6 +134,25 @@ impl Error {
             Self::PatchStatus(_) => "patch_status",
         }
     }
+
+    /// The reason of the Warning event the error policy records: the kind in CamelCase with
+    /// `Failed` (`apply_statefulset` → `ApplyStatefulsetFailed`), as bounded as the kind.
+    pub fn reason(&self) -> String {
+        let mut reason: String = self
+            .kind()
+            .split('_')
+            .flat_map(|word| {
+                let mut chars = word.chars();
+                chars
+                    .next()
+                    .map(|first| first.to_ascii_uppercase())
+                    .into_iter()
+                    .chain(chars)
+            })
+            .collect();
+        reason.push_str("Failed");
+        reason
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -151,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn kinds_name_the_step_and_the_object() {
+    fn kinds_are_snake_case_and_reasons_camel_case() {
         let errors = [
             Error::ApplyStatefulSet(api_error(500)),
             Error::ApplyPodDisruptionBudget(api_error(500)),
@@ -171,6 +190,17 @@ mod tests {
                 "read_secret",
                 "ca_secret_conflict",
                 "patch_status"
+            ]
+        );
+        let reasons: Vec<String> = errors.iter().map(Error::reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                "ApplyStatefulsetFailed",
+                "ApplyPdbFailed",
+                "ReadSecretFailed",
+                "CaSecretConflictFailed",
+                "PatchStatusFailed"
             ]
         );
         // The Secret's name is in the message, never in the label.

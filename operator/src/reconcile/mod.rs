@@ -3,11 +3,12 @@
 //! reconcile validates it (pure, [`crate::validate`]) before reading anything else for it, fetches
 //! what exists, renders what should (pure, [`crate::render`]), applies it, cleans up what the spec
 //! no longer asks for, and writes the status. An invalid object is reported on itself and waits
-//! for a change; a failed reconcile is counted by its kind and retried by the error policy in
-//! [`controllers`].
+//! for a change; a failed reconcile is recorded (metric, Warning event, log line) and retried with
+//! a per-object backoff by the error policy in [`controllers`].
 
 pub mod acl;
 pub mod apply;
+pub mod backoff;
 pub mod cluster;
 pub mod context;
 pub mod controllers;
@@ -23,6 +24,7 @@ use std::time::Instant;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
@@ -39,21 +41,28 @@ pub enum Outcome {
     Rejected(InvalidSpec),
 }
 
-/// Ends one reconcile: the reconcile metrics (an invalid object counts as an error of kind
-/// `invalid_spec` or `invalid_rule`) and the action for the controller.
-fn finish(
+/// Ends one reconcile of `object`: the reconcile metrics (an invalid object counts as an error of
+/// kind `invalid_spec` or `invalid_rule`), the object's backoff forgotten unless it failed, and
+/// the action for the controller.
+fn finish<K>(
     ctx: &Context,
     controller: &'static str,
+    object: &K,
     started: Instant,
     result: Result<Outcome>,
-) -> Result<Action> {
+) -> Result<Action>
+where
+    K: Resource<DynamicType = ()>,
+{
     let error = match &result {
         Ok(Outcome::Reconciled(_)) => None,
         Ok(Outcome::Rejected(invalid)) => Some(invalid.kind()),
         Err(error) => Some(error.kind()),
     };
     ctx.metrics.reconciled(controller, started.elapsed(), error);
-    Ok(match result? {
+    let outcome = result?;
+    ctx.backoff.succeeded(&ObjectRef::from_obj(object).erase());
+    Ok(match outcome {
         Outcome::Reconciled(action) => action,
         Outcome::Rejected(_) => Action::await_change(),
     })

@@ -36,7 +36,7 @@ const RESYNC: Duration = Duration::from_secs(600);
 pub async fn reconcile(user: Arc<MqttUser>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&user, &ctx).await;
-    finish(&ctx, "user", started, result)
+    finish(&ctx, "user", &*user, started, result)
 }
 
 async fn reconcile_inner(object: &MqttUser, ctx: &Context) -> Result<Outcome> {

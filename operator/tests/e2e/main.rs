@@ -113,6 +113,7 @@ async fn operator_end_to_end() {
     scale_down_drains_before_the_statefulset_shrinks(&env).await;
     invalid_resources_are_refused_or_reported(&env).await;
     what_the_schema_lets_through_but_the_operator_cannot_use_waits(&env).await;
+    a_failed_reconcile_is_recorded_and_retried_until_it_succeeds(&env).await;
     deleting_the_cluster_collects_its_children(&env).await;
 
     let metrics = env.operator_metrics().await;
@@ -608,6 +609,51 @@ async fn what_the_schema_lets_through_but_the_operator_cannot_use_waits(env: &En
         .delete("erin", &DeleteParams::default())
         .await
         .expect("delete erin");
+}
+
+/// A Secret of someone else's where a new cluster's CA would go: the operator does not overwrite
+/// it, so creating the CA fails. The failure is counted by its kind, recorded as a Warning event
+/// on the cluster, and retried; once the Secret is gone, a retry succeeds.
+async fn a_failed_reconcile_is_recorded_and_retried_until_it_succeeds(env: &Env) {
+    env.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: blocked-ca}\nstringData: {note: not a CA}\n")
+        .expect("a Secret in the CA's place");
+    env.apply(
+        "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: blocked}\nspec: {replicas: 0}\n",
+    )
+    .expect("cluster blocked");
+    eventually("a Warning event names the failed step", SHORT, || async {
+        let events = env.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=CaSecretConflictFailed,type=Warning,involvedObject.name=blocked",
+            "-o",
+            "name",
+        ]);
+        (!events.trim().is_empty()).then_some(())
+    })
+    .await;
+    let metrics = env.operator_metrics().await;
+    let line =
+        "tern_operator_reconcile_errors_total{controller=\"cluster\",error=\"ca_secret_conflict\"}";
+    assert!(metrics.contains(line), "{line} in\n{metrics}");
+
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), &env.namespace);
+    secrets
+        .delete("blocked-ca", &DeleteParams::default())
+        .await
+        .expect("delete the Secret in the way");
+    let clusters: Api<MqttCluster> = Api::namespaced(env.admin.clone(), &env.namespace);
+    eventually("a retry creates the CA and the status", LONG, || async {
+        let ca = secrets.get_opt("blocked-ca").await.ok()??;
+        let status = clusters.get("blocked").await.ok()?.status?;
+        (ca.data?.contains_key("tls.crt") && status.observed_generation.is_some()).then_some(())
+    })
+    .await;
+    clusters
+        .delete("blocked", &DeleteParams::default())
+        .await
+        .expect("delete blocked");
 }
 
 async fn deleting_the_cluster_collects_its_children(env: &Env) {

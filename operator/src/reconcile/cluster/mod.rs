@@ -53,7 +53,7 @@ const SOON: Duration = Duration::from_secs(2);
 pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&cluster, &ctx).await;
-    finish(&ctx, "cluster", started, result)
+    finish(&ctx, "cluster", &*cluster, started, result)
 }
 
 async fn reconcile_inner(object: &MqttCluster, ctx: &Context) -> Result<Outcome> {
