@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -13,11 +12,23 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen on {bind}: {source}")]
+    Bind {
+        bind: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
 pub async fn serve(
     bind: SocketAddr,
     metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), HttpError> {
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -25,11 +36,11 @@ pub async fn serve(
         .with_state(metrics);
     let listener = tokio::net::TcpListener::bind(bind)
         .await
-        .with_context(|| format!("cannot listen on {bind}"))?;
+        .map_err(|source| HttpError::Bind { bind, source })?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .context("HTTP server failed")
+        .map_err(HttpError::Serve)
 }
 
 async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {

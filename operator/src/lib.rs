@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod reconcile;
 pub mod render;
 pub mod tls;
+pub mod validate;

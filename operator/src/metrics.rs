@@ -136,13 +136,17 @@ mod tests {
     fn every_metric_registers_and_renders() {
         let metrics = Metrics::new();
         metrics.reconciled("cluster", Duration::from_millis(3), None);
-        metrics.reconciled("user", Duration::from_millis(3), Some("kube"));
+        metrics.reconciled(
+            "user",
+            Duration::from_millis(3),
+            Some("apply_credentials_secret"),
+        );
         metrics.auth_pushed(true);
         metrics.drained(false);
         let text = metrics.render();
         for name in [
             "tern_operator_reconcile_total{controller=\"cluster\",result=\"ok\"} 1",
-            "tern_operator_reconcile_errors_total{controller=\"user\",error=\"kube\"} 1",
+            "tern_operator_reconcile_errors_total{controller=\"user\",error=\"apply_credentials_secret\"} 1",
             "tern_operator_reconcile_duration_seconds_bucket",
             "tern_operator_auth_pushes_total{result=\"ok\"} 1",
             "tern_operator_drains_total{outcome=\"drained\"} 1",

@@ -1,10 +1,10 @@
 //! Server-side apply with the operator's one field manager, and the other small API moves every
-//! reconciler makes.
+//! reconciler makes. These return the client's error; the caller names the object that failed
+//! (its [`Error`](super::Error) variant).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
@@ -12,39 +12,38 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::error::Result;
+use super::error::{Error, Result};
 use crate::render::names::FIELD_MANAGER;
 
 /// Applies `object` (its whole desired state) and returns what the server holds afterwards.
 /// `force` takes over fields another manager set, which is how hand edits are repaired.
-pub async fn apply<K>(api: &Api<K>, object: &K) -> Result<K>
+pub async fn apply<K>(api: &Api<K>, object: &K) -> Result<K, kube::Error>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
 {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api
-        .patch(&object.name_any(), &params, &Patch::Apply(object))
-        .await?)
+    api.patch(&object.name_any(), &params, &Patch::Apply(object))
+        .await
 }
 
 /// Deletes an object if it exists.
-pub async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>
+pub async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
 where
     K: Resource + DeserializeOwned + Clone + Debug,
 {
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
+        Err(error) => Err(error),
     }
 }
 
-/// The object, or `None` when it does not exist.
-pub async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
-where
-    K: Resource<Scope = NamespaceResourceScope> + DeserializeOwned + Clone + Debug,
-{
-    Ok(api.get_opt(name).await?)
+/// The Secret `name`, or `None` when it does not exist.
+pub async fn read_secret(secrets: &Api<Secret>, name: String) -> Result<Option<Secret>> {
+    secrets
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::ReadSecret { name, source })
 }
 
 /// A Secret's data as UTF-8 strings; keys that are not UTF-8 are left out.
@@ -54,14 +53,6 @@ pub fn secret_strings(secret: &Secret) -> BTreeMap<String, String> {
         .iter()
         .flatten()
         .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.0.clone()).ok()?)))
-        .collect()
-}
-
-/// Secret data from strings.
-pub fn secret_data(pairs: BTreeMap<String, String>) -> BTreeMap<String, ByteString> {
-    pairs
-        .into_iter()
-        .map(|(k, v)| (k, ByteString(v.into_bytes())))
         .collect()
 }
 
@@ -93,6 +84,7 @@ where
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )
-    .await?;
+    .await
+    .map_err(Error::PatchStatus)?;
     Ok(())
 }

@@ -1,14 +1,15 @@
-//! What every reconcile shares: the client, the operator's settings, metrics, and the little state
-//! that must survive between reconciles (password hashes, what each broker was last sent, when a
-//! leaving pod started draining).
+//! What every reconcile shares: the client, the operator's settings, metrics, the event recorder,
+//! and the little state that must survive between reconciles (password hashes, what each broker
+//! was last sent, when a leaving pod started draining, how often each object failed in a row).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
 use parking_lot::Mutex;
 
+use super::backoff::Backoff;
 use crate::broker_api::BrokerApi;
 use crate::metrics::Metrics;
 
@@ -37,7 +38,12 @@ pub struct Context {
     pub drains: Mutex<HashMap<String, Instant>>,
     /// Whether optional kinds exist, rechecked after a while: (checked at, present).
     pub discovered: Mutex<HashMap<&'static str, (Instant, bool)>>,
+    /// Failed reconciles in a row by object, for the error policy's wait.
+    pub backoff: Backoff,
 }
+
+/// The longest `note` an Event may carry (the API server refuses longer ones).
+const EVENT_NOTE_MAX: usize = 1024;
 
 /// How long a discovery answer is trusted: a kind that exists rarely goes away, while one that
 /// is missing may be installed any moment (the Prometheus Operator or cert-manager after us) and
@@ -61,6 +67,24 @@ impl Context {
             pushed_auth: Mutex::new(HashMap::new()),
             drains: Mutex::new(HashMap::new()),
             discovered: Mutex::new(HashMap::new()),
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Records a Kubernetes Event on `object`; a failure to record is logged, not fatal.
+    pub async fn publish<K>(&self, object: &K, type_: EventType, reason: &str, note: &str)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, EVENT_NOTE_MAX).into()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "cannot record an event");
         }
     }
 
@@ -97,5 +121,26 @@ impl Context {
     /// (its CRD was removed): the next reconcile asks again.
     pub fn forget(&self, group_version: &str) {
         self.discovered.lock().remove(group_version);
+    }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_notes_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate("short", 1024), "short");
+        assert_eq!(truncate("ab€", 4), "ab");
+        assert_eq!(truncate(&"x".repeat(2000), EVENT_NOTE_MAX).len(), 1024);
     }
 }

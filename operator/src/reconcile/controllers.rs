@@ -1,9 +1,9 @@
-//! Wires the three controllers to the API: what each watches and how a change to a related
-//! object finds the resource to reconcile.
+//! Wires the three controllers to the API: what each watches, how a change to a related object
+//! finds the resource to reconcile, and the error policy that records a failed reconcile and
+//! retries it with a per-object backoff.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -61,9 +62,30 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
     );
 }
 
-fn error_policy<K: ResourceExt>(object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(name = %object.name_any(), namespace = ?object.namespace(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(10))
+/// After a failed reconcile (already counted by its kind in the metrics): a log line, a Warning
+/// event on the object whose reason names the failed step, and the next try after the object's
+/// backoff (5 s doubling to 5 min; a successful reconcile resets it).
+fn error_policy<K>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    let retry_in = ctx.backoff.failed(ObjectRef::from_obj(&*object).erase());
+    warn!(
+        kind = %K::kind(&()),
+        name = %object.name_any(),
+        namespace = ?object.namespace(),
+        error_kind = error.kind(),
+        %error,
+        ?retry_in,
+        "reconcile failed; retrying"
+    );
+    let (reason, note) = (error.reason(), error.to_string());
+    // The policy itself is synchronous; the event is sent beside it.
+    tokio::spawn(async move {
+        ctx.publish(&*object, EventType::Warning, &reason, &note)
+            .await;
+    });
+    Action::requeue(retry_in)
 }
 
 fn log_outcome<K, E: std::fmt::Display>(

@@ -2,10 +2,61 @@
 //! formats (`docs/acl.md`) and checked with the broker's own parsers before they are shipped.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
-use tern_broker::auth::{AclFile, UsersFile};
+use tern_broker::auth::{AclError, AclFile, UsersError, UsersFile};
 
 use crate::crd::{Access, AclRule, Action, MqttAcl};
+
+/// A rendered file the broker's parser refuses: the operator ships neither file then.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFileError {
+    #[error("the rendered users file does not load: {0}")]
+    UsersFile(#[source] UsersError),
+    #[error("the rendered ACL file does not load: {0}")]
+    AclFile(#[source] AclError),
+}
+
+impl AuthFileError {
+    /// A bounded label for the reconcile error metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UsersFile(_) => "render_users_file",
+            Self::AclFile(_) => "render_acl_file",
+        }
+    }
+}
+
+/// A rule of one `MqttAcl` the broker's parser refuses, with the broker's error as its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRule {
+    /// The index in `spec.rules`, when the error is on a rule's line.
+    pub rule: Option<usize>,
+    pub source: AclError,
+}
+
+impl fmt::Display for InvalidRule {
+    /// `spec.rules[N]: what is wrong`, or the broker's own message when no rule is to blame.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = self.source.to_string();
+        match self.rule {
+            Some(rule) => {
+                // The broker's message starts with "acl file line N: "; the rule index replaces it.
+                let detail = message
+                    .split_once(": ")
+                    .map_or(message.as_str(), |(_, d)| d);
+                write!(f, "spec.rules[{rule}]: {detail}")
+            }
+            None => f.write_str(&message),
+        }
+    }
+}
+
+impl std::error::Error for InvalidRule {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
 
 /// One line of the users file, with the groups that user is in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +68,7 @@ pub struct UserEntry {
 }
 
 /// The users file: one `username:hash` line per user, sorted so the text is stable.
-pub fn users_file(users: &[UserEntry]) -> Result<String, String> {
+pub fn users_file(users: &[UserEntry]) -> Result<String, AuthFileError> {
     let mut sorted: Vec<&UserEntry> = users.iter().collect();
     sorted.sort_by(|a, b| a.username.cmp(&b.username));
     let mut text =
@@ -25,7 +76,7 @@ pub fn users_file(users: &[UserEntry]) -> Result<String, String> {
     for user in sorted {
         text.push_str(&format!("{}:{}\n", user.username, user.hash));
     }
-    UsersFile::parse(&text).map_err(|e| format!("users file: {e}"))?;
+    UsersFile::parse(&text).map_err(AuthFileError::UsersFile)?;
     Ok(text)
 }
 
@@ -78,8 +129,8 @@ pub fn referenced_groups(acl: &MqttAcl) -> BTreeSet<String> {
 }
 
 /// Checks one `MqttAcl` on its own with the broker's parser; returns its line count, or the
-/// broker's message with the rule it came from.
-pub fn validate_acl(acl: &MqttAcl) -> Result<usize, String> {
+/// broker's error with the rule it came from.
+pub fn validate_acl(acl: &MqttAcl) -> Result<usize, InvalidRule> {
     let mut text = String::new();
     for group in referenced_groups(acl) {
         text.push_str(&format!("group {group} =\n"));
@@ -93,27 +144,22 @@ pub fn validate_acl(acl: &MqttAcl) -> Result<usize, String> {
             origin.push(index);
         }
     }
-    AclFile::parse(&text).map(|_| origin.len()).map_err(|e| {
-        let message = e.to_string();
-        // The broker's message starts with "acl file line N: "; the rule index replaces it.
-        let detail = message
-            .split_once(": ")
-            .map_or(message.as_str(), |(_, d)| d);
-        match e
-            .line()
-            .checked_sub(declared + 1)
-            .and_then(|i| origin.get(i))
-        {
-            Some(rule) => format!("spec.rules[{rule}]: {detail}"),
-            None => message.clone(),
-        }
-    })
+    AclFile::parse(&text)
+        .map(|_| origin.len())
+        .map_err(|source| InvalidRule {
+            rule: source
+                .line()
+                .checked_sub(declared + 1)
+                .and_then(|i| origin.get(i))
+                .copied(),
+            source,
+        })
 }
 
 /// The whole ACL file: group definitions from the users, then each `MqttAcl`'s lines in order
 /// (`spec.order`, then name). With no `MqttAcl` at all every client may do anything, as a
 /// broker without an ACL file does; once one exists, what no rule allows is denied.
-pub fn acl_file(users: &[UserEntry], acls: &[&MqttAcl]) -> Result<String, String> {
+pub fn acl_file(users: &[UserEntry], acls: &[&MqttAcl]) -> Result<String, AuthFileError> {
     let mut groups: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for user in users {
         for group in &user.groups {
@@ -150,7 +196,7 @@ pub fn acl_file(users: &[UserEntry], acls: &[&MqttAcl]) -> Result<String, String
             text.push('\n');
         }
     }
-    AclFile::parse(&text).map_err(|e| format!("acl file: {e}"))?;
+    AclFile::parse(&text).map_err(AuthFileError::AclFile)?;
     Ok(text)
 }
 
@@ -271,7 +317,10 @@ spec:
     - {access: allow, action: subscribe, topic: "a/#/b", everyone: true}
 "#);
         let err = validate_acl(&bad).unwrap_err();
-        assert!(err.starts_with("spec.rules[1]: "), "{err}");
+        assert_eq!(err.rule, Some(1));
+        let message = err.to_string();
+        assert!(message.starts_with("spec.rules[1]: "), "{message}");
+        assert!(!message.contains("acl file line"), "{message}");
         assert_eq!(validate_acl(&acl(SENSORS)).unwrap(), 4);
     }
 
@@ -280,6 +329,11 @@ spec:
         let text = users_file(&[user("zed", &[]), user("amy", &[])]).unwrap();
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert!(lines[0].starts_with("amy:") && lines[1].starts_with("zed:"));
-        assert!(users_file(&[user("amy", &[]), user("amy", &[])]).is_err());
+        let duplicate = users_file(&[user("amy", &[]), user("amy", &[])]).unwrap_err();
+        assert!(matches!(
+            duplicate,
+            AuthFileError::UsersFile(UsersError::DuplicateUser { .. })
+        ));
+        assert_eq!(duplicate.kind(), "render_users_file");
     }
 }

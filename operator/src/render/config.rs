@@ -1,11 +1,30 @@
-//! The broker configuration file (`broker.yaml` in the `NAME-config` ConfigMap), in the broker's
-//! own format (`docs/configuration.md`). Every pod of a cluster gets the same file; pod-specific
-//! values come from the environment.
+//! The broker configuration file (`broker.yaml`), in the broker's own format
+//! (`docs/configuration.md`), and the `NAME-config` ConfigMap that carries it. Every pod of a
+//! cluster gets the same file; pod-specific values come from the environment.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::{Map, Value, json};
 
-use super::names::{HTTP_PORT, keys, paths};
+use super::names::{ClusterNames, HTTP_PORT, keys, paths};
 use crate::crd::{BrokerSettings, ClientCertificates, ListenerSpec, MqttClusterSpec};
+
+/// `NAME-config` with `config` (the text [`broker_config`] renders) under `broker.yaml`.
+pub fn config_map(names: &ClusterNames, owner: OwnerReference, config: String) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(names.config_map()),
+            namespace: Some(names.namespace.clone()),
+            labels: Some(names.labels("config")),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(keys::CONFIG.into(), config)])),
+        ..Default::default()
+    }
+}
 
 /// Renders `broker.yaml` for a cluster.
 pub fn broker_config(spec: &MqttClusterSpec) -> String {
@@ -162,6 +181,32 @@ mod tests {
     fn parses(text: &str) -> tern_broker::Config {
         tern_broker::Config::from_yaml(text, "broker.yaml")
             .unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn the_config_map_carries_the_file_and_belongs_to_the_cluster() {
+        let cluster: MqttCluster = serde_yaml::from_str(
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo, namespace: iot, uid: u1}\nspec: {}\n",
+        )
+        .unwrap();
+        let names = ClusterNames::new("demo", "iot");
+        let owner = kube::Resource::controller_owner_ref(&cluster, &()).unwrap();
+        let text = broker_config(&cluster.spec);
+        let map = config_map(&names, owner, text.clone());
+        assert_eq!(map.metadata.name.as_deref(), Some("demo-config"));
+        assert_eq!(map.metadata.namespace.as_deref(), Some("iot"));
+        let labels = map.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[super::super::names::LABEL_COMPONENT], "config");
+        assert_eq!(labels[super::super::names::LABEL_CLUSTER], "demo");
+        let owners = map.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(
+            (owners[0].uid.as_str(), owners[0].controller),
+            ("u1", Some(true))
+        );
+        let data = map.data.unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["broker.yaml"]);
+        assert_eq!(data["broker.yaml"], text);
+        parses(&data["broker.yaml"]);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub const ANNOTATION_CONFIG_HASH: &str = "tern.dev/config-hash";
 /// On the server-certificate Secret: what the certificate was issued for, so that a change of
 /// names or CA reissues it.
 pub const ANNOTATION_ISSUED_FOR: &str = "tern.dev/issued-for";
+/// On a user's credentials Secret: what its client certificate was issued for (username and CA),
+/// so that a change of either reissues it.
+pub const ANNOTATION_CLIENT_CERT_FOR: &str = "tern.dev/client-certificate-for";
 
 /// The names of one cluster's objects.
 #[derive(Debug, Clone, PartialEq, Eq)]

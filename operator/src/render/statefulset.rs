@@ -41,44 +41,6 @@ pub fn statefulset(inputs: &StatefulSetInputs<'_>) -> StatefulSet {
     let spec = inputs.spec;
     let mut annotations = spec.pod_annotations.clone();
     annotations.insert(ANNOTATION_CONFIG_HASH.into(), inputs.config_hash.clone());
-    let topology_spread_constraints = if spec.placement.topology_spread_constraints.is_empty() {
-        vec![TopologySpreadConstraint {
-            max_skew: 1,
-            topology_key: "kubernetes.io/hostname".into(),
-            when_unsatisfiable: "ScheduleAnyway".into(),
-            label_selector: Some(selector(names)),
-            ..Default::default()
-        }]
-    } else {
-        spec.placement.topology_spread_constraints.clone()
-    };
-    let pod = PodSpec {
-        containers: vec![broker_container(inputs)],
-        volumes: Some(volumes(inputs)),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        termination_grace_period_seconds: Some(
-            i64::from(spec.drain_timeout_seconds) + TERMINATION_MARGIN_SECS,
-        ),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(BROKER_UID),
-            run_as_group: Some(BROKER_UID),
-            fs_group: Some(BROKER_UID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        affinity: spec.placement.affinity.clone(),
-        tolerations: non_empty(spec.placement.tolerations.clone()),
-        node_selector: non_empty_map(spec.placement.node_selector.clone()),
-        topology_spread_constraints: Some(topology_spread_constraints),
-        priority_class_name: spec.placement.priority_class_name.clone(),
-        image_pull_secrets: non_empty(spec.image_pull_secrets.clone()),
-        ..Default::default()
-    };
     let mut pod_labels = names.labels("broker");
     pod_labels.extend(names.selector_labels());
     StatefulSet {
@@ -105,7 +67,7 @@ pub fn statefulset(inputs: &StatefulSetInputs<'_>) -> StatefulSet {
                     annotations: Some(annotations),
                     ..Default::default()
                 }),
-                spec: Some(pod),
+                spec: Some(pod_spec(inputs)),
             },
             volume_claim_templates: spec.persistence.as_ref().map(|p| {
                 vec![PersistentVolumeClaim {
@@ -128,6 +90,49 @@ pub fn statefulset(inputs: &StatefulSetInputs<'_>) -> StatefulSet {
             }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// The broker pod: locked down, placed as the spec asks, spread over nodes by default.
+fn pod_spec(inputs: &StatefulSetInputs<'_>) -> PodSpec {
+    let spec = inputs.spec;
+    let topology_spread_constraints = if spec.placement.topology_spread_constraints.is_empty() {
+        vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(selector(inputs.names)),
+            ..Default::default()
+        }]
+    } else {
+        spec.placement.topology_spread_constraints.clone()
+    };
+    PodSpec {
+        containers: vec![broker_container(inputs)],
+        volumes: Some(volumes(inputs)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(
+            i64::from(spec.drain_timeout_seconds) + TERMINATION_MARGIN_SECS,
+        ),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(BROKER_UID),
+            run_as_group: Some(BROKER_UID),
+            fs_group: Some(BROKER_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        affinity: spec.placement.affinity.clone(),
+        tolerations: non_empty(spec.placement.tolerations.clone()),
+        node_selector: non_empty_map(spec.placement.node_selector.clone()),
+        topology_spread_constraints: Some(topology_spread_constraints),
+        priority_class_name: spec.placement.priority_class_name.clone(),
+        image_pull_secrets: non_empty(spec.image_pull_secrets.clone()),
         ..Default::default()
     }
 }

@@ -134,6 +134,11 @@ fn san(hostname: &str) -> Result<SanType, TlsError> {
         .map_err(|_| TlsError::BadName(hostname.to_owned()))
 }
 
+/// Whether a certificate can name `hostname`: an IP address or a DNS name (see [`is_dns_name`]).
+pub fn is_hostname(hostname: &str) -> bool {
+    hostname.parse::<IpAddr>().is_ok() || is_dns_name(hostname)
+}
+
 /// A DNS name as certificates carry it: dot-separated labels of letters, digits and `-` (not at
 /// either end), at most 63 bytes each and 253 in all; the first label may be the wildcard `*`.
 fn is_dns_name(name: &str) -> bool {

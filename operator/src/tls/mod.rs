@@ -5,7 +5,7 @@
 mod authority;
 mod inspect;
 
-pub use authority::{CertificateAuthority, IssuedCertificate};
+pub use authority::{CertificateAuthority, IssuedCertificate, is_hostname};
 pub use inspect::{CertificateInfo, inspect};
 
 use thiserror::Error;

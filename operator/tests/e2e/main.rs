@@ -112,6 +112,8 @@ async fn operator_end_to_end() {
     spec_edits_converge(&env).await;
     scale_down_drains_before_the_statefulset_shrinks(&env).await;
     invalid_resources_are_refused_or_reported(&env).await;
+    what_the_schema_lets_through_but_the_operator_cannot_use_waits(&env).await;
+    a_failed_reconcile_is_recorded_and_retried_until_it_succeeds(&env).await;
     deleting_the_cluster_collects_its_children(&env).await;
 
     let metrics = env.operator_metrics().await;
@@ -527,6 +529,131 @@ async fn invalid_resources_are_refused_or_reported(env: &Env) {
             .is_err(),
         "a password from a Secret the MqttUser does not own is never deployed"
     );
+}
+
+/// A spec the API server's schema accepts but the operator cannot act on: `Ready=False` with reason
+/// `InvalidSpec` and the field in the message, a Warning event, the error metric, and nothing made
+/// for it.
+async fn what_the_schema_lets_through_but_the_operator_cannot_use_waits(env: &Env) {
+    env.apply(
+        "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: unusable}\nspec:\n  replicas: 1\n  tls: {managed: {validity: 1h, renewBefore: 2h}}\n",
+    )
+    .expect("schema-valid cluster");
+    env.apply(
+        "apiVersion: tern.dev/v1alpha1\nkind: MqttUser\nmetadata: {name: erin}\nspec:\n  clusterRef: {name: demo}\n  clientCertificate: {validity: 0s}\n",
+    )
+    .expect("schema-valid user");
+    let clusters: Api<MqttCluster> = Api::namespaced(env.admin.clone(), &env.namespace);
+    let users: Api<MqttUser> = Api::namespaced(env.admin.clone(), &env.namespace);
+    let cluster_ready = eventually("unusable reports InvalidSpec", SHORT, || async {
+        let status = clusters.get("unusable").await.ok()?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "InvalidSpec")
+    })
+    .await;
+    assert_eq!(
+        cluster_ready.message,
+        "spec.tls.managed.renewBefore: must be shorter than validity"
+    );
+    let user_ready = eventually("erin reports InvalidSpec", SHORT, || async {
+        let status = users.get("erin").await.ok()?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "InvalidSpec")
+    })
+    .await;
+    assert_eq!(
+        user_ready.message,
+        "spec.clientCertificate.validity: must be longer than zero"
+    );
+    let sets: Api<StatefulSet> = Api::namespaced(env.admin.clone(), &env.namespace);
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), &env.namespace);
+    assert!(sets.get_opt("unusable").await.expect("get").is_none());
+    assert!(secrets.get_opt("unusable-ca").await.expect("get").is_none());
+    assert!(
+        secrets
+            .get_opt("erin-mqtt-credentials")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let events = env.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=InvalidSpec,type=Warning",
+        "-o",
+        "jsonpath={.items[*].involvedObject.name}",
+    ]);
+    for name in ["unusable", "erin"] {
+        assert!(
+            events.split_whitespace().any(|n| n == name),
+            "a Warning event on {name}: {events}"
+        );
+    }
+    let metrics = env.operator_metrics().await;
+    for controller in ["cluster", "user"] {
+        let line = format!(
+            "tern_operator_reconcile_errors_total{{controller=\"{controller}\",error=\"invalid_spec\"}}"
+        );
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    clusters
+        .delete("unusable", &DeleteParams::default())
+        .await
+        .expect("delete unusable");
+    users
+        .delete("erin", &DeleteParams::default())
+        .await
+        .expect("delete erin");
+}
+
+/// A Secret of someone else's where a new cluster's CA would go: the operator does not overwrite
+/// it, so creating the CA fails. The failure is counted by its kind, recorded as a Warning event
+/// on the cluster, and retried; once the Secret is gone, a retry succeeds.
+async fn a_failed_reconcile_is_recorded_and_retried_until_it_succeeds(env: &Env) {
+    env.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: blocked-ca}\nstringData: {note: not a CA}\n")
+        .expect("a Secret in the CA's place");
+    env.apply(
+        "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: blocked}\nspec: {replicas: 0}\n",
+    )
+    .expect("cluster blocked");
+    eventually("a Warning event names the failed step", SHORT, || async {
+        let events = env.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=CaSecretConflictFailed,type=Warning,involvedObject.name=blocked",
+            "-o",
+            "name",
+        ]);
+        (!events.trim().is_empty()).then_some(())
+    })
+    .await;
+    let metrics = env.operator_metrics().await;
+    let line =
+        "tern_operator_reconcile_errors_total{controller=\"cluster\",error=\"ca_secret_conflict\"}";
+    assert!(metrics.contains(line), "{line} in\n{metrics}");
+
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), &env.namespace);
+    secrets
+        .delete("blocked-ca", &DeleteParams::default())
+        .await
+        .expect("delete the Secret in the way");
+    let clusters: Api<MqttCluster> = Api::namespaced(env.admin.clone(), &env.namespace);
+    eventually("a retry creates the CA and the status", LONG, || async {
+        let ca = secrets.get_opt("blocked-ca").await.ok()??;
+        let status = clusters.get("blocked").await.ok()?.status?;
+        (ca.data?.contains_key("tls.crt") && status.observed_generation.is_some()).then_some(())
+    })
+    .await;
+    clusters
+        .delete("blocked", &DeleteParams::default())
+        .await
+        .expect("delete blocked");
 }
 
 async fn deleting_the_cluster_collects_its_children(env: &Env) {

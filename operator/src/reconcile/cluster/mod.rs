@@ -1,46 +1,48 @@
-//! The `MqttCluster` reconciler: fetch → validate → render → apply → status.
+//! The `MqttCluster` reconciler: validate → fetch → the credentials (admin token, CA, server
+//! certificate, users and ACL) → render → apply → scale → the StatefulSet → clean up → brokers →
+//! status.
 //!
 //! Order matters where one object feeds another: the admin token and the CA come first (the
 //! brokers and the users need them), then the certificate, the users and ACL, the configuration,
 //! the Services and finally the StatefulSet, whose pod template carries the configuration's hash so
-//! a configuration change rolls the pods one at a time (each drained by its preStop).
+//! a configuration change rolls the pods one at a time (each drained by its preStop). What the spec
+//! no longer asks for is deleted only after that, and the status is written last, so it describes
+//! a reconcile that ran to its end.
 
+mod admin;
 mod auth;
+mod fetch;
 mod optional;
 mod scale;
 mod status;
 mod tls;
 
-pub use auth::{is_running_and_ready, pod_ip, users_of};
+pub use auth::{is_running_and_ready, pod_ip};
+pub use fetch::users_of;
 pub use scale::ordinal;
-pub use tls::clusters_using_secret;
+pub use tls::{authority_of, clusters_using_secret};
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
-use rand::RngExt;
-use tracing::info;
+use kube::runtime::events::EventType;
 
-use super::apply::{apply, delete_if_present, secret_data, secret_strings};
+use super::apply::{apply, delete_if_present};
 use super::context::Context;
 use super::error::{Error, Result};
-use crate::crd::MqttCluster;
-use crate::render::config::broker_config;
-use crate::render::disruption::pod_disruption_budget;
-use crate::render::names::{ClusterNames, keys};
-use crate::render::services::{client_service, headless_service};
-use crate::render::statefulset::{StatefulSetInputs, statefulset};
-use scale::{ScaleDown, drain_leaving, pods_from_ordinal};
-use status::Observed;
+use super::{Outcome, finish, rejected_conditions, report_invalid};
+use crate::crd::{MqttCluster, MqttClusterStatus};
+use crate::render::cluster::{ClusterObjects, cluster_objects};
+use crate::tls::CertificateAuthority;
+use crate::validate::{InvalidSpec, TlsSource, ValidatedCluster, validate_cluster};
+use auth::AuthFiles;
+use fetch::{Existing, fetch};
+use status::{Brokers, Observed};
 use tls::ServerTls;
 
 /// How often a settled cluster is looked at again (members, certificate expiry).
@@ -51,55 +53,90 @@ const SOON: Duration = Duration::from_secs(2);
 pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&cluster, &ctx).await;
-    ctx.metrics.reconciled(
-        "cluster",
-        started.elapsed(),
-        result.as_ref().err().map(Error::kind),
-    );
-    result
+    finish(&ctx, "cluster", &*cluster, started, result)
 }
 
-async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Action> {
-    let namespace = cluster
-        .namespace()
-        .ok_or(Error::MissingField("namespace"))?;
-    let names = ClusterNames::new(&cluster.name_any(), &namespace);
-    let owner = cluster
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingField("uid"))?;
-    let spec = &cluster.spec;
-    let client = ctx.client.clone();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let mut observed = Observed::default();
-
-    let token = ensure_admin_token(&secrets, &names, &owner).await?;
-    let (ca, ca_created) = tls::ensure_ca(&secrets, &names, &owner).await?;
-    if ca_created {
-        publish(
-            ctx,
-            cluster,
-            EventType::Normal,
-            "CaCreated",
-            "created the cluster's CA",
-        )
-        .await;
-    }
-
-    let hostnames = match &spec.tls {
-        Some(tls) => names.server_hostnames(&ctx.settings.cluster_domain, &tls.extra_hostnames),
-        None => Vec::new(),
+async fn reconcile_inner(object: &MqttCluster, ctx: &Context) -> Result<Outcome> {
+    let cluster = match validate_cluster(object) {
+        Ok(cluster) => cluster,
+        Err(invalid) => return reject(ctx, object, invalid).await,
     };
-    let server_tls = match &spec.tls {
-        None => ServerTls::default(),
-        Some(tls) if tls.secret_name.is_some() => {
-            tls::check_user_secret(&secrets, tls.secret_name.as_deref().unwrap_or_default()).await?
+    let existing = fetch(ctx, &cluster).await?;
+    let token = admin::ensure_token(ctx, &cluster, existing.admin.as_ref()).await?;
+    let ca = certificate_authority(ctx, object, &cluster, &existing).await?;
+    let tls = server_certificate(ctx, object, &cluster, &existing, &ca).await?;
+    let auth = auth::users_and_acl(ctx, &cluster, &existing).await?;
+    let objects = cluster_objects(&cluster.names, cluster.spec, &cluster.owner);
+    apply_objects(ctx, &cluster, &objects).await?;
+    let scale = scale::scale(ctx, object, &cluster, &existing, &token).await;
+    let statefulset = apply_statefulset(ctx, &cluster, &objects, scale.replicas, &tls).await?;
+    clean_up(ctx, &cluster).await?;
+    let brokers = update_brokers(ctx, &existing.pods, &token, &auth).await;
+    let observed = Observed {
+        statefulset,
+        ca_secret: clients_trust(&cluster, &tls),
+        tls,
+        auth,
+        brokers,
+        draining: scale.draining,
+    };
+    update_status(ctx, object, &cluster, &observed).await
+}
+
+/// An invalid cluster: `Ready=False` with the field in the message and a Warning event; nothing
+/// is applied or removed until the cluster changes.
+async fn reject(ctx: &Context, object: &MqttCluster, invalid: InvalidSpec) -> Result<Outcome> {
+    report_invalid(ctx, object, &invalid).await;
+    let previous = object.status.clone().unwrap_or_default();
+    let generation = object.metadata.generation;
+    let status = MqttClusterStatus {
+        observed_generation: generation,
+        conditions: rejected_conditions(&previous.conditions, generation, &invalid),
+        ..previous
+    };
+    status::patch(ctx, object, status).await?;
+    Ok(Outcome::Rejected(invalid))
+}
+
+/// The cluster's CA, and a `CaCreated` event when it was made now.
+async fn certificate_authority(
+    ctx: &Context,
+    object: &MqttCluster,
+    cluster: &ValidatedCluster<'_>,
+    existing: &Existing,
+) -> Result<CertificateAuthority> {
+    let (ca, created) = tls::ensure_ca(ctx, cluster, existing.ca.as_ref()).await?;
+    if created {
+        let note = "created the cluster's CA";
+        ctx.publish(object, EventType::Normal, "CaCreated", note)
+            .await;
+    }
+    Ok(ca)
+}
+
+/// The server certificate from the spec's source, and a `CertificateIssued` event when the
+/// operator issued one.
+async fn server_certificate(
+    ctx: &Context,
+    object: &MqttCluster,
+    cluster: &ValidatedCluster<'_>,
+    existing: &Existing,
+    ca: &CertificateAuthority,
+) -> Result<ServerTls> {
+    let hostnames = cluster.server_hostnames(&ctx.settings.cluster_domain);
+    let current = existing.server_tls.as_ref();
+    let server_tls = match &cluster.tls {
+        TlsSource::None => ServerTls::default(),
+        TlsSource::Secret(name) => tls::check_tls_secret(name, current),
+        TlsSource::CertManager(issuer) => {
+            optional::cert_manager_certificate(ctx, cluster, issuer, &hostnames, current).await?
         }
-        Some(tls) if tls.cert_manager.is_some() => {
-            optional::cert_manager_certificate(ctx, &names, &owner, &hostnames, tls).await?
-        }
-        Some(tls) => {
-            let managed = tls.managed.clone().unwrap_or_default();
-            tls::ensure_managed_certificate(&secrets, &names, &owner, &ca, &hostnames, &managed)
+        TlsSource::Managed {
+            validity,
+            renew_before,
+        } => {
+            let durations = (*validity, *renew_before);
+            tls::ensure_managed_certificate(ctx, cluster, current, ca, &hostnames, durations)
                 .await?
         }
     };
@@ -108,139 +145,116 @@ async fn reconcile_inner(cluster: &MqttCluster, ctx: &Context) -> Result<Action>
             "issued the server certificate, valid until {}",
             server_tls.not_after.clone().unwrap_or_default()
         );
-        publish(ctx, cluster, EventType::Normal, "CertificateIssued", &note).await;
+        ctx.publish(object, EventType::Normal, "CertificateIssued", &note)
+            .await;
     }
-    observed.tls = server_tls.clone();
-    // Without TLS the CA still signs client certificates; with it, clients trust what signed the
-    // server certificate.
-    observed.ca_secret = match &spec.tls {
-        None => Some(names.ca_secret()),
-        Some(_) => server_tls.ca_secret.clone(),
-    };
+    Ok(server_tls)
+}
 
-    let auth_files = auth::render_and_store(ctx, &names, &owner).await?;
-    observed.auth = Some(auth_files.clone());
-
-    let config = broker_config(spec);
-    let config_hash = super::fingerprint(&config);
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    apply(
-        &config_maps,
-        &ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(names.config_map()),
-                namespace: Some(namespace.clone()),
-                labels: Some(names.labels("config")),
-                owner_references: Some(vec![owner.clone()]),
-                ..Default::default()
-            },
-            data: Some(BTreeMap::from([(keys::CONFIG.into(), config)])),
-            ..Default::default()
-        },
-    )
-    .await?;
-
-    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    apply(&services, &headless_service(&names, spec, owner.clone())).await?;
-    apply(&services, &client_service(&names, spec, owner.clone())).await?;
-
-    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
-    match pod_disruption_budget(&names, spec, owner.clone()) {
-        Some(budget) => drop(apply(&budgets, &budget).await?),
-        None => delete_if_present(&budgets, &names.pdb()).await?,
+/// The ConfigMap, the Services, the PodDisruptionBudget and the ServiceMonitor, in that order.
+async fn apply_objects(
+    ctx: &Context,
+    cluster: &ValidatedCluster<'_>,
+    objects: &ClusterObjects<'_>,
+) -> Result<()> {
+    let namespace = &cluster.names.namespace;
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    apply(&config_maps, &objects.config_map)
+        .await
+        .map_err(Error::ApplyConfigMap)?;
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    apply(&services, &objects.headless_service)
+        .await
+        .map_err(Error::ApplyHeadlessService)?;
+    apply(&services, &objects.client_service)
+        .await
+        .map_err(Error::ApplyClientService)?;
+    if let Some(budget) = &objects.pod_disruption_budget {
+        let budgets: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), namespace);
+        apply(&budgets, budget)
+            .await
+            .map_err(Error::ApplyPodDisruptionBudget)?;
     }
-    optional::apply_service_monitor(ctx, cluster, &names, &owner).await?;
-    if spec.tls.as_ref().is_none_or(|t| t.cert_manager.is_none()) {
-        optional::remove_certificate(ctx, &names, &owner).await?;
+    if let Some(monitor) = &objects.service_monitor {
+        optional::apply_service_monitor(ctx, cluster, monitor).await?;
     }
+    Ok(())
+}
 
-    let pods = list_pods(ctx, &names).await?;
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
-    let current = sets
-        .get_opt(&names.statefulset())
-        .await?
-        .and_then(|s| s.spec.and_then(|s| s.replicas));
-    let replicas = match current {
-        Some(current) if current > spec.replicas => {
-            let leaving: Vec<Pod> = pods_from_ordinal(&pods, &names.statefulset(), spec.replicas)
-                .into_iter()
-                .cloned()
-                .collect();
-            let timeout =
-                Duration::from_secs(u64::try_from(spec.drain_timeout_seconds).unwrap_or(60));
-            match drain_leaving(ctx, &leaving, &token, timeout).await {
-                ScaleDown::Draining(waiting) => {
-                    observed.draining = waiting;
-                    current
-                }
-                ScaleDown::Ready { timed_out } => {
-                    let note = if timed_out.is_empty() {
-                        format!(
-                            "drained and removed {} pod(s); scaling {current} → {}",
-                            current - spec.replicas,
-                            spec.replicas
-                        )
-                    } else {
-                        format!(
-                            "drain timed out on {}; scaling {current} → {} anyway",
-                            timed_out.join(", "),
-                            spec.replicas
-                        )
-                    };
-                    let kind = if timed_out.is_empty() {
-                        EventType::Normal
-                    } else {
-                        EventType::Warning
-                    };
-                    publish(ctx, cluster, kind, "ScaledDown", &note).await;
-                    spec.replicas
-                }
-            }
-        }
-        Some(current) if current < spec.replicas => {
-            let note = format!("scaling {current} → {}", spec.replicas);
-            publish(ctx, cluster, EventType::Normal, "ScalingUp", &note).await;
-            spec.replicas
-        }
-        _ => spec.replicas,
-    };
-    let image = spec
+/// The StatefulSet at the replicas the scale step chose, mounting the server certificate.
+async fn apply_statefulset(
+    ctx: &Context,
+    cluster: &ValidatedCluster<'_>,
+    objects: &ClusterObjects<'_>,
+    replicas: i32,
+    tls: &ServerTls,
+) -> Result<StatefulSet> {
+    let image = cluster
+        .spec
         .image
         .clone()
         .unwrap_or_else(|| ctx.settings.broker_image.clone());
-    let set = apply(
-        &sets,
-        &statefulset(&StatefulSetInputs {
-            names: &names,
-            spec,
-            owner: owner.clone(),
-            image,
-            replicas,
-            config_hash,
-            tls_secret: server_tls.secret.clone(),
-        }),
-    )
-    .await?;
-    observed.statefulset = Some(set);
+    let set = objects.statefulset(image, replicas, tls.secret.clone());
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &cluster.names.namespace);
+    apply(&sets, &set).await.map_err(Error::ApplyStatefulSet)
+}
 
+/// Deletes what the spec no longer asks for: the PodDisruptionBudget and the ServiceMonitor when
+/// turned off, the cert-manager Certificate when TLS no longer comes from cert-manager.
+async fn clean_up(ctx: &Context, cluster: &ValidatedCluster<'_>) -> Result<()> {
+    if !cluster.spec.pod_disruption_budget.enabled {
+        let budgets: Api<PodDisruptionBudget> =
+            Api::namespaced(ctx.client.clone(), &cluster.names.namespace);
+        delete_if_present(&budgets, &cluster.names.pdb())
+            .await
+            .map_err(Error::DeletePodDisruptionBudget)?;
+    }
+    if !cluster.spec.metrics.service_monitor.enabled {
+        optional::remove_service_monitor(ctx, cluster).await?;
+    }
+    if !matches!(cluster.tls, TlsSource::CertManager(_)) {
+        optional::remove_certificate(ctx, cluster).await?;
+    }
+    Ok(())
+}
+
+/// Pushes the users and ACL to the running brokers and asks each about itself.
+async fn update_brokers(ctx: &Context, pods: &[Pod], token: &str, auth: &AuthFiles) -> Brokers {
     let running: Vec<Pod> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .cloned()
         .collect();
-    let (current_auth, behind) = auth::push_to_brokers(ctx, &running, &token, &auth_files).await;
-    observed.auth_current = current_auth;
-    observed.auth_behind = behind;
-    observed.members = status::members(ctx, &running, &token).await;
+    Brokers {
+        auth_behind: auth::push_to_brokers(ctx, &running, token, auth).await,
+        members: status::members(ctx, &running, token).await,
+    }
+}
 
-    let status = status::build(cluster, &names, &ctx.settings.cluster_domain, &observed);
-    let settled = status::is_settled(&status, spec.replicas);
-    status::patch(ctx, cluster, status).await?;
-    let settled = settled && observed.draining.is_empty() && behind == 0;
-    Ok(Action::requeue(next_reconcile(
-        settled,
-        observed.tls.renew_in,
-    )))
+/// The Secret whose `ca.crt` clients trust. Without TLS the CA still signs client certificates;
+/// with it, clients trust what signed the server certificate.
+fn clients_trust(cluster: &ValidatedCluster<'_>, tls: &ServerTls) -> Option<String> {
+    match cluster.tls {
+        TlsSource::None => Some(cluster.names.ca_secret()),
+        _ => tls.ca_secret.clone(),
+    }
+}
+
+/// Writes the status and decides when to look again.
+async fn update_status(
+    ctx: &Context,
+    object: &MqttCluster,
+    cluster: &ValidatedCluster<'_>,
+    observed: &Observed,
+) -> Result<Outcome> {
+    let domain = &ctx.settings.cluster_domain;
+    let status = status::build(object, &cluster.names, domain, observed);
+    let settled = status::is_settled(&status, cluster.spec.replicas)
+        && observed.draining.is_empty()
+        && observed.brokers.auth_behind == 0;
+    status::patch(ctx, object, status).await?;
+    let next = next_reconcile(settled, observed.tls.renew_in);
+    Ok(Outcome::Reconciled(Action::requeue(next)))
 }
 
 /// When to look at the cluster again: soon while something moves, at the resync otherwise, and
@@ -250,77 +264,6 @@ fn next_reconcile(settled: bool, renew_in: Option<Duration>) -> Duration {
     match renew_in {
         Some(renew_in) => next.min(renew_in.max(Duration::from_secs(1))),
         None => next,
-    }
-}
-
-/// The admin API token the brokers accept and the operator sends; made once.
-async fn ensure_admin_token(
-    secrets: &Api<Secret>,
-    names: &ClusterNames,
-    owner: &OwnerReference,
-) -> Result<String> {
-    if let Some(secret) = secrets.get_opt(&names.admin_secret()).await?
-        && let Some(token) = secret_strings(&secret).remove(keys::ADMIN_TOKEN)
-        && !token.trim().is_empty()
-    {
-        return Ok(token.trim().to_owned());
-    }
-    let token = random_token();
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(names.admin_secret()),
-            namespace: Some(names.namespace.clone()),
-            labels: Some(names.labels("admin")),
-            owner_references: Some(vec![owner.clone()]),
-            ..Default::default()
-        },
-        data: Some(secret_data(BTreeMap::from([(
-            keys::ADMIN_TOKEN.into(),
-            token.clone(),
-        )]))),
-        ..Default::default()
-    };
-    apply(secrets, &secret).await?;
-    info!(cluster = %names.name, "created the admin API token");
-    Ok(token)
-}
-
-/// 32 random alphanumerics (about 190 bits) from the operating system's generator.
-pub fn random_token() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..32)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
-}
-
-async fn list_pods(ctx: &Context, names: &ClusterNames) -> Result<Vec<Pod>> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
-    let mut pods = api
-        .list(&ListParams::default().labels(&names.selector()))
-        .await?
-        .items;
-    pods.sort_by_key(|p| ordinal(&p.name_any(), &names.statefulset()).unwrap_or(i32::MAX));
-    Ok(pods)
-}
-
-/// Records a Kubernetes Event on the cluster; a failure to record is logged, not fatal.
-pub async fn publish(
-    ctx: &Context,
-    cluster: &MqttCluster,
-    kind: EventType,
-    reason: &str,
-    note: &str,
-) {
-    let event = Event {
-        type_: kind,
-        reason: reason.into(),
-        note: Some(note.into()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
-        tracing::warn!(%error, reason, "cannot record an event");
     }
 }
 

@@ -7,25 +7,34 @@ use kube::ResourceExt;
 
 use super::auth::{AuthFiles, is_running_and_ready, pod_ip};
 use super::tls::ServerTls;
-use crate::crd::{Conditions, Endpoint, Member, MqttCluster, MqttClusterStatus, condition};
+use crate::crd::{
+    Conditions, Endpoint, ListenerSpec, Member, MqttCluster, MqttClusterStatus, condition,
+};
 use crate::reconcile::apply::patch_status;
 use crate::reconcile::context::Context;
 use crate::reconcile::error::Result;
 use crate::render::names::ClusterNames;
 
 /// What one reconcile saw, for the status.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Observed {
-    pub statefulset: Option<StatefulSet>,
+    /// The StatefulSet as the server holds it after the apply.
+    pub statefulset: StatefulSet,
     pub tls: ServerTls,
+    /// The Secret whose `ca.crt` clients trust.
     pub ca_secret: Option<String>,
-    pub auth: Option<AuthFiles>,
-    /// Running pods that have the current users and ACL, and those that do not yet.
-    pub auth_current: usize,
-    pub auth_behind: usize,
-    pub members: Vec<Member>,
+    pub auth: AuthFiles,
+    pub brokers: Brokers,
     /// Leaving pods still draining before a scale-down.
     pub draining: Vec<String>,
+}
+
+/// What the running brokers have and say.
+#[derive(Debug, Default)]
+pub struct Brokers {
+    /// Running pods that do not have the current users and ACL yet.
+    pub auth_behind: usize,
+    pub members: Vec<Member>,
 }
 
 /// Asks each running broker about itself.
@@ -51,6 +60,7 @@ pub async fn members(ctx: &Context, pods: &[Pod], token: &str) -> Vec<Member> {
     members
 }
 
+/// The status from what this reconcile observed.
 pub fn build(
     cluster: &MqttCluster,
     names: &ClusterNames,
@@ -59,28 +69,69 @@ pub fn build(
 ) -> MqttClusterStatus {
     let spec = &cluster.spec;
     let previous = cluster.status.clone().unwrap_or_default();
-    let set_status = observed
-        .statefulset
-        .as_ref()
-        .and_then(|s| s.status.clone())
-        .unwrap_or_default();
-    let set_generation_seen = observed.statefulset.as_ref().is_some_and(|s| {
-        s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
-    });
-    let replicas = set_status.replicas;
+    let rollout = rollout(&observed.statefulset, &observed.brokers.members);
+    let problems = problems(observed);
+    let progressing = progressing(spec.replicas, &rollout, observed);
+    let mut conditions = Conditions::new(&previous.conditions, cluster.metadata.generation);
+    set_conditions(
+        &mut conditions,
+        spec.replicas,
+        rollout.ready,
+        &problems,
+        progressing,
+    );
+    let auth_revision = if observed.brokers.auth_behind == 0 {
+        Some(observed.auth.revision.clone())
+    } else {
+        previous.auth_revision.clone()
+    };
+    MqttClusterStatus {
+        observed_generation: cluster.metadata.generation,
+        conditions: conditions.into_vec(),
+        replicas: rollout.replicas,
+        ready_replicas: rollout.ready,
+        selector: names.selector(),
+        endpoints: endpoints(&spec.listeners, &names.service_host(cluster_domain)),
+        members: observed.brokers.members.clone(),
+        ca_secret: observed.ca_secret.clone(),
+        certificate_not_after: observed.tls.not_after.clone(),
+        auth_revision,
+    }
+}
+
+/// Where the StatefulSet's rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rollout {
+    replicas: i32,
+    ready: i32,
+    updated: i32,
+    /// Every pod runs the current revision.
+    rolled: bool,
+    /// The StatefulSet controller has seen the latest spec.
+    generation_seen: bool,
+}
+
+fn rollout(set: &StatefulSet, members: &[Member]) -> Rollout {
+    let status = set.status.clone().unwrap_or_default();
     // The StatefulSet's count and the pods this reconcile looked at can differ by a moment; report
     // the lower so `Ready` never runs ahead of the members listed beside it.
-    let members_ready = observed.members.iter().filter(|m| m.ready).count();
-    let ready = set_status
-        .ready_replicas
-        .unwrap_or(0)
-        .min(i32::try_from(members_ready).unwrap_or(i32::MAX));
-    let updated = set_status.updated_replicas.unwrap_or(0);
-    let rolled = set_status.current_revision.is_some()
-        && set_status.current_revision == set_status.update_revision;
-    let host = names.service_host(cluster_domain);
-    let endpoints = spec
-        .listeners
+    let members_ready = members.iter().filter(|m| m.ready).count();
+    Rollout {
+        replicas: status.replicas,
+        ready: status
+            .ready_replicas
+            .unwrap_or(0)
+            .min(i32::try_from(members_ready).unwrap_or(i32::MAX)),
+        updated: status.updated_replicas.unwrap_or(0),
+        rolled: status.current_revision.is_some()
+            && status.current_revision == status.update_revision,
+        generation_seen: status.observed_generation == set.metadata.generation,
+    }
+}
+
+/// One address per listener.
+fn endpoints(listeners: &[ListenerSpec], host: &str) -> Vec<Endpoint> {
+    listeners
         .iter()
         .map(|l| Endpoint {
             listener: l.name.clone(),
@@ -95,62 +146,73 @@ pub fn build(
                 }
             ),
         })
-        .collect();
+        .collect()
+}
 
-    let mut conditions = Conditions::new(&previous.conditions, cluster.metadata.generation);
-    let mut problems: Vec<(&str, String)> = Vec::new();
+/// What keeps the spec from taking effect, as (reason, message).
+fn problems(observed: &Observed) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
     if let Some((reason, message)) = &observed.tls.problem {
-        problems.push((reason, message.clone()));
+        problems.push((*reason, message.clone()));
     }
-    if let Some(problem) = observed.auth.as_ref().and_then(|a| a.acl_problem.clone()) {
+    if let Some(problem) = &observed.auth.acl_problem {
         problems.push((
             "InvalidAcl",
             format!("{problem}; the previous ACL stays in force"),
         ));
     }
+    problems
+}
+
+/// What is moving, as (reason, message), the first of these that applies.
+fn progressing(
+    wanted: i32,
+    rollout: &Rollout,
+    observed: &Observed,
+) -> Option<(&'static str, String)> {
+    let Rollout {
+        replicas,
+        ready,
+        updated,
+        ..
+    } = *rollout;
+    if !observed.draining.is_empty() {
+        let draining = observed.draining.join(", ");
+        Some(("Draining", format!("draining {draining} before scale-down")))
+    } else if !rollout.generation_seen || replicas != wanted {
+        Some(("Scaling", format!("{replicas} of {wanted} pods")))
+    } else if !rollout.rolled || updated < wanted {
+        Some((
+            "RollingUpdate",
+            format!("{updated} of {wanted} pods updated"),
+        ))
+    } else if ready < wanted {
+        Some(("WaitingForPods", format!("{ready} of {wanted} pods ready")))
+    } else if observed.brokers.auth_behind > 0 {
+        let behind = observed.brokers.auth_behind;
+        let message = format!("{behind} broker(s) do not have the current users and ACL yet");
+        Some(("PushingAuth", message))
+    } else {
+        None
+    }
+}
+
+/// `Degraded` from the problems, `Progressing` from what moves, and `Ready` when neither: a
+/// problem's reason wins over a movement's.
+fn set_conditions(
+    conditions: &mut Conditions<'_>,
+    wanted: i32,
+    ready: i32,
+    problems: &[(&'static str, String)],
+    progressing: Option<(&'static str, String)>,
+) {
     match problems.first() {
         Some((reason, _)) => {
-            let message = problems
-                .iter()
-                .map(|(_, m)| m.as_str())
-                .collect::<Vec<_>>()
-                .join("; ");
-            conditions.set(condition::DEGRADED, true, reason, message);
+            let messages: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
+            conditions.set(condition::DEGRADED, true, reason, messages.join("; "));
         }
         None => conditions.set(condition::DEGRADED, false, "AsExpected", ""),
     }
-
-    let progressing: Option<(&str, String)> = if !observed.draining.is_empty() {
-        Some((
-            "Draining",
-            format!(
-                "draining {} before scale-down",
-                observed.draining.join(", ")
-            ),
-        ))
-    } else if !set_generation_seen || replicas != spec.replicas {
-        Some(("Scaling", format!("{replicas} of {} pods", spec.replicas)))
-    } else if !rolled || updated < spec.replicas {
-        Some((
-            "RollingUpdate",
-            format!("{updated} of {} pods updated", spec.replicas),
-        ))
-    } else if ready < spec.replicas {
-        Some((
-            "WaitingForPods",
-            format!("{ready} of {} pods ready", spec.replicas),
-        ))
-    } else if observed.auth_behind > 0 {
-        Some((
-            "PushingAuth",
-            format!(
-                "{} broker(s) do not have the current users and ACL yet",
-                observed.auth_behind
-            ),
-        ))
-    } else {
-        None
-    };
     match &progressing {
         Some((reason, message)) => {
             conditions.set(condition::PROGRESSING, true, reason, message.clone())
@@ -162,36 +224,16 @@ pub fn build(
             "all pods run the current spec",
         ),
     }
-    match (&progressing, problems.first()) {
+    match (problems.first(), progressing.as_ref()) {
+        (Some((reason, message)), _) | (None, Some((reason, message))) => {
+            conditions.set(condition::READY, false, reason, message.clone())
+        }
         (None, None) => conditions.set(
             condition::READY,
             true,
             "Ready",
-            format!("{ready} of {} brokers ready", spec.replicas),
+            format!("{ready} of {wanted} brokers ready"),
         ),
-        (_, Some((reason, message))) => {
-            conditions.set(condition::READY, false, reason, message.clone())
-        }
-        (Some((reason, message)), None) => {
-            conditions.set(condition::READY, false, reason, message.clone())
-        }
-    }
-
-    let auth_revision = match &observed.auth {
-        Some(auth) if observed.auth_behind == 0 => Some(auth.revision.clone()),
-        _ => previous.auth_revision.clone(),
-    };
-    MqttClusterStatus {
-        observed_generation: cluster.metadata.generation,
-        conditions: conditions.into_vec(),
-        replicas,
-        ready_replicas: ready,
-        selector: names.selector(),
-        endpoints,
-        members: observed.members.clone(),
-        ca_secret: observed.ca_secret.clone(),
-        certificate_not_after: observed.tls.not_after.clone(),
-        auth_revision,
     }
 }
 
@@ -206,4 +248,126 @@ pub fn is_settled(status: &MqttClusterStatus, replicas: i32) -> bool {
 
 pub async fn patch(ctx: &Context, cluster: &MqttCluster, status: MqttClusterStatus) -> Result<()> {
     patch_status(&ctx.client, cluster, cluster.status.as_ref(), &status).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::is_true;
+    use k8s_openapi::api::apps::v1::StatefulSetStatus;
+
+    fn cluster() -> MqttCluster {
+        serde_yaml::from_str(
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo, generation: 2}\nspec:\n  replicas: 2\n  listeners: [{name: mqtt, port: 1883}, {name: ws, protocol: ws, port: 8080}]\n",
+        )
+        .unwrap()
+    }
+
+    fn member(pod: &str) -> Member {
+        Member {
+            pod: pod.into(),
+            ready: true,
+            version: None,
+            connections: None,
+            state: None,
+        }
+    }
+
+    /// Two pods, rolled and ready, both with the current users and ACL.
+    fn settled() -> Observed {
+        let mut statefulset = StatefulSet::default();
+        statefulset.metadata.generation = Some(5);
+        statefulset.status = Some(StatefulSetStatus {
+            observed_generation: Some(5),
+            replicas: 2,
+            ready_replicas: Some(2),
+            updated_replicas: Some(2),
+            current_revision: Some("r1".into()),
+            update_revision: Some("r1".into()),
+            ..Default::default()
+        });
+        Observed {
+            statefulset,
+            tls: ServerTls::default(),
+            ca_secret: Some("demo-ca".into()),
+            auth: AuthFiles {
+                users: String::new(),
+                acl: String::new(),
+                revision: "rev".into(),
+                acl_problem: None,
+            },
+            brokers: Brokers {
+                auth_behind: 0,
+                members: vec![member("demo-0"), member("demo-1")],
+            },
+            draining: Vec::new(),
+        }
+    }
+
+    fn reason(status: &MqttClusterStatus, type_: &str) -> String {
+        let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        c.reason.clone()
+    }
+
+    fn build_status(observed: &Observed) -> MqttClusterStatus {
+        build(
+            &cluster(),
+            &ClusterNames::new("demo", "iot"),
+            "cluster.local",
+            observed,
+        )
+    }
+
+    #[test]
+    fn a_settled_cluster_is_ready_with_its_endpoints_and_revision() {
+        let status = build_status(&settled());
+        assert!(is_true(&status.conditions, condition::READY));
+        assert!(is_settled(&status, 2));
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!((status.replicas, status.ready_replicas), (2, 2));
+        assert_eq!(status.auth_revision.as_deref(), Some("rev"));
+        let urls: Vec<&str> = status.endpoints.iter().map(|e| e.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "mqtt://demo.iot.svc.cluster.local:1883",
+                "ws://demo.iot.svc.cluster.local:8080/mqtt"
+            ]
+        );
+    }
+
+    #[test]
+    fn ready_never_runs_ahead_of_the_members_and_draining_comes_first() {
+        let mut observed = settled();
+        observed.brokers.members[1].ready = false;
+        let status = build_status(&observed);
+        assert_eq!(status.ready_replicas, 1);
+        assert_eq!(reason(&status, condition::READY), "WaitingForPods");
+        observed.draining = vec!["demo-2".into()];
+        let status = build_status(&observed);
+        assert_eq!(reason(&status, condition::PROGRESSING), "Draining");
+        assert!(!is_settled(&status, 2));
+    }
+
+    #[test]
+    fn a_problem_degrades_the_cluster_and_names_the_reason() {
+        let mut observed = settled();
+        observed.tls.problem = Some(("TlsSecretNotFound", "no secret".into()));
+        observed.auth.acl_problem = Some("MqttAcl x: bad".into());
+        observed.brokers.auth_behind = 1;
+        let status = build_status(&observed);
+        assert_eq!(reason(&status, condition::READY), "TlsSecretNotFound");
+        assert_eq!(reason(&status, condition::DEGRADED), "TlsSecretNotFound");
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::DEGRADED)
+            .unwrap();
+        assert_eq!(
+            degraded.message,
+            "no secret; MqttAcl x: bad; the previous ACL stays in force"
+        );
+        assert_eq!(reason(&status, condition::PROGRESSING), "PushingAuth");
+        assert_eq!(status.auth_revision, None, "the previous revision stays");
+    }
 }

@@ -2,25 +2,24 @@
 //! change or when the certificate nears expiry. Clients stay connected through a renewal: the
 //! broker reloads the files when kubelet refreshes the Secret volume and keeps open connections.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::super::apply::{apply, secret_data, secret_strings};
-use super::super::error::{Error, Result};
-use super::super::hex;
-use crate::crd::{ManagedTls, MqttCluster};
-use crate::render::names::{ANNOTATION_ISSUED_FOR, ClusterNames, keys};
-use crate::tls::{CertificateAuthority, inspect};
-
-const DEFAULT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+use crate::crd::MqttCluster;
+use crate::reconcile::apply::{apply, secret_strings};
+use crate::reconcile::context::Context;
+use crate::reconcile::error::{Error, Result};
+use crate::render::hex;
+use crate::render::names::{ANNOTATION_ISSUED_FOR, keys};
+use crate::render::secrets::{ServerCertificate, ca_secret, tls_secret};
+use crate::tls::{CertificateAuthority, CertificateInfo, inspect};
+use crate::validate::ValidatedCluster;
 
 /// What the reconcile learned about the server certificate.
 #[derive(Debug, Clone, Default)]
@@ -39,143 +38,84 @@ pub struct ServerTls {
     pub ca_secret: Option<String>,
 }
 
-/// Reads the cluster's CA, creating it on first use. Created rather than applied so two
-/// operator replicas racing at start-up cannot each make a different CA.
+/// The CA in a `NAME-ca` Secret, when it holds a certificate and a key.
+pub fn authority_of(secret: &Secret) -> Option<CertificateAuthority> {
+    let mut data = secret_strings(secret);
+    Some(CertificateAuthority {
+        cert_pem: data.remove(keys::TLS_CERT)?,
+        key_pem: data.remove(keys::TLS_KEY)?,
+    })
+}
+
+/// The cluster's CA from `existing`, or a new one in a Secret created (rather than applied) so
+/// that two operator replicas racing at start-up cannot each make a different CA. The flag says
+/// whether it was made now.
 pub async fn ensure_ca(
-    secrets: &Api<Secret>,
-    names: &ClusterNames,
-    owner: &OwnerReference,
+    ctx: &Context,
+    cluster: &ValidatedCluster<'_>,
+    existing: Option<&Secret>,
 ) -> Result<(CertificateAuthority, bool)> {
-    if let Some(existing) = secrets.get_opt(&names.ca_secret()).await? {
-        let data = secret_strings(&existing);
-        if let (Some(cert), Some(key)) = (data.get(keys::TLS_CERT), data.get(keys::TLS_KEY)) {
-            return Ok((
-                CertificateAuthority {
-                    cert_pem: cert.clone(),
-                    key_pem: key.clone(),
-                },
-                false,
-            ));
-        }
+    if let Some(ca) = existing.and_then(authority_of) {
+        return Ok((ca, false));
     }
-    let ca =
-        CertificateAuthority::generate(&format!("Tern CA {}/{}", names.namespace, names.name))?;
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(names.ca_secret()),
-            namespace: Some(names.namespace.clone()),
-            labels: Some(names.labels("tls")),
-            owner_references: Some(vec![owner.clone()]),
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(secret_data(BTreeMap::from([
-            (keys::TLS_CERT.into(), ca.cert_pem.clone()),
-            (keys::TLS_KEY.into(), ca.key_pem.clone()),
-            (keys::CA_CERT.into(), ca.cert_pem.clone()),
-        ]))),
-        ..Default::default()
-    };
+    let names = &cluster.names;
+    let ca = CertificateAuthority::generate(&format!("Tern CA {}/{}", names.namespace, names.name))
+        .map_err(Error::GenerateCa)?;
+    let secret = ca_secret(names, cluster.owner.clone(), &ca.cert_pem, &ca.key_pem);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(_) => Ok((ca, true)),
         // Someone else was faster (another replica, or a broken Secret we must not overwrite
         // blindly): the next reconcile reads theirs.
-        Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::Render(
-            "the CA Secret changed while it was being created".into(),
-        )),
-        Err(error) => Err(error.into()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::CaSecretConflict),
+        Err(error) => Err(Error::CreateCaSecret(error)),
     }
 }
 
-/// Durations of the managed certificate from the spec.
-pub fn managed_durations(
-    managed: &ManagedTls,
-) -> std::result::Result<(Duration, Duration), String> {
-    let validity = match &managed.validity {
-        Some(text) => humantime::parse_duration(text)
-            .map_err(|e| format!("spec.tls.managed.validity: {e}"))?,
-        None => DEFAULT_VALIDITY,
-    };
-    let renew_before = match &managed.renew_before {
-        Some(text) => humantime::parse_duration(text)
-            .map_err(|e| format!("spec.tls.managed.renewBefore: {e}"))?,
-        None => validity / 3,
-    };
-    if renew_before >= validity {
-        return Err("spec.tls.managed.renewBefore must be shorter than validity".into());
-    }
-    Ok((validity, renew_before))
-}
-
-/// Issues or keeps the operator-managed server certificate in `NAME-tls`.
+/// Keeps the operator-managed server certificate in `NAME-tls` (`existing`) while it was issued
+/// for these names and this CA and is not due for renewal; issues and applies a new one otherwise.
 pub async fn ensure_managed_certificate(
-    secrets: &Api<Secret>,
-    names: &ClusterNames,
-    owner: &OwnerReference,
+    ctx: &Context,
+    cluster: &ValidatedCluster<'_>,
+    existing: Option<&Secret>,
     ca: &CertificateAuthority,
     hostnames: &[String],
-    managed: &ManagedTls,
+    (validity, renew_before): (Duration, Duration),
 ) -> Result<ServerTls> {
-    let (validity, renew_before) = match managed_durations(managed) {
-        Ok(durations) => durations,
-        Err(message) => {
-            return Ok(ServerTls {
-                problem: Some(("InvalidTls", message)),
-                ..Default::default()
-            });
-        }
-    };
+    let names = &cluster.names;
     let issued_for = issued_for(hostnames, &ca.cert_pem);
     let now = OffsetDateTime::now_utc();
-    let current = secrets.get_opt(&names.tls_secret()).await?;
-    if let Some(secret) = &current {
-        let same_request = secret
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_ISSUED_FOR))
-            == Some(&issued_for);
-        let data = secret_strings(secret);
-        if let (true, Some(cert), Some(_)) = (
-            same_request,
-            data.get(keys::TLS_CERT),
-            data.get(keys::TLS_KEY),
-        ) && let Ok(info) = inspect(cert)
-            && !info.expires_within(now, renew_before)
-        {
-            let left = info.not_after - now;
-            let renew_in = left
-                .checked_sub(time::Duration::try_from(renew_before).unwrap_or_default())
-                .and_then(|d| Duration::try_from(d).ok());
-            return Ok(ServerTls {
-                secret: Some(names.tls_secret()),
-                not_after: Some(info.not_after_rfc3339()),
-                renew_in,
-                ca_secret: Some(names.ca_secret()),
-                ..Default::default()
-            });
-        }
-    }
-    let leaf = ca.issue_server(&names.name, hostnames, validity)?;
-    let info = inspect(&leaf.cert_pem)?;
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(names.tls_secret()),
-            namespace: Some(names.namespace.clone()),
-            labels: Some(names.labels("tls")),
-            annotations: Some(BTreeMap::from([(ANNOTATION_ISSUED_FOR.into(), issued_for)])),
-            owner_references: Some(vec![owner.clone()]),
+    if let Some(info) = reusable(existing, &issued_for, now, renew_before) {
+        let left = info.not_after - now;
+        let renew_in = left
+            .checked_sub(time::Duration::try_from(renew_before).unwrap_or_default())
+            .and_then(|d| Duration::try_from(d).ok());
+        return Ok(ServerTls {
+            secret: Some(names.tls_secret()),
+            not_after: Some(info.not_after_rfc3339()),
+            renew_in,
+            ca_secret: Some(names.ca_secret()),
             ..Default::default()
+        });
+    }
+    let leaf = ca
+        .issue_server(&names.name, hostnames, validity)
+        .map_err(Error::IssueServerCertificate)?;
+    let info = inspect(&leaf.cert_pem).map_err(Error::IssueServerCertificate)?;
+    let secret = tls_secret(
+        names,
+        cluster.owner.clone(),
+        ServerCertificate {
+            cert_pem: &leaf.cert_pem,
+            key_pem: &leaf.key_pem,
+            ca_pem: &ca.cert_pem,
+            issued_for: &issued_for,
         },
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(secret_data(BTreeMap::from([
-            (keys::TLS_CERT.into(), leaf.cert_pem),
-            (keys::TLS_KEY.into(), leaf.key_pem),
-            (keys::CA_CERT.into(), ca.cert_pem.clone()),
-        ]))),
-        ..Default::default()
-    };
-    apply(secrets, &secret).await?;
+    );
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    apply(&secrets, &secret)
+        .await
+        .map_err(Error::ApplyTlsSecret)?;
     Ok(ServerTls {
         secret: Some(names.tls_secret()),
         not_after: Some(info.not_after_rfc3339()),
@@ -186,38 +126,62 @@ pub async fn ensure_managed_certificate(
     })
 }
 
-/// Checks a Secret the user provides.
-pub async fn check_user_secret(secrets: &Api<Secret>, name: &str) -> Result<ServerTls> {
-    let Some(secret) = secrets.get_opt(name).await? else {
-        return Ok(ServerTls {
+/// The certificate in `secret`, when it was issued for `issued_for` and has more than
+/// `renew_before` left at `now`.
+fn reusable(
+    secret: Option<&Secret>,
+    issued_for: &str,
+    now: OffsetDateTime,
+    renew_before: Duration,
+) -> Option<CertificateInfo> {
+    let secret = secret?;
+    let same_request = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_ISSUED_FOR))
+        .is_some_and(|a| a == issued_for);
+    let data = secret_strings(secret);
+    if !same_request || !data.contains_key(keys::TLS_KEY) {
+        return None;
+    }
+    inspect(data.get(keys::TLS_CERT)?)
+        .ok()
+        .filter(|info| !info.expires_within(now, renew_before))
+}
+
+/// What a Secret the user provides (`secret`, read under `name`) says about the certificate.
+pub fn check_tls_secret(name: &str, secret: Option<&Secret>) -> ServerTls {
+    let Some(secret) = secret else {
+        return ServerTls {
             secret: Some(name.to_owned()),
             problem: Some((
                 "TlsSecretNotFound",
                 format!("spec.tls.secretName: Secret {name:?} does not exist"),
             )),
             ..Default::default()
-        });
+        };
     };
-    let data = secret_strings(&secret);
+    let data = secret_strings(secret);
     let problem = match (data.get(keys::TLS_CERT), data.get(keys::TLS_KEY)) {
         (Some(cert), Some(_)) => match inspect(cert) {
             Ok(info) => {
-                return Ok(ServerTls {
+                return ServerTls {
                     secret: Some(name.to_owned()),
                     not_after: Some(info.not_after_rfc3339()),
                     ca_secret: data.contains_key(keys::CA_CERT).then(|| name.to_owned()),
                     ..Default::default()
-                });
+                };
             }
             Err(e) => format!("spec.tls.secretName: Secret {name:?}: tls.crt: {e}"),
         },
         _ => format!("spec.tls.secretName: Secret {name:?} lacks tls.crt or tls.key"),
     };
-    Ok(ServerTls {
+    ServerTls {
         secret: Some(name.to_owned()),
         problem: Some(("InvalidTlsSecret", problem)),
         ..Default::default()
-    })
+    }
 }
 
 /// The clusters whose `spec.tls.secretName` is `secret`: a change to a user's own TLS Secret
@@ -251,20 +215,65 @@ fn issued_for(hostnames: &[String], ca_pem: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::names::ClusterNames;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn issued_secret(ca: &CertificateAuthority, hosts: &[String], validity: Duration) -> Secret {
+        let leaf = ca.issue_server("demo", hosts, validity).unwrap();
+        tls_secret(
+            &ClusterNames::new("demo", "iot"),
+            Default::default(),
+            ServerCertificate {
+                cert_pem: &leaf.cert_pem,
+                key_pem: &leaf.key_pem,
+                ca_pem: &ca.cert_pem,
+                issued_for: &issued_for(hosts, &ca.cert_pem),
+            },
+        )
+    }
 
     #[test]
-    fn durations_default_and_refuse_nonsense() {
-        let (validity, renew) = managed_durations(&ManagedTls::default()).unwrap();
-        assert_eq!(validity, DEFAULT_VALIDITY);
-        assert_eq!(renew, DEFAULT_VALIDITY / 3);
-        let short = ManagedTls {
-            validity: Some("1h".into()),
-            renew_before: Some("2h".into()),
-        };
+    fn a_certificate_is_kept_until_its_names_ca_or_renewal_time_change() {
+        let ca = CertificateAuthority::generate("ca").unwrap();
+        let hosts = vec!["demo.iot.svc".to_owned()];
+        let secret = issued_secret(&ca, &hosts, 10 * HOUR);
+        let now = OffsetDateTime::now_utc();
+        let digest = issued_for(&hosts, &ca.cert_pem);
+        assert!(reusable(Some(&secret), &digest, now, HOUR).is_some());
+        assert!(reusable(None, &digest, now, HOUR).is_none());
+        let more_names = issued_for(&["demo.iot.svc".into(), "x.example".into()], &ca.cert_pem);
+        assert!(reusable(Some(&secret), &more_names, now, HOUR).is_none());
+        let other_ca = CertificateAuthority::generate("other").unwrap();
         assert!(
-            managed_durations(&short)
-                .unwrap_err()
-                .contains("renewBefore")
+            reusable(
+                Some(&secret),
+                &issued_for(&hosts, &other_ca.cert_pem),
+                now,
+                HOUR
+            )
+            .is_none()
+        );
+        assert!(
+            reusable(Some(&secret), &digest, now, 11 * HOUR).is_none(),
+            "due for renewal"
+        );
+    }
+
+    #[test]
+    fn a_users_secret_is_checked_for_a_readable_certificate_and_key() {
+        let missing = check_tls_secret("my-tls", None);
+        assert_eq!(missing.problem.unwrap().0, "TlsSecretNotFound");
+        assert_eq!(missing.secret.as_deref(), Some("my-tls"));
+        let ca = CertificateAuthority::generate("ca").unwrap();
+        let good = check_tls_secret("my-tls", Some(&issued_secret(&ca, &["a.b".into()], HOUR)));
+        assert!(good.problem.is_none() && good.not_after.is_some());
+        assert_eq!(good.ca_secret.as_deref(), Some("my-tls"));
+        let mut broken = issued_secret(&ca, &["a.b".into()], HOUR);
+        broken.data.as_mut().unwrap().remove(keys::TLS_KEY);
+        assert_eq!(
+            check_tls_secret("my-tls", Some(&broken)).problem.unwrap().0,
+            "InvalidTlsSecret"
         );
     }
 }
