@@ -298,3 +298,45 @@ async fn unacknowledged_messages_are_redelivered_with_dup(v: Version) {
         assert!(after.dup, "redelivery has DUP = 1: {after:?}");
     }
 }
+
+/// A DISCONNECT that reached the broker before a new CONNECT with the same client id decides what
+/// the new connection finds: with Session Expiry 0 the session ended with its connection
+/// [MQTT-3.1.2-23], so Clean Start 0 gets Session Present 0 [MQTT-3.2.2-2], even when the CONNECT
+/// arrives on the new socket right behind the DISCONNECT on the old one. Each round sends the two
+/// back to back, which makes the broker handle them in either order if it does not take care.
+#[tokio::test]
+async fn v5_a_disconnect_sent_before_reconnecting_is_acted_on_first() {
+    use support::raw_v5::{connect, packet, read_packet, string};
+    use tokio::io::AsyncWriteExt;
+
+    let broker = TestBroker::start().await;
+    let resume = |id: &str| {
+        let mut body = string(b"MQTT");
+        body.extend([5, 0x00, 0, 30]); // Clean Start 0, no Session Expiry: the session ends with it
+        body.push(0); // no properties
+        body.extend(string(id.as_bytes()));
+        packet(0x10, body)
+    };
+    let disconnect = packet(0xE0, vec![0x00, 0x00]);
+    for round in 0..40 {
+        let id = format!("again-{round}");
+        let mut first = tokio::net::TcpStream::connect(("127.0.0.1", broker.port()))
+            .await
+            .unwrap();
+        first.write_all(&connect(&id, None, &[])).await.unwrap();
+        let connack = read_packet(&mut first).await.expect("CONNACK");
+        assert_eq!((connack.kind, connack.reason()), (2, 0));
+        let mut second = tokio::net::TcpStream::connect(("127.0.0.1", broker.port()))
+            .await
+            .unwrap();
+        first.write_all(&disconnect).await.unwrap();
+        second.write_all(&resume(&id)).await.unwrap();
+        let connack = read_packet(&mut second).await.expect("CONNACK");
+        assert_eq!(connack.kind, 2);
+        assert_eq!(
+            connack.body[0] & 1,
+            0,
+            "round {round}: Session Present 1 for a session that ended with its connection"
+        );
+    }
+}

@@ -15,6 +15,13 @@ use crate::control::ConnectionControl;
 use crate::identity::{ClientId, ClientInfo, Generation, SessionId};
 use crate::session::{NEVER_EXPIRES, PendingWill, Session, unix_seconds_now};
 
+/// How long a CONNECT waits for the connection it takes a session from to let go: it acts on what
+/// its socket already holds and closes, normally within milliseconds; one stuck in a slow hook is
+/// overtaken after this.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+/// Connections displaced one after another before a CONNECT takes the session regardless.
+const TAKEOVER_ROUNDS: usize = 3;
+
 /// What a connection asks for when it opens its session.
 #[derive(Debug)]
 pub struct SessionRequest {
@@ -35,8 +42,45 @@ pub struct Attachment {
 
 impl Broker {
     /// Opens, resumes or takes over the session for a CONNECT [MQTT-3.1.2-4], [MQTT-3.1.2-5],
-    /// [MQTT-3.1.4-3].
-    pub fn open_session(self: &Arc<Self>, request: SessionRequest) -> Attachment {
+    /// [MQTT-3.1.4-3]. A connection still attached to the session is told to go first, and this one
+    /// waits until it has acted on what its socket already held and let go: a DISCONNECT that
+    /// arrived before this CONNECT decides what is left to resume (with Session Expiry 0 it ends
+    /// the session) [MQTT-3.1.2-23].
+    pub async fn open_session(self: &Arc<Self>, request: SessionRequest) -> Attachment {
+        self.displace_connection(&request.client_id).await;
+        self.attach(request)
+    }
+
+    /// Kicks the connection attached to `client_id`'s session (0x8E) and waits, bounded by
+    /// [`TAKEOVER_WAIT`], until it has let go. Another CONNECT may attach in between: a few rounds.
+    async fn displace_connection(&self, client_id: &ClientId) {
+        for _ in 0..TAKEOVER_ROUNDS {
+            let Some((session, control)) = self.attached(client_id) else {
+                return;
+            };
+            control.kick(ReasonCode::SESSION_TAKEN_OVER);
+            let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+            let mut pause = Duration::from_micros(250);
+            while still_attached(&session, &control) {
+                if tokio::time::Instant::now() >= deadline {
+                    debug!(%client_id, "the old connection did not let go in time; taking over");
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// The session of `client_id` and the connection attached to it, if one is.
+    fn attached(&self, client_id: &ClientId) -> Option<(Arc<Session>, Arc<ConnectionControl>)> {
+        let session = self.sessions.get(client_id)?;
+        let control = session.lock().connection.clone()?;
+        Some((session, control))
+    }
+
+    /// Opens, resumes or takes over the session, now that no connection should hold it.
+    fn attach(self: &Arc<Self>, request: SessionRequest) -> Attachment {
         let control = Arc::new(ConnectionControl::default());
         let mut ended_session = None;
 
@@ -253,6 +297,16 @@ impl Broker {
             broker.end_session(&session, None, Some(generation));
         });
     }
+}
+
+/// Whether `control`'s connection still holds `session`.
+fn still_attached(session: &Session, control: &Arc<ConnectionControl>) -> bool {
+    let state = session.lock();
+    !state.ended
+        && state
+            .connection
+            .as_ref()
+            .is_some_and(|held| Arc::ptr_eq(held, control))
 }
 
 /// Attaches a new connection to an existing session, kicking the one attached before. Returns the

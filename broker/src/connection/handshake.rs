@@ -99,12 +99,14 @@ where
     let (expiry, keep_alive) = session_terms(&broker.config().limits, &connect, &mut connack);
     let will = will_of(&connect);
 
-    let attachment = broker.open_session(SessionRequest {
-        client_id: client.client_id.clone(),
-        clean_start: connect.clean_start,
-        expiry_interval: expiry,
-        client: Arc::clone(&client),
-    });
+    let attachment = broker
+        .open_session(SessionRequest {
+            client_id: client.client_id.clone(),
+            clean_start: connect.clean_start,
+            expiry_interval: expiry,
+            client: Arc::clone(&client),
+        })
+        .await;
     if protocol.is_v5() {
         announce_limits(broker.config(), &mut connack);
     }

@@ -18,6 +18,8 @@ use crate::stats::Stats;
 
 /// The most one read takes in; a larger packet arrives over several reads.
 const READ_CHUNK: usize = 8 * 1024;
+/// The most [`read_arrived`] takes at once; the rest is read as usual.
+const ARRIVED_MAX: usize = 1024 * 1024;
 
 /// The stream and the undecoded input.
 pub(super) struct Io<S> {
@@ -45,6 +47,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         self.read_buf.extend_from_slice(read);
         self.stats.bytes_received.inc_by(read.len() as u64);
         Poll::Ready(Ok(read.len()))
+    }
+
+    /// Puts input read straight from the socket (see [`read_arrived`]) in front of what follows.
+    pub(super) fn take_arrived(&mut self, arrived: Vec<u8>) {
+        if !arrived.is_empty() {
+            self.stats.bytes_received.inc_by(arrived.len() as u64);
+            self.read_buf.extend_from_slice(&arrived);
+        }
     }
 
     /// Reads more bytes; `Ok(false)` at end of stream.
@@ -96,6 +106,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     pub(super) async fn shutdown(&mut self) -> io::Result<()> {
         self.stream.shutdown().await
     }
+}
+
+/// What has arrived on a non-blocking socket and not been read yet (up to [`ARRIVED_MAX`]), read
+/// without waiting. For a socket about to be registered with the runtime, whose readiness the
+/// runtime does not know yet.
+pub(super) fn read_arrived(socket: &std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut arrived = Vec::new();
+    let mut chunk = [0u8; READ_CHUNK];
+    let mut reader = socket;
+    while arrived.len() < ARRIVED_MAX {
+        match reader.read(&mut chunk) {
+            // End of stream stays for the connection's own read to find.
+            Ok(0) => return arrived,
+            Ok(n) => arrived.extend_from_slice(&chunk[..n]),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            // WouldBlock: nothing more has arrived; another error: the connection's read sees it.
+            Err(_) => return arrived,
+        }
+    }
+    arrived
 }
 
 #[cfg(test)]

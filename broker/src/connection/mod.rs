@@ -257,6 +257,12 @@ impl Connection {
         async move {
             let started = match start {
                 Start::Fresh => self.start(&mut io).await,
+                // Input read while resuming (see `resume`) is applied before anything else.
+                Start::Resumed if !io.read_buf.is_empty() => {
+                    let applied = self.process_input(&mut io.read_buf).await;
+                    io.release_read_buf();
+                    applied
+                }
                 Start::Resumed => Ok(()),
             };
             let exit = match started {
@@ -393,9 +399,15 @@ impl Connection {
         broker.tasks().spawn_on(
             async move {
                 let connection = *self;
+                // What arrived while the connection was parked is read now: the runtime learns
+                // of the socket's readiness only after it is registered again, and a connection
+                // woken by a kick must act on input already there (a DISCONNECT before a
+                // takeover) before it closes.
+                let arrived = io::read_arrived(&socket);
                 match TcpStream::from_std(socket) {
                     Ok(stream) => {
-                        let io = Io::new(stream, Arc::clone(connection.broker.stats()));
+                        let mut io = Io::new(stream, Arc::clone(connection.broker.stats()));
+                        io.take_arrived(arrived);
                         connection.run(io, Start::Resumed).await;
                     }
                     Err(error) => {
@@ -664,7 +676,7 @@ impl Connection {
         }
     }
 
-    /// Ends the connection: tells a v5 client why, lets go of the session, and notifies hooks.
+    /// Ends the connection: lets go of the session, notifies hooks, and tells a v5 client why.
     async fn finish<S: AsyncRead + AsyncWrite + Unpin>(mut self, io: &mut Io<S>, close: Close) {
         let mut write_buf = std::mem::take(&mut self.write_buf);
         if let (Close::Server(reason, message), true) = (&close, self.protocol.is_v5()) {
@@ -689,11 +701,14 @@ impl Connection {
                 );
             }
         }
-        if !write_buf.is_empty() && !matches!(close, Close::Network) {
+        let flush = !write_buf.is_empty() && !matches!(close, Close::Network);
+        // The session is let go of before the last bytes are written: a connection taking it over
+        // waits for exactly that, and should not wait on a client that does not read.
+        self.release(close);
+        if flush {
             let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, io.write_all(&mut write_buf)).await;
         }
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, io.shutdown()).await;
-        self.release(close);
     }
 
     /// Lets go of the session (publishing the will if the close calls for it) and notifies hooks.
