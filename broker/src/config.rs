@@ -48,6 +48,8 @@ pub struct Config {
     pub sys: SysConfig,
     /// The HTTP endpoint (metrics, health, admin API); off when absent.
     pub http: Option<HttpConfig>,
+    /// Membership of a cluster of brokers; a single node when absent.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             features: Features::default(),
             sys: SysConfig::default(),
             http: None,
+            cluster: None,
         }
     }
 }
@@ -386,8 +389,21 @@ impl Config {
         Self::from_yaml(&text, &display)
     }
 
-    /// Parses and validates YAML text; `origin` names the source in error messages.
+    /// Parses and validates YAML text; `origin` names the source in error messages. `${NAME}` is
+    /// replaced by the environment variable `NAME` first (an unset one is an error), so that one
+    /// file serves every pod of a StatefulSet (`node_id: ${POD_NAME}`).
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let expanded = expand_env(text, |name| std::env::var(name).ok()).map_err(|name| {
+            ConfigError::Invalid {
+                path: origin.to_string(),
+                key: format!("${{{name}}}"),
+                message: "the environment variable is not set".into(),
+            }
+        })?;
+        Self::parse_yaml(&expanded, origin)
+    }
+
+    fn parse_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
         // An empty file is a valid file with every default (and anonymous access off).
         let config: Config = if text.trim().is_empty() {
             Config {
@@ -519,6 +535,11 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", &e.to_string()));
         }
+        if let Some(cluster) = &self.cluster
+            && let Err((key, message)) = cluster.check()
+        {
+            return Err(invalid(key, &message));
+        }
         Ok(())
     }
 }
@@ -581,6 +602,147 @@ impl Default for WebSocketSettings {
 
 fn default_path() -> String {
     "/mqtt".to_owned()
+}
+
+/// Replaces every `${NAME}` (NAME: letters, digits and `_`) with `lookup(NAME)`; `$$` is a literal
+/// `$`. Returns the first name `lookup` does not know.
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+            continue;
+        }
+        let name = after.strip_prefix('{').and_then(|inner| {
+            let end = inner.find('}')?;
+            let name = &inner[..end];
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            valid.then_some(name)
+        });
+        match name {
+            Some(name) => {
+                out.push_str(&lookup(name).ok_or_else(|| name.to_string())?);
+                rest = &after[name.len() + 2..];
+            }
+            None => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The `cluster:` section: how this node finds and talks to the others of its cluster.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Nodes that gossip another cluster name are ignored.
+    pub name: String,
+    /// Unique and stable across restarts: the pod name in Kubernetes.
+    pub node_id: String,
+    /// Gossip (UDP) and peer links (TCP) share this address.
+    pub bind: SocketAddr,
+    /// What peers dial; defaults to `bind` when that is a concrete address.
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// `host:port` of nodes to gossip with first; DNS names are re-resolved (in Kubernetes, the
+    /// headless Service).
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Mutual TLS on peer links.
+    #[serde(default)]
+    pub tls: Option<PeerTlsConfig>,
+    /// How often a node gossips; with the failure detector's threshold it sets how soon a dead
+    /// node is noticed (see `docs/cluster.md`).
+    #[serde(default = "default_gossip_interval_ms")]
+    pub gossip_interval_ms: u64,
+    /// The phi-accrual failure detector's threshold: higher is slower and surer.
+    #[serde(default = "default_phi_threshold")]
+    pub phi_threshold: f64,
+    /// Messages queued for one peer before QoS 0 messages to it are dropped (QoS 1 and 2 may use
+    /// four times as much before they are dropped too, each counted and logged).
+    #[serde(default = "default_peer_queue")]
+    pub peer_queue_messages: usize,
+}
+
+/// Certificates for the peer links: each node presents its own and requires one signed by `ca_file`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+}
+
+fn default_gossip_interval_ms() -> u64 {
+    500
+}
+
+fn default_phi_threshold() -> f64 {
+    8.0
+}
+
+fn default_peer_queue() -> usize {
+    10_000
+}
+
+impl ClusterConfig {
+    /// The address peers dial.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.bind)
+    }
+
+    /// The first key that is wrong, and why.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let valid_name = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if !valid_name(&self.name) {
+            return Err((
+                "cluster.name",
+                "1 to 253 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if !valid_name(&self.node_id) {
+            return Err((
+                "cluster.node_id",
+                "1 to 253 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        let advertise = self.advertise_addr();
+        if advertise.ip().is_unspecified() || advertise.port() == 0 {
+            return Err((
+                "cluster.advertise",
+                format!(
+                    "required when cluster.bind ({}) is not an address peers can dial",
+                    self.bind
+                ),
+            ));
+        }
+        if self.bind.port() == 0 {
+            return Err(("cluster.bind", "needs a fixed port".into()));
+        }
+        if !(10..=60_000).contains(&self.gossip_interval_ms) {
+            return Err(("cluster.gossip_interval_ms", "must be 10 ..= 60000".into()));
+        }
+        if !(1.0..=32.0).contains(&self.phi_threshold) {
+            return Err(("cluster.phi_threshold", "must be 1 ..= 32".into()));
+        }
+        if self.peer_queue_messages == 0 {
+            return Err(("cluster.peer_queue_messages", "must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -684,5 +846,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auth.certificate_identities"), "{err}");
+    }
+
+    #[test]
+    fn environment_variables_fill_in_placeholders() {
+        let env = |name: &str| (name == "POD_NAME").then(|| "demo-2".to_string());
+        assert_eq!(
+            expand_env("node_id: ${POD_NAME}\nprice: $$5 and $x", env).as_deref(),
+            Ok("node_id: demo-2\nprice: $5 and $x")
+        );
+        assert_eq!(expand_env("a: ${MISSING}", env), Err("MISSING".to_string()));
+        assert_eq!(
+            expand_env("a: ${not valid}", env).as_deref(),
+            Ok("a: ${not valid}")
+        );
+    }
+
+    #[test]
+    fn a_cluster_section_needs_an_address_peers_can_dial() {
+        let config = parse(
+            "cluster:\n  name: demo\n  node_id: demo-0\n  bind: 127.0.0.2:4370\n  seeds: [127.0.0.3:4370]\n",
+        )
+        .expect("valid");
+        let cluster = config.cluster.expect("a cluster");
+        assert_eq!(cluster.advertise_addr(), "127.0.0.2:4370".parse().unwrap());
+        assert_eq!(cluster.gossip_interval_ms, 500);
+
+        let error = parse("cluster:\n  name: demo\n  node_id: demo-0\n  bind: 0.0.0.0:4370\n")
+            .expect_err("a wildcard needs advertise")
+            .to_string();
+        assert!(error.contains("cluster.advertise"), "{error}");
+        let error = parse("cluster:\n  name: demo\n  node_id: 'a b'\n  bind: 127.0.0.2:4370\n")
+            .expect_err("a space is not allowed")
+            .to_string();
+        assert!(error.contains("cluster.node_id"), "{error}");
     }
 }

@@ -15,8 +15,8 @@
 //! 3. `connection`: one client's task, from CONNECT to its end;
 //! 4. [`sys`]: `$SYS` topics;
 //! 5. [`broker`]: the state shared by all clients and the rules that change it;
-//! 6. [`router`], [`backpressure`], [`auth`]: routing and retained messages, publishers waiting
-//!    for subscribers, the built-in users and ACL;
+//! 6. [`router`], [`cluster`], [`backpressure`], [`auth`]: routing and retained messages, the
+//!    other nodes of a cluster, publishers waiting for subscribers, the built-in users and ACL;
 //! 7. [`session`], [`hook`]: per-client state that outlives a connection, the extension point;
 //! 8. [`control`], [`message`]: how a connection is woken, what a message is;
 //! 9. [`identity`], [`topic`], [`codec`], [`config`], [`stats`], [`limits`], [`reload`]: values,
@@ -34,6 +34,7 @@ pub mod auth;
 pub mod backpressure;
 pub mod broker;
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 mod connection;

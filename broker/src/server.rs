@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::{AuthFileError, FileAuth};
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerSink};
 use crate::client::InlineClient;
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::hook::{Hook, Hooks};
 use crate::http::{HttpError, HttpServer, ListenerInfo};
@@ -30,6 +31,8 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 pub enum ServerError {
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error(transparent)]
     Auth(#[from] AuthFileError),
     #[error("listener {name} ({addr}): {source}")]
@@ -81,11 +84,17 @@ impl ServerBuilder {
         if let Some(file_auth) = &file_auth {
             hooks.insert(0, file_auth.clone() as Arc<dyn Hook>);
         }
-        let broker = Arc::new(Broker::new(
-            self.config,
-            Hooks::new(hooks),
-            CancellationToken::new(),
-        ));
+        let cluster_config = self.config.cluster.clone();
+        let mut broker = Broker::new(self.config, Hooks::new(hooks), CancellationToken::new());
+        if let Some(config) = &cluster_config {
+            let addrs: Vec<(String, SocketAddr)> = listeners
+                .iter()
+                .map(|l| (l.name.to_string(), l.local_addr))
+                .collect();
+            let cluster = Cluster::bind(config, &addrs, broker.stats()).await?;
+            broker = broker.with_cluster(cluster);
+        }
+        let broker = Arc::new(broker);
         if let Some(file_auth) = &file_auth {
             broker.register_reload(file_auth.clone());
         }
@@ -164,6 +173,9 @@ impl Server {
         if let Some(http) = self.http {
             broker.tasks().spawn(http.run());
         }
+        if let Some(cluster) = broker.cluster() {
+            cluster.start(BrokerSink::new(&broker));
+        }
         broker.tasks().spawn(crate::sys::run(Arc::clone(&broker)));
         broker.tasks().spawn(housekeeping(Arc::clone(&broker)));
         broker.tasks().spawn(watch_files(Arc::clone(&broker)));
@@ -178,7 +190,11 @@ impl Server {
         for task in accept_tasks {
             let _ = task.await;
         }
-        // 3. Wait for every connection and timer task to finish.
+        // 3. Leave the cluster: gossip and peer links stop.
+        if let Some(cluster) = broker.cluster() {
+            cluster.shutdown().await;
+        }
+        // 4. Wait for every connection and timer task to finish.
         broker.tasks().close();
         if tokio::time::timeout(SHUTDOWN_GRACE, broker.tasks().wait())
             .await

@@ -255,6 +255,11 @@ impl Stats {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Where other parts (the cluster) register their own metrics, so one scrape shows them all.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn render(&self) -> String {
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())

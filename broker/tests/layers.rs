@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["connection"],
     &["sys"],
     &["broker"],
-    &["router", "backpressure", "auth"],
+    &["router", "cluster", "backpressure", "auth"],
     &["session", "hook"],
     &["control", "message"],
     &[

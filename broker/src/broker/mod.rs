@@ -16,6 +16,7 @@
 //! so a reconnect simply makes them stale.
 
 mod admission;
+mod cluster;
 mod drain;
 mod publish;
 mod reload;
@@ -31,12 +32,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use admission::{ConnectionSlot, ListenerGate, Refusal};
+pub use cluster::BrokerSink;
 pub use drain::DrainProgress;
 pub use reload::Revalidation;
 pub use sessions::{Attachment, SessionRequest};
 pub use subscriptions::{Subscribed, Unsubscribed};
 
 use crate::backpressure::Backpressure;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::hook::Hooks;
 use crate::identity::ClientId;
@@ -59,6 +62,8 @@ pub struct Broker {
     /// Sessions by client identifier. Changed only through [`sessions`].
     sessions: SessionRegistry,
     admission: admission::Admission,
+    /// The other nodes, when this one is part of a cluster.
+    cluster: Option<Cluster>,
     reloaders: Mutex<Vec<Arc<dyn Reload>>>,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
@@ -81,6 +86,7 @@ impl Broker {
             router: Router::new(backpressure.marks(), Arc::clone(&stats)),
             retained: RetainedStore::default(),
             admission: admission::Admission::new(&config.limits),
+            cluster: None,
             config: Arc::new(config),
             backpressure,
             sessions: SessionRegistry::default(),
@@ -94,6 +100,18 @@ impl Broker {
             reloaders: Mutex::new(Vec::new()),
             runtime: OnceLock::new(),
         }
+    }
+
+    /// Makes this broker one node of `cluster`.
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The cluster this broker is a node of, if any.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     pub fn config(&self) -> &Config {

@@ -1,7 +1,7 @@
-//! Publishing, in two steps that a cluster can take apart: [`Broker::publish`] accepts a message
-//! (the hooks hear of it, the retained store keeps it) and hands it on for delivery;
-//! [`Broker::deliver_local`] gives it to every matching session on this node, which is all a
-//! message forwarded from another node needs.
+//! Publishing, in two steps: [`Broker::publish`] accepts a message (the hooks hear of it, the
+//! retained store keeps it) and hands it on to [`Broker::deliver_local`], which gives it to every
+//! matching session on this node and, in a cluster, to the peers that need it. A message forwarded
+//! from another node takes neither step: `Broker::deliver_forwarded` only delivers it here.
 //!
 //! Whether a client may publish (authorization, `$SYS`, payload format) is decided before this, by
 //! whoever publishes on its behalf.
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::Broker;
 use crate::identity::ClientInfo;
 use crate::message::Message;
-use crate::router::Routed;
+use crate::router::{RouteScope, Routed};
 
 impl Broker {
     /// Accepts a message: hooks, retained store, then every matching session. `from` is the client
@@ -28,8 +28,23 @@ impl Broker {
     }
 
     /// Hands an accepted message to every session on this node with a matching subscription, and
-    /// says which subscriber backs up (for a publishing connection to wait for).
+    /// says which subscriber backs up (for a publishing connection to wait for). In a cluster the
+    /// message is also queued for each peer with a matching route, and each matching shared group
+    /// gets it on one node only.
     pub fn deliver_local(&self, message: &Arc<Message>) -> Routed {
-        self.router.route(message)
+        let Some(cluster) = &self.cluster else {
+            return self.router.route(message, RouteScope::Everything);
+        };
+        let plan = cluster.plan(&message.topic);
+        cluster.forward(message, &plan);
+        let mut routed = self.router.route(
+            message,
+            RouteScope::Cluster {
+                direct: true,
+                groups: &plan.local_groups,
+            },
+        );
+        routed.remote = plan.peers().count_ones() as usize;
+        routed
     }
 }

@@ -123,9 +123,10 @@ impl Broker {
         }
     }
 
-    /// A route appeared or disappeared on this node.
+    /// A route appeared or disappeared on this node: the cluster's peers are told.
     fn route_changed(&self, change: RouteChange) {
         debug!(?change, "route changed");
+        self.tell_cluster(&change);
     }
 }
 

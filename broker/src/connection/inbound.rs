@@ -130,7 +130,8 @@ impl Connection {
             {
                 self.wait_for_backlog(subscriber);
             }
-            routed.sessions
+            // Subscribers on other nodes of a cluster count as matching too.
+            routed.sessions + routed.remote
         } else {
             self.broker.stats().dropped(DropReason::NotAuthorized);
             0

@@ -87,6 +87,7 @@ fn read_token(path: &Path) -> Result<Vec<u8>, HttpError> {
 pub(super) fn routes(state: Arc<HttpState>) -> axum::Router<Arc<HttpState>> {
     axum::Router::new()
         .route("/broker", get(broker_info))
+        .route("/cluster", get(cluster_view))
         .route("/clients", get(list_clients))
         .route("/clients/{client_id}", get(show_client).delete(end_session))
         .route("/clients/{client_id}/kick", post(kick_client))
@@ -442,6 +443,17 @@ async fn publish(
         )
         .sessions;
     Json(json!({ "delivered_to": delivered })).into_response()
+}
+
+/// The cluster as this node sees it: members with their state, routes and queues.
+async fn cluster_view(State(state): State<Arc<HttpState>>) -> Response {
+    match state.broker.cluster() {
+        Some(cluster) => Json(cluster.view()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "this broker is not part of a cluster",
+        ),
+    }
 }
 
 async fn reload(State(state): State<Arc<HttpState>>) -> Response {

@@ -18,6 +18,9 @@ pub(super) async fn render(State(state): State<Arc<HttpState>>) -> impl IntoResp
     stats.queued.set(gauge(queued));
     stats.subscriptions.set(gauge(broker.subscription_count()));
     stats.routes.set(gauge(broker.route_count()));
+    if let Some(cluster) = broker.cluster() {
+        cluster.sample_metrics();
+    }
     stats.retained.set(gauge(broker.retained().count()));
     (
         [(

@@ -122,10 +122,14 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready while the listeners accept; not ready once a drain or shutdown has begun.
+/// Ready while the listeners accept and, in a cluster, once the node has joined and holds every
+/// live peer's routes; not ready once a drain or shutdown has begun.
 async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
-    if state.broker.is_draining() || state.broker.accepting_token().is_cancelled() {
+    let broker = &state.broker;
+    if broker.is_draining() || broker.accepting_token().is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if broker.cluster().is_some_and(|cluster| !cluster.is_ready()) {
+        (StatusCode::SERVICE_UNAVAILABLE, "joining the cluster\n")
     } else {
         (StatusCode::OK, "ready\n")
     }

@@ -46,6 +46,31 @@ pub enum RouteChange {
     Removed(SubscriptionFilter),
 }
 
+/// Which of the matching subscriptions a message goes to on this node.
+#[derive(Debug, Clone, Copy)]
+pub enum RouteScope<'a> {
+    /// All of them: a single broker, or a message published on this node of a cluster whose
+    /// shared groups have members only here.
+    Everything,
+    /// In a cluster: direct subscribers if `direct`, and of the shared groups only those the
+    /// cluster picked this node for (each message goes to one member of a group cluster-wide).
+    Cluster {
+        direct: bool,
+        groups: &'a [SubscriptionFilter],
+    },
+}
+
+impl RouteScope<'_> {
+    fn serves(&self, group: &SharedGroup) -> bool {
+        match self {
+            Self::Everything => true,
+            Self::Cluster { groups, .. } => groups
+                .iter()
+                .any(|g| g.share.as_ref() == Some(&group.name) && g.filter == group.filter),
+        }
+    }
+}
+
 /// What adding a subscription changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inserted {
@@ -67,8 +92,10 @@ pub struct Removed {
 /// Where a message went.
 #[derive(Debug, Default)]
 pub struct Routed {
-    /// How many sessions it was handed to.
+    /// How many sessions on this node it was handed to.
     pub sessions: usize,
+    /// How many other nodes of the cluster it was forwarded to.
+    pub remote: usize,
     /// A connected subscriber, other than the publisher, whose queue reached the backlog's
     /// high-water mark with this message: the publisher should wait for it.
     pub backlogged: Option<Arc<Session>>,
@@ -115,7 +142,7 @@ impl Router {
             .subscriptions
             .write()
             .entry_or_default(&filter.filter)
-            .insert(filter.share.as_ref(), subscriber);
+            .insert(&filter.filter, filter.share.as_ref(), subscriber);
         if !inserted.replaced {
             self.subscription_count.fetch_add(1, Ordering::Relaxed);
         }
@@ -157,10 +184,10 @@ impl Router {
         self.route_count.load(Ordering::Relaxed)
     }
 
-    /// Hands a message to every session with a matching subscription. A session with several
-    /// matching subscriptions gets one copy at the highest granted QoS carrying every subscription
-    /// identifier [MQTT-3.3.4-2], [MQTT-3.3.4-3].
-    pub fn route(&self, message: &Arc<Message>) -> Routed {
+    /// Hands a message to every session with a matching subscription within `scope`. A session with
+    /// several matching subscriptions gets one copy at the highest granted QoS carrying every
+    /// subscription identifier [MQTT-3.3.4-2], [MQTT-3.3.4-3].
+    pub fn route(&self, message: &Arc<Message>, scope: RouteScope<'_>) -> Routed {
         // Held until every copy is handed out, so the targets are borrowed rather than cloned:
         // a reference count per subscriber, touched from every core, costs more than a
         // subscription change waiting for one message's fan-out.
@@ -170,7 +197,11 @@ impl Router {
         let mut lists = 0;
         trie.for_each_match(&message.topic, |subscribers| {
             let before = targets.len();
-            for subscriber in subscribers.direct.values() {
+            let direct = match scope {
+                RouteScope::Everything => true,
+                RouteScope::Cluster { direct, .. } => direct,
+            };
+            for subscriber in subscribers.direct.values().filter(|_| direct) {
                 if subscriber.options.no_local && message.publisher == Some(subscriber.session.id) {
                     continue; // [MQTT-3.8.3-3]
                 }
@@ -178,6 +209,9 @@ impl Router {
             }
             lists += usize::from(targets.len() > before);
             for group in &subscribers.shared {
+                if !scope.serves(group) {
+                    continue;
+                }
                 if let Some(member) = group.pick() {
                     // Picked though backlogged: so is every online member.
                     let all_backlogged = member.session.is_backlogged();
@@ -275,7 +309,7 @@ mod tests {
             router.subscribe(session, &filter("a/b"), options(QoS::AtLeastOnce), None);
         }
         let message = Arc::new(Message::new("a/b", "m", QoS::ExactlyOnce, false));
-        let routed = router.route(&message);
+        let routed = router.route(&message, RouteScope::Everything);
         assert_eq!(routed.sessions, sessions.len());
         for session in &sessions {
             let mut state = session.lock();

@@ -8,7 +8,7 @@ use super::{Inserted, Removed};
 use crate::codec::SubscriptionOptions;
 use crate::identity::SessionId;
 use crate::session::Session;
-use crate::topic::ShareName;
+use crate::topic::{ShareName, TopicFilter};
 
 /// One session's subscription to a filter.
 #[derive(Debug, Clone)]
@@ -24,14 +24,17 @@ pub struct Subscriber {
 #[derive(Debug)]
 pub struct SharedGroup {
     pub name: ShareName,
+    /// The filter the group subscribes to (what `$share/{name}/` is followed by).
+    pub filter: TopicFilter,
     pub members: Vec<Subscriber>,
     cursor: AtomicUsize,
 }
 
 impl SharedGroup {
-    fn new(name: ShareName) -> Self {
+    fn new(name: ShareName, filter: TopicFilter) -> Self {
         Self {
             name,
+            filter,
             members: Vec::new(),
             cursor: AtomicUsize::new(0),
         }
@@ -66,7 +69,12 @@ impl FilterSubscribers {
 
     /// Adds or replaces a subscription, saying whether the session was already subscribed here and
     /// whether its route (the direct subscribers, or the shared group) is new.
-    pub fn insert(&mut self, share: Option<&ShareName>, subscriber: Subscriber) -> Inserted {
+    pub fn insert(
+        &mut self,
+        filter: &TopicFilter,
+        share: Option<&ShareName>,
+        subscriber: Subscriber,
+    ) -> Inserted {
         let session_id = subscriber.session.id;
         match share {
             None => {
@@ -79,7 +87,7 @@ impl FilterSubscribers {
             }
             Some(name) => {
                 let Some(group) = self.shared.iter_mut().find(|g| &g.name == name) else {
-                    let mut group = SharedGroup::new(name.clone());
+                    let mut group = SharedGroup::new(name.clone(), filter.clone());
                     group.members.push(subscriber);
                     self.shared.push(group);
                     return Inserted {

@@ -128,6 +128,15 @@ impl<T> FilterTrie<T> {
     where
         T: Default,
     {
+        self.entry_or_insert_with(filter, T::default)
+    }
+
+    /// The data for this filter, created by `make` (and the filter's path with it) if absent.
+    pub fn entry_or_insert_with(
+        &mut self,
+        filter: &TopicFilter,
+        make: impl FnOnce() -> T,
+    ) -> &mut T {
         let (levels, slot) = locate(filter.as_str());
         let mut id = ROOT;
         for level in levels.into_iter().flat_map(|l| l.split(SEPARATOR)) {
@@ -137,7 +146,7 @@ impl<T> FilterTrie<T> {
         if data.is_none() {
             self.len += 1;
         }
-        data.get_or_insert_with(T::default)
+        data.get_or_insert_with(make)
     }
 
     /// Removes the filter's data if `is_empty` says it holds nothing more, and prunes the branch that

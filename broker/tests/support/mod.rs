@@ -17,6 +17,7 @@
 )]
 
 pub mod client;
+pub mod cluster;
 pub mod embedded;
 pub mod expect;
 pub mod pubsub;

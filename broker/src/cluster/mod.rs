@@ -1,0 +1,639 @@
+//! The cluster: what one node of a Tern cluster does with the others, so that to every client the
+//! brokers of one cluster are one broker. Without a `cluster` section none of this runs.
+//!
+//! - [`members`]: membership and failure detection by gossip (chitchat).
+//! - [`link`]: one ordered TCP link per pair of nodes (mutual TLS with [`tls`]), carrying frames in
+//!   the sans-IO [`wire`] format, each peer's [`peer::Outbox`] feeding it.
+//! - [`routes`]: which nodes hold which routes. Each node tells the others its own routes (filters,
+//!   and shared groups, with subscribers here) as a snapshot when a link comes up, then as numbered
+//!   deltas as they appear and go.
+//! - Publishing asks [`Cluster::plan`] which peers need a message and which node serves each
+//!   matching shared group, and [`Cluster::forward`] queues it for them; a peer hands what arrives to
+//!   this node's [`ClusterSink`] (the broker), which delivers it locally.
+//!
+//! The broker depends on this module, never the other way round: what comes from peers reaches the
+//! broker through the sink it registers at start.
+
+mod link;
+mod members;
+mod metrics;
+mod peer;
+mod routes;
+mod tls;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chitchat::ChitchatHandle;
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use routes::{MAX_NODES, Plan};
+pub use tls::PeerTlsError;
+pub use wire::Forward;
+
+use link::LinkStream;
+use members::Member;
+use metrics::ClusterMetrics;
+use peer::{Peer, Refused};
+use routes::{NodeBit, RouteTable, nodes_in};
+use tls::PeerTls;
+use wire::Frame;
+
+use crate::codec::QoS;
+use crate::config::ClusterConfig;
+use crate::message::Message;
+use crate::stats::Stats;
+use crate::topic::SubscriptionFilter;
+
+/// Routes per snapshot frame.
+const SNAPSHOT_CHUNK: usize = 1024;
+/// How long a new node waits for gossip to find its peers before it may call itself joined.
+const JOIN_GRACE_ROUNDS: u32 = 4;
+
+/// Why the cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster.bind {addr}: cannot accept peer links: {error}")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("cluster.bind {addr}: cannot gossip: {error}")]
+    Gossip { addr: SocketAddr, error: String },
+    #[error("cluster.tls: {0}")]
+    Tls(#[from] PeerTlsError),
+}
+
+/// Where the cluster hands what peers send: the broker.
+pub trait ClusterSink: Send + Sync + 'static {
+    /// A message a peer forwarded: deliver it to this node's matching subscribers.
+    fn deliver(&self, forward: Forward);
+}
+
+/// This node's own routes: what it tells its peers.
+#[derive(Debug, Default)]
+struct LocalRoutes {
+    /// Bumped by every change; a delta carries the version it makes.
+    version: u64,
+    routes: HashSet<SubscriptionFilter>,
+}
+
+/// A route snapshot arriving from a peer.
+#[derive(Debug)]
+pub(super) struct SnapshotReceiver {
+    version: u64,
+    routes: HashSet<SubscriptionFilter>,
+}
+
+/// What every task of the cluster shares.
+pub(super) struct Shared {
+    config: ClusterConfig,
+    me: Arc<str>,
+    generation: u64,
+    tls: Option<PeerTls>,
+    /// Lock order: `local`, then `peers`, then `table`, then a peer's outbox; none is held across an
+    /// `.await`.
+    local: Mutex<LocalRoutes>,
+    peers: RwLock<Peers>,
+    table: RwLock<RouteTable>,
+    sink: Mutex<Option<Arc<dyn ClusterSink>>>,
+    metrics: ClusterMetrics,
+    joined: AtomicBool,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The live peers, by node id and by route-table bit.
+#[derive(Default)]
+struct Peers {
+    by_id: HashMap<Arc<str>, PeerEntry>,
+    by_bit: Vec<Option<Arc<Peer>>>,
+}
+
+struct PeerEntry {
+    peer: Arc<Peer>,
+    /// Where accepted connections from this peer go to its link task.
+    accepted: mpsc::Sender<LinkStream>,
+    member: Member,
+}
+
+/// A handle on the running cluster, held by the broker.
+#[derive(Clone)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+    gossip: Arc<ChitchatHandle>,
+    listener: Arc<Mutex<Option<TcpListener>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.shared.config.name)
+            .field("node_id", &self.shared.me)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One member as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberView {
+    pub node_id: String,
+    pub generation: u64,
+    pub address: String,
+    /// `self`, `joined` (link up, routes held), `joining` (link up, routes on their way) or
+    /// `unreachable` (alive by gossip, no link).
+    pub state: &'static str,
+    pub ready: bool,
+    pub routes: usize,
+    pub queued: usize,
+    pub listeners: String,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterView {
+    pub name: String,
+    pub node_id: String,
+    pub generation: u64,
+    pub ready: bool,
+    pub local_routes: usize,
+    pub route_version: u64,
+    pub members: Vec<MemberView>,
+}
+
+impl Cluster {
+    /// Binds the peer-link socket and starts gossiping. `listeners` are this node's client
+    /// listeners (name, address), which it advertises for MQTT 5 Server Reference.
+    pub async fn bind(
+        config: &ClusterConfig,
+        listeners: &[(String, SocketAddr)],
+        stats: &Stats,
+    ) -> Result<Self, ClusterError> {
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| PeerTls::load(tls, &config.name))
+            .transpose()?;
+        let listener =
+            TcpListener::bind(config.bind)
+                .await
+                .map_err(|error| ClusterError::Bind {
+                    addr: config.bind,
+                    error,
+                })?;
+        let generation = members::new_generation();
+        let advertised = listeners
+            .iter()
+            .map(|(name, addr)| {
+                let addr = if addr.ip().is_unspecified() {
+                    SocketAddr::new(config.advertise_addr().ip(), addr.port())
+                } else {
+                    *addr
+                };
+                format!("{name}={addr}")
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let gossip = members::start(config, generation, advertised).await?;
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            me: Arc::from(config.node_id.as_str()),
+            generation,
+            tls,
+            table: RwLock::new(RouteTable::new()),
+            local: Mutex::default(),
+            peers: RwLock::new(Peers {
+                by_id: HashMap::new(),
+                by_bit: vec![None; MAX_NODES],
+            }),
+            sink: Mutex::new(None),
+            metrics: ClusterMetrics::register(stats),
+            joined: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        info!(cluster = %config.name, node_id = %config.node_id, generation, bind = %config.bind, "cluster member starting");
+        Ok(Self {
+            shared,
+            gossip: Arc::new(gossip),
+            listener: Arc::new(Mutex::new(Some(listener))),
+        })
+    }
+
+    /// Starts following the members and accepting and dialling peer links; what peers forward
+    /// goes to `sink`.
+    pub fn start(&self, sink: Arc<dyn ClusterSink>) {
+        *self.shared.sink.lock() = Some(sink);
+        let shared = &self.shared;
+        if let Some(listener) = self.listener.lock().take() {
+            shared
+                .tasks
+                .spawn(link::accept_loop(Arc::clone(shared), listener));
+        }
+        shared
+            .tasks
+            .spawn(members::watch(Arc::clone(shared), Arc::clone(&self.gossip)));
+        shared.tasks.spawn(members::publish_state(
+            Arc::clone(shared),
+            Arc::clone(&self.gossip),
+        ));
+        let joining = Arc::clone(shared);
+        shared.tasks.spawn(async move {
+            let grace =
+                Duration::from_millis(joining.config.gossip_interval_ms) * JOIN_GRACE_ROUNDS;
+            tokio::select! {
+                () = joining.shutdown.cancelled() => {}
+                () = tokio::time::sleep(grace) => joining.joined.store(true, Ordering::Release),
+            }
+        });
+    }
+
+    /// Leaves: stops gossip and every link, and waits for the tasks.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        let peers: Vec<Arc<Peer>> = self
+            .shared
+            .peers
+            .read()
+            .by_id
+            .values()
+            .map(|e| Arc::clone(&e.peer))
+            .collect();
+        for peer in peers {
+            peer.gone.cancel();
+        }
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.shared.me
+    }
+
+    /// Joined, and holding the routes of every live peer.
+    pub fn is_ready(&self) -> bool {
+        self.shared.is_ready()
+    }
+
+    /// A route appeared on this node.
+    pub fn route_added(&self, route: &SubscriptionFilter) {
+        self.shared.local_route_changed(route, true);
+    }
+
+    /// A route went from this node.
+    pub fn route_removed(&self, route: &SubscriptionFilter) {
+        self.shared.local_route_changed(route, false);
+    }
+
+    /// Where a message on `topic` goes in the cluster.
+    pub fn plan(&self, topic: &str) -> Plan {
+        self.shared.table.read().plan(topic)
+    }
+
+    /// Queues `message` for every peer `plan` names.
+    pub fn forward(&self, message: &Arc<Message>, plan: &Plan) {
+        let peers = plan.peers();
+        if peers == 0 {
+            return;
+        }
+        let targets: Vec<Arc<Peer>> = {
+            let known = self.shared.peers.read();
+            nodes_in(peers)
+                .filter_map(|bit| known.by_bit.get(bit.index()).cloned().flatten())
+                .collect()
+        };
+        for peer in targets {
+            let forward = Forward {
+                message: Arc::clone(message),
+                direct: plan.has_direct(peer.bit),
+                groups: plan.groups_for(peer.bit),
+            };
+            if let Err(Refused::Full) = peer.outbox.push_forward(forward) {
+                self.shared
+                    .metrics
+                    .dropped(&peer.node_id, "queue_full", message.qos);
+                if message.qos != QoS::AtMostOnce {
+                    warn!(peer = %peer.node_id, topic = %message.topic, "peer queue full; QoS {} message to it dropped", message.qos as u8);
+                }
+            }
+        }
+    }
+
+    /// The members and their state, for the admin API.
+    pub fn view(&self) -> ClusterView {
+        self.shared.view()
+    }
+
+    /// Samples the gauges that are read from state (queue depths, route counts).
+    pub fn sample_metrics(&self) {
+        self.shared.sample_metrics();
+    }
+}
+
+impl Shared {
+    fn is_ready(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
+            && self
+                .peers
+                .read()
+                .by_id
+                .values()
+                .all(|entry| entry.peer.is_synced())
+    }
+
+    fn local_route_version(&self) -> u64 {
+        self.local.lock().version
+    }
+
+    fn peer(&self, node_id: &str) -> Option<Arc<Peer>> {
+        self.peers
+            .read()
+            .by_id
+            .get(node_id)
+            .map(|e| Arc::clone(&e.peer))
+    }
+
+    /// Hands an accepted, handshaken connection to the peer's link task.
+    async fn hand_over(&self, peer: &Peer, stream: LinkStream) {
+        let sender = self
+            .peers
+            .read()
+            .by_id
+            .get(&peer.node_id)
+            .map(|e| e.accepted.clone());
+        if let Some(sender) = sender {
+            let _ = sender.send(stream).await;
+        }
+    }
+
+    fn local_route_changed(&self, route: &SubscriptionFilter, added: bool) {
+        let mut local = self.local.lock();
+        let changed = if added {
+            local.routes.insert(route.clone())
+        } else {
+            local.routes.remove(route)
+        };
+        if !changed {
+            return;
+        }
+        local.version += 1;
+        {
+            let mut table = self.table.write();
+            if added {
+                table.add(NodeBit::LOCAL, route);
+            } else {
+                table.remove(NodeBit::LOCAL, route);
+            }
+        }
+        let frame = Frame::RouteDelta {
+            version: local.version,
+            added,
+            route: route.clone(),
+        };
+        for entry in self.peers.read().by_id.values() {
+            entry.peer.outbox.push_route(frame.clone());
+        }
+    }
+
+    /// Queues this node's whole route set for `peer`: at the front of its outbox for a new link
+    /// (`restart`), or behind what waits when the peer asked for it.
+    fn send_snapshot(&self, peer: &Peer, restart: bool) {
+        let local = self.local.lock();
+        let mut frames = vec![Frame::RoutesBegin {
+            version: local.version,
+        }];
+        let routes: Vec<SubscriptionFilter> = local.routes.iter().cloned().collect();
+        for chunk in routes.chunks(SNAPSHOT_CHUNK) {
+            frames.push(Frame::RoutesChunk(chunk.to_vec()));
+        }
+        frames.push(Frame::RoutesEnd);
+        if restart {
+            peer.outbox.restart_routes(frames);
+        } else {
+            for frame in frames {
+                peer.outbox.push_route(frame);
+            }
+        }
+    }
+
+    /// Applies one frame from `peer`; an error names the protocol breach that ends the link.
+    fn apply(
+        &self,
+        peer: &Peer,
+        frame: Frame,
+        snapshot: &mut Option<SnapshotReceiver>,
+    ) -> Result<(), &'static str> {
+        match frame {
+            Frame::Hello(_) => return Err("a second hello"),
+            Frame::RoutesBegin { version } => {
+                *snapshot = Some(SnapshotReceiver {
+                    version,
+                    routes: HashSet::new(),
+                });
+            }
+            Frame::RoutesChunk(routes) => {
+                let receiving = snapshot.as_mut().ok_or("routes outside a snapshot")?;
+                receiving.routes.extend(routes);
+            }
+            Frame::RoutesEnd => {
+                let received = snapshot.take().ok_or("routes end outside a snapshot")?;
+                self.table.write().replace(peer.bit, received.routes);
+                peer.route_version
+                    .store(received.version, Ordering::Release);
+                peer.synced.store(true, Ordering::Release);
+            }
+            Frame::RouteDelta {
+                version,
+                added,
+                route,
+            } => self.apply_delta(peer, version, added, &route),
+            Frame::RoutesRequest => self.send_snapshot(peer, false),
+            Frame::Forward(forward) => {
+                self.metrics.received(&peer.node_id);
+                let sink = self.sink.lock().clone();
+                if let Some(sink) = sink {
+                    sink.deliver(forward);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A delta older than the snapshot is ignored; one beyond the next version means deltas were
+    /// missed, and a new snapshot is asked for.
+    fn apply_delta(&self, peer: &Peer, version: u64, added: bool, route: &SubscriptionFilter) {
+        if !peer.is_synced() {
+            return;
+        }
+        let held = peer.route_version.load(Ordering::Acquire);
+        if version <= held {
+            return;
+        }
+        if version != held + 1 {
+            warn!(peer = %peer.node_id, held, version, "gap in the peer's route deltas; asking for a snapshot");
+            peer.synced.store(false, Ordering::Release);
+            peer.outbox.push_route(Frame::RoutesRequest);
+            return;
+        }
+        {
+            let mut table = self.table.write();
+            if added {
+                table.add(peer.bit, route);
+            } else {
+                table.remove(peer.bit, route);
+            }
+        }
+        peer.route_version.store(version, Ordering::Release);
+    }
+
+    /// Brings the peers in line with the live members gossip reports.
+    fn set_members(self: &Arc<Self>, members: Vec<Member>) {
+        let live: HashMap<Arc<str>, Member> = members
+            .into_iter()
+            .map(|m| (Arc::clone(&m.node_id), m))
+            .collect();
+        let mut peers = self.peers.write();
+        // Gone, or back as a new generation: forget the old one and its routes.
+        let stale: Vec<Arc<str>> = peers
+            .by_id
+            .iter()
+            .filter(|(id, entry)| {
+                live.get(*id)
+                    .is_none_or(|m| m.generation != entry.peer.generation)
+            })
+            .map(|(id, _)| Arc::clone(id))
+            .collect();
+        for id in stale {
+            if let Some(entry) = peers.by_id.remove(&id) {
+                self.forget(&mut peers, &entry.peer);
+            }
+        }
+        for (id, member) in live {
+            if let Some(entry) = peers.by_id.get_mut(&id) {
+                entry.member = member;
+                continue;
+            }
+            let Some(bit) = self.table.write().allocate() else {
+                warn!(peer = %id, "the cluster already has {MAX_NODES} members; ignoring this one");
+                continue;
+            };
+            info!(peer = %id, generation = member.generation, addr = %member.addr, "peer joined");
+            let peer = Arc::new(Peer::new(
+                Arc::clone(&id),
+                member.generation,
+                member.addr,
+                bit,
+                self.config.peer_queue_messages,
+            ));
+            let (accepted, incoming) = mpsc::channel(1);
+            peers.by_bit[bit.index()] = Some(Arc::clone(&peer));
+            peers.by_id.insert(
+                id,
+                PeerEntry {
+                    peer: Arc::clone(&peer),
+                    accepted,
+                    member,
+                },
+            );
+            self.tasks
+                .spawn(link::run(Arc::clone(self), peer, incoming));
+        }
+        self.metrics.members(peers.by_id.len());
+    }
+
+    /// Drops a peer: its link ends, its routes and its queued messages go.
+    fn forget(&self, peers: &mut Peers, peer: &Arc<Peer>) {
+        warn!(peer = %peer.node_id, generation = peer.generation, "peer left or died; its routes are dropped");
+        peer.gone.cancel();
+        peers.by_bit[peer.bit.index()] = None;
+        self.table.write().release(peer.bit);
+        let dropped = peer.outbox.clear();
+        if dropped > 0 {
+            warn!(peer = %peer.node_id, dropped, "messages queued for a departed peer dropped");
+            self.metrics
+                .dropped_many(&peer.node_id, "peer_gone", dropped);
+        }
+    }
+
+    fn view(&self) -> ClusterView {
+        let ready = self.is_ready();
+        let (local_routes, route_version) = {
+            let local = self.local.lock();
+            (local.routes.len(), local.version)
+        };
+        let peers: Vec<(Arc<Peer>, Member)> = self
+            .peers
+            .read()
+            .by_id
+            .values()
+            .map(|e| (Arc::clone(&e.peer), e.member.clone()))
+            .collect();
+        let table = self.table.read();
+        let mut members = vec![MemberView {
+            node_id: self.me.to_string(),
+            generation: self.generation,
+            address: self.config.advertise_addr().to_string(),
+            state: "self",
+            ready,
+            routes: local_routes,
+            queued: 0,
+            listeners: String::new(),
+        }];
+        for (peer, member) in peers {
+            let state = match (peer.connected.load(Ordering::Acquire), peer.is_synced()) {
+                (true, true) => "joined",
+                (true, false) => "joining",
+                (false, _) => "unreachable",
+            };
+            members.push(MemberView {
+                node_id: peer.node_id.to_string(),
+                generation: peer.generation,
+                address: peer.addr.to_string(),
+                state,
+                ready: member.ready,
+                routes: table.count(peer.bit),
+                queued: peer.outbox.depth(),
+                listeners: member.listeners,
+            });
+        }
+        members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        ClusterView {
+            name: self.config.name.clone(),
+            node_id: self.me.to_string(),
+            generation: self.generation,
+            ready,
+            local_routes,
+            route_version,
+            members,
+        }
+    }
+
+    fn sample_metrics(&self) {
+        let peers: Vec<(Arc<Peer>, u64)> = self
+            .peers
+            .read()
+            .by_id
+            .values()
+            .map(|e| (Arc::clone(&e.peer), e.member.route_version))
+            .collect();
+        let table = self.table.read();
+        self.metrics.table_filters(table.filters());
+        for (peer, advertised) in peers {
+            self.metrics.peer_sample(
+                &peer.node_id,
+                peer.outbox.depth(),
+                table.count(peer.bit),
+                advertised.saturating_sub(peer.route_version.load(Ordering::Acquire)),
+            );
+        }
+    }
+}

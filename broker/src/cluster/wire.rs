@@ -1,0 +1,359 @@
+//! The peer-link wire format, sans-IO: frames decoded from a buffer and encoded into one, no
+//! sockets. A frame is a 4-byte big-endian length (of what follows), a 1-byte kind and the kind's
+//! fields. Strings are UTF-8 with a 4-byte length, numbers big-endian. A message travels as an
+//! MQTT 5 PUBLISH encoded by the broker's own codec, so it is checked on arrival exactly as a
+//! client's would be.
+//!
+//! Decoding never panics on any input: "need more bytes" is `Ok(None)`, anything else is a
+//! [`WireError`], after which the link is closed (a peer that sends garbage is not trusted to
+//! resynchronise). `broker/fuzz` feeds this decoder random input.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
+
+use crate::codec::{self, Packet, PacketId, ProtocolVersion, PublishView, QoS};
+use crate::message::Message;
+use crate::topic::SubscriptionFilter;
+
+/// The version of this format; a peer speaking another is refused at the handshake.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The largest frame accepted: an MQTT packet's maximum plus room for the frame's own fields.
+pub const MAX_FRAME: usize = codec::MAX_REMAINING_LENGTH + 64 * 1024;
+
+/// Why a peer's bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("frame of {0} bytes is larger than the limit")]
+    TooLarge(usize),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("frame ends inside a field")]
+    Truncated,
+    #[error("frame has {0} bytes after its last field")]
+    Trailing(usize),
+    #[error("a string is not UTF-8")]
+    Utf8,
+    #[error("bad route {0:?}: {1}")]
+    Route(String, String),
+    #[error("bad message: {0}")]
+    Message(String),
+}
+
+impl WireError {
+    /// A bounded label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::TooLarge(_) => "too_large",
+            Self::UnknownKind(_) => "unknown_kind",
+            Self::Truncated => "truncated",
+            Self::Trailing(_) => "trailing",
+            Self::Utf8 => "utf8",
+            Self::Route(..) => "route",
+            Self::Message(_) => "message",
+        }
+    }
+}
+
+/// The first frame each side sends on a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub protocol: u16,
+    pub cluster: String,
+    pub node_id: String,
+    /// The sender's incarnation (its start time), as in its gossip identity.
+    pub generation: u64,
+}
+
+/// A message forwarded to a node that has a matching route.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub message: Arc<Message>,
+    /// Deliver to the node's direct subscribers with a matching filter.
+    pub direct: bool,
+    /// Shared groups the sending node picked this node for; it picks one member of each.
+    pub groups: Vec<SubscriptionFilter>,
+}
+
+/// Everything that travels on a peer link.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    Hello(Hello),
+    /// A snapshot of the sender's routes follows, ending with [`Frame::RoutesEnd`]; deltas numbered
+    /// after `version` follow it.
+    RoutesBegin {
+        version: u64,
+    },
+    RoutesChunk(Vec<SubscriptionFilter>),
+    RoutesEnd,
+    /// One route appeared (`added`) or went on the sender; `version` is one more than the last.
+    RouteDelta {
+        version: u64,
+        added: bool,
+        route: SubscriptionFilter,
+    },
+    /// The receiver found a gap in the deltas and asks for a new snapshot.
+    RoutesRequest,
+    Forward(Forward),
+}
+
+mod kind {
+    pub const HELLO: u8 = 1;
+    pub const ROUTES_BEGIN: u8 = 2;
+    pub const ROUTES_CHUNK: u8 = 3;
+    pub const ROUTES_END: u8 = 4;
+    pub const ROUTE_DELTA: u8 = 5;
+    pub const ROUTES_REQUEST: u8 = 6;
+    pub const FORWARD: u8 = 7;
+}
+
+impl Frame {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "hello",
+            Self::RoutesBegin { .. } => "routes_begin",
+            Self::RoutesChunk(_) => "routes_chunk",
+            Self::RoutesEnd => "routes_end",
+            Self::RouteDelta { .. } => "route_delta",
+            Self::RoutesRequest => "routes_request",
+            Self::Forward(_) => "forward",
+        }
+    }
+}
+
+/// Appends `frame` to `buf`.
+pub fn encode(frame: &Frame, buf: &mut BytesMut) {
+    let start = buf.len();
+    buf.put_u32(0); // length, filled in below
+    match frame {
+        Frame::Hello(hello) => {
+            buf.put_u8(kind::HELLO);
+            buf.put_u16(hello.protocol);
+            put_str(buf, &hello.cluster);
+            put_str(buf, &hello.node_id);
+            buf.put_u64(hello.generation);
+        }
+        Frame::RoutesBegin { version } => {
+            buf.put_u8(kind::ROUTES_BEGIN);
+            buf.put_u64(*version);
+        }
+        Frame::RoutesChunk(routes) => {
+            buf.put_u8(kind::ROUTES_CHUNK);
+            put_len(buf, routes.len());
+            for route in routes {
+                put_str(buf, &route.to_string());
+            }
+        }
+        Frame::RoutesEnd => buf.put_u8(kind::ROUTES_END),
+        Frame::RouteDelta {
+            version,
+            added,
+            route,
+        } => {
+            buf.put_u8(kind::ROUTE_DELTA);
+            buf.put_u64(*version);
+            buf.put_u8(u8::from(*added));
+            put_str(buf, &route.to_string());
+        }
+        Frame::RoutesRequest => buf.put_u8(kind::ROUTES_REQUEST),
+        Frame::Forward(forward) => {
+            buf.put_u8(kind::FORWARD);
+            buf.put_u8(u8::from(forward.direct));
+            put_len(buf, forward.groups.len());
+            for group in &forward.groups {
+                put_str(buf, &group.to_string());
+            }
+            put_message(buf, &forward.message);
+        }
+    }
+    let len = buf.len() - start - 4;
+    // Frames are built from values that fit: a message is at most an MQTT packet.
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Takes one whole frame off the front of `buf`: `Ok(None)` until one has arrived.
+pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    let mut body = buf.split_to(len).freeze();
+    let frame = decode_body(&mut body)?;
+    if body.has_remaining() {
+        return Err(WireError::Trailing(body.remaining()));
+    }
+    Ok(Some(frame))
+}
+
+fn decode_body(body: &mut Bytes) -> Result<Frame, WireError> {
+    let kind = get_u8(body)?;
+    Ok(match kind {
+        kind::HELLO => Frame::Hello(Hello {
+            protocol: get_u16(body)?,
+            cluster: get_str(body)?,
+            node_id: get_str(body)?,
+            generation: get_u64(body)?,
+        }),
+        kind::ROUTES_BEGIN => Frame::RoutesBegin {
+            version: get_u64(body)?,
+        },
+        kind::ROUTES_CHUNK => {
+            let count = get_len(body)?;
+            // Each route takes at least its 4-byte length: a count larger than the body is a lie.
+            if count > body.remaining() / 4 {
+                return Err(WireError::Truncated);
+            }
+            let mut routes = Vec::with_capacity(count);
+            for _ in 0..count {
+                routes.push(get_route(body)?);
+            }
+            Frame::RoutesChunk(routes)
+        }
+        kind::ROUTES_END => Frame::RoutesEnd,
+        kind::ROUTE_DELTA => Frame::RouteDelta {
+            version: get_u64(body)?,
+            added: get_u8(body)? != 0,
+            route: get_route(body)?,
+        },
+        kind::ROUTES_REQUEST => Frame::RoutesRequest,
+        kind::FORWARD => {
+            let direct = get_u8(body)? != 0;
+            let count = get_len(body)?;
+            if count > body.remaining() / 4 {
+                return Err(WireError::Truncated);
+            }
+            let mut groups = Vec::with_capacity(count);
+            for _ in 0..count {
+                groups.push(get_route(body)?);
+            }
+            let message = Arc::new(get_message(body)?);
+            Frame::Forward(Forward {
+                message,
+                direct,
+                groups,
+            })
+        }
+        other => return Err(WireError::UnknownKind(other)),
+    })
+}
+
+/// A message as an MQTT 5 PUBLISH (with its remaining expiry), length-prefixed.
+fn put_message(buf: &mut BytesMut, message: &Message) {
+    let mut packet = BytesMut::new();
+    let publish = PublishView {
+        dup: false,
+        qos: message.qos,
+        retain: message.retain,
+        topic: &message.topic,
+        // The identifier means nothing between nodes; the codec wants one for QoS 1 and 2.
+        packet_id: (message.qos != QoS::AtMostOnce).then_some(PacketId::MIN),
+        properties: &message.properties,
+        message_expiry_interval: message.remaining_expiry(std::time::Instant::now()),
+        topic_alias: None,
+        subscription_identifiers: &[],
+        payload: &message.payload,
+    };
+    // A message the broker accepted encodes within the protocol's limits.
+    if codec::encode_publish(&publish, ProtocolVersion::V5, u32::MAX, &mut packet).is_err() {
+        packet.clear();
+    }
+    put_len(buf, packet.len());
+    buf.put_slice(&packet);
+}
+
+fn get_message(body: &mut Bytes) -> Result<Message, WireError> {
+    let len = get_len(body)?;
+    if body.remaining() < len {
+        return Err(WireError::Truncated);
+    }
+    let mut packet = BytesMut::from(&body.split_to(len)[..]);
+    let publish = match codec::decode(&mut packet, ProtocolVersion::V5, u32::MAX) {
+        Ok(Some(Packet::Publish(publish))) => publish,
+        Ok(Some(other)) => {
+            return Err(WireError::Message(format!(
+                "{} is not a PUBLISH",
+                other.kind()
+            )));
+        }
+        Ok(None) => return Err(WireError::Truncated),
+        Err(error) => return Err(WireError::Message(error.to_string())),
+    };
+    if !packet.is_empty() {
+        return Err(WireError::Message("bytes after the PUBLISH".into()));
+    }
+    let expiry = publish.properties.message_expiry_interval;
+    Ok(Message {
+        topic: publish.topic,
+        payload: publish.payload,
+        qos: publish.qos,
+        retain: publish.retain,
+        properties: codec::PublishProperties {
+            message_expiry_interval: None,
+            topic_alias: None,
+            subscription_identifiers: Vec::new(),
+            ..publish.properties
+        },
+        expires_at: None,
+        publisher: None,
+        received_at: std::time::Instant::now(),
+    }
+    .with_expiry_interval(expiry))
+}
+
+fn put_len(buf: &mut BytesMut, len: usize) {
+    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+}
+
+fn put_str(buf: &mut BytesMut, s: &str) {
+    put_len(buf, s.len());
+    buf.put_slice(s.as_bytes());
+}
+
+fn get_u8(body: &mut Bytes) -> Result<u8, WireError> {
+    body.try_get_u8().map_err(|_| WireError::Truncated)
+}
+
+fn get_u16(body: &mut Bytes) -> Result<u16, WireError> {
+    body.try_get_u16().map_err(|_| WireError::Truncated)
+}
+
+fn get_u64(body: &mut Bytes) -> Result<u64, WireError> {
+    body.try_get_u64().map_err(|_| WireError::Truncated)
+}
+
+fn get_len(body: &mut Bytes) -> Result<usize, WireError> {
+    let len = body.try_get_u32().map_err(|_| WireError::Truncated)?;
+    Ok(len as usize)
+}
+
+fn get_bytestring(body: &mut Bytes) -> Result<ByteString, WireError> {
+    let len = get_len(body)?;
+    if body.remaining() < len {
+        return Err(WireError::Truncated);
+    }
+    ByteString::try_from(body.split_to(len)).map_err(|_| WireError::Utf8)
+}
+
+fn get_str(body: &mut Bytes) -> Result<String, WireError> {
+    get_bytestring(body).map(|s| s.to_string())
+}
+
+fn get_route(body: &mut Bytes) -> Result<SubscriptionFilter, WireError> {
+    let text = get_bytestring(body)?;
+    SubscriptionFilter::parse(&text, true)
+        .map_err(|error| WireError::Route(text.to_string(), error.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! A cluster of real broker processes (three nodes on their own loopback addresses): they find
+//! each other by gossip, become ready only once they hold each other's routes, and behave to
+//! clients as one broker — a message published on any node reaches matching subscribers on every
+//! node, once, in the publisher's order, and a shared group spread over the nodes gets each message
+//! once. A killed node's routes are dropped while the others keep serving, and the node rejoins as
+//! a new generation when it comes back.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod support;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, MqttOptions};
+use support::cluster::{FAILURE_WINDOW, TestCluster};
+use support::v5::{self, Inbox};
+use support::{QUIET, WAIT};
+
+/// A connected v5 client of node `i`.
+async fn client(cluster: &TestCluster, i: usize, id: &str) -> (AsyncClient, Inbox) {
+    let (host, port) = cluster.mqtt(i);
+    let mut options = MqttOptions::new(id, host, port);
+    options.set_keep_alive(std::time::Duration::from_secs(30));
+    let (client, inbox, _) = v5::start(options).await;
+    (client, inbox)
+}
+
+/// Subscribes and waits until every other node holds the new route, so that a publish anywhere
+/// finds it. (A route reaches the other nodes in milliseconds; a test does not race it.)
+async fn subscribe_everywhere(
+    cluster: &TestCluster,
+    node: usize,
+    client: &AsyncClient,
+    inbox: &mut Inbox,
+    filter: &str,
+    qos: QoS,
+    routes_on_node: u64,
+) {
+    v5::subscribe(client, inbox, filter, qos).await;
+    for other in (0..cluster.size()).filter(|&o| o != node) {
+        cluster.wait_peer_routes(other, node, routes_on_node).await;
+    }
+}
+
+#[tokio::test]
+async fn three_nodes_find_each_other_and_become_ready() {
+    let cluster = TestCluster::start(3).await;
+    for i in 0..3 {
+        let members = cluster.members(i).await;
+        let states: Vec<&str> = members.iter().map(|(_, s)| s.as_str()).collect();
+        let ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(ids, (0..3).map(|n| cluster.node_id(n)).collect::<Vec<_>>());
+        assert_eq!(states.iter().filter(|s| **s == "self").count(), 1);
+        assert_eq!(
+            states.iter().filter(|s| **s == "joined").count(),
+            2,
+            "{members:?}"
+        );
+    }
+}
+
+/// Every subscriber, whichever node it is on, receives each message once and in the order its
+/// publisher sent it, at min(publish QoS, granted QoS) [MQTT-3.3.4-2], [MQTT-4.6.0-5].
+#[tokio::test]
+async fn messages_published_on_one_node_reach_subscribers_on_every_node_in_order() {
+    let cluster = TestCluster::start(3).await;
+    let mut subscribers = Vec::new();
+    for node in 0..3 {
+        let (client, mut inbox) = client(&cluster, node, &format!("sub-{node}")).await;
+        subscribe_everywhere(
+            &cluster,
+            node,
+            &client,
+            &mut inbox,
+            "orders/#",
+            QoS::ExactlyOnce,
+            1,
+        )
+        .await;
+        subscribers.push((client, inbox));
+    }
+    let (publisher, mut publisher_inbox) = client(&cluster, 1, "publisher").await;
+    const COUNT: usize = 60;
+    for n in 0..COUNT {
+        let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][n % 3];
+        let topic = format!("orders/{n}");
+        v5::publish(
+            &publisher,
+            &mut publisher_inbox,
+            &topic,
+            qos,
+            false,
+            n.to_string(),
+        )
+        .await;
+    }
+    for (node, (_, inbox)) in subscribers.iter_mut().enumerate() {
+        let received = v5::expect_publishes(inbox, COUNT, WAIT).await;
+        let payloads: Vec<String> = received.iter().map(|p| v5::payload(p).to_owned()).collect();
+        let expected: Vec<String> = (0..COUNT).map(|n| n.to_string()).collect();
+        assert_eq!(payloads, expected, "node {node}: each once, in order");
+        for (n, publish) in received.iter().enumerate() {
+            let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][n % 3];
+            assert_eq!(publish.qos, qos, "node {node}, message {n}");
+        }
+        v5::expect_no_publish(inbox, QUIET).await;
+    }
+}
+
+/// One member of a shared group gets each message [MQTT-4.8.2-3]; spread over three nodes, the
+/// group still gets each message once in total, and every node's member takes a share.
+#[tokio::test]
+async fn a_shared_group_spread_over_the_nodes_gets_each_message_once() {
+    let cluster = TestCluster::start(3).await;
+    let mut members = Vec::new();
+    for node in 0..3 {
+        let (client, mut inbox) = client(&cluster, node, &format!("worker-{node}")).await;
+        subscribe_everywhere(
+            &cluster,
+            node,
+            &client,
+            &mut inbox,
+            "$share/workers/jobs",
+            QoS::AtLeastOnce,
+            1,
+        )
+        .await;
+        members.push((client, inbox));
+    }
+    let (publisher, mut publisher_inbox) = client(&cluster, 0, "producer").await;
+    const COUNT: usize = 30;
+    for n in 0..COUNT {
+        v5::publish(
+            &publisher,
+            &mut publisher_inbox,
+            "jobs",
+            QoS::AtLeastOnce,
+            false,
+            n.to_string(),
+        )
+        .await;
+    }
+    let mut all = Vec::new();
+    for (node, (_, inbox)) in members.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while let Some(publish) = v5::next_publish_within(inbox, QUIET).await {
+            got.push(v5::payload(&publish).to_owned());
+        }
+        assert!(!got.is_empty(), "node {node}'s member took no share");
+        all.extend(got);
+    }
+    all.sort_by_key(|p| p.parse::<usize>().unwrap());
+    let expected: Vec<String> = (0..COUNT).map(|n| n.to_string()).collect();
+    assert_eq!(all, expected, "each message once across the group");
+}
+
+/// A node killed without warning is dropped from the others' membership, with its routes, within
+/// the failure detector's window, while they keep serving each other; restarted, it rejoins as a
+/// new generation and its subscribers receive again.
+#[tokio::test]
+async fn a_killed_node_is_dropped_and_rejoins_as_a_new_generation() {
+    let mut cluster = TestCluster::start(3).await;
+    let generation_before = cluster.view(0).await["members"][2]["generation"].as_u64();
+    let (sub_client, mut sub_inbox) = client(&cluster, 1, "survivor").await;
+    subscribe_everywhere(
+        &cluster,
+        1,
+        &sub_client,
+        &mut sub_inbox,
+        "t",
+        QoS::AtLeastOnce,
+        1,
+    )
+    .await;
+
+    cluster.kill(2);
+    let survivors = vec![cluster.node_id(0), cluster.node_id(1)];
+    let window = cluster.wait_members(0, &survivors, FAILURE_WINDOW).await;
+    eprintln!("a killed node was dropped after {window:?}");
+    let (publisher, mut publisher_inbox) = client(&cluster, 0, "pub").await;
+    v5::publish(
+        &publisher,
+        &mut publisher_inbox,
+        "t",
+        QoS::AtLeastOnce,
+        false,
+        "still served",
+    )
+    .await;
+    let publish = v5::expect_publish(&mut sub_inbox, WAIT).await;
+    assert_eq!(v5::payload(&publish), "still served");
+
+    cluster.restart(2).await;
+    let everyone: Vec<String> = (0..3).map(|n| cluster.node_id(n)).collect();
+    cluster.wait_members(0, &everyone, WAIT).await;
+    let generation_after = cluster.view(0).await["members"][2]["generation"].as_u64();
+    assert_ne!(
+        generation_before, generation_after,
+        "a restarted node is a new member"
+    );
+    let (late, mut late_inbox) = client(&cluster, 2, "late").await;
+    subscribe_everywhere(
+        &cluster,
+        2,
+        &late,
+        &mut late_inbox,
+        "t",
+        QoS::AtLeastOnce,
+        1,
+    )
+    .await;
+    v5::publish(
+        &publisher,
+        &mut publisher_inbox,
+        "t",
+        QoS::AtLeastOnce,
+        false,
+        "to the new generation",
+    )
+    .await;
+    let publish = v5::expect_publish(&mut late_inbox, WAIT).await;
+    assert_eq!(v5::payload(&publish), "to the new generation");
+}
+
+/// Nodes that gossip another cluster name are not members: a node of another cluster seeded with
+/// this cluster's addresses gossips with it and is ignored, and ignores it.
+#[tokio::test]
+async fn a_node_of_another_cluster_is_ignored() {
+    let ours = TestCluster::start(2).await;
+    let theirs =
+        TestCluster::start_seeded(1, "other", "", vec![ours.gossip(0), ours.gossip(1)]).await;
+    // Gossip goes round several times while the two see each other's packets.
+    tokio::time::sleep(QUIET * 4).await;
+    let members: Vec<String> = ours.members(0).await.into_iter().map(|m| m.0).collect();
+    assert_eq!(members, [ours.node_id(0), ours.node_id(1)]);
+    let members: Vec<String> = theirs.members(0).await.into_iter().map(|m| m.0).collect();
+    assert_eq!(members, [theirs.node_id(0)]);
+}
