@@ -73,6 +73,25 @@ impl Message {
     }
 }
 
+/// When and where a retained message, or its deletion, was written: in a cluster, concurrent writes
+/// to one topic on two nodes are ordered by it and the later one wins everywhere. `millis` comes
+/// from a hybrid clock (wall-clock milliseconds, never behind a stamp the node has seen), so a
+/// write made after another was seen always wins over it; `origin` (the node id) breaks ties.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RetainStamp {
+    pub millis: u64,
+    pub origin: Arc<str>,
+}
+
+/// One write, as it travels between nodes: the topic, its stamp, and the message (`None` for a
+/// deletion).
+#[derive(Debug, Clone)]
+pub struct RetainedWrite {
+    pub topic: ByteString,
+    pub stamp: RetainStamp,
+    pub message: Option<Arc<Message>>,
+}
+
 /// One message on its way to one session: the shared message plus what this subscriber's
 /// subscription(s) decided about it.
 #[derive(Debug, Clone)]

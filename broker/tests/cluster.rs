@@ -239,3 +239,87 @@ async fn a_node_of_another_cluster_is_ignored() {
     let members: Vec<String> = theirs.members(0).await.into_iter().map(|m| m.0).collect();
     assert_eq!(members, [theirs.node_id(0)]);
 }
+
+/// The retained messages a new subscriber to `state/#` on node `node` is sent, as `topic=payload`.
+async fn retained_on(cluster: &TestCluster, node: usize, reader: &str) -> Vec<String> {
+    let (client, mut inbox) = client(cluster, node, reader).await;
+    v5::subscribe(&client, &mut inbox, "state/#", QoS::AtLeastOnce).await;
+    let mut got = Vec::new();
+    while let Some(publish) = v5::next_publish_within(&mut inbox, QUIET).await {
+        assert!(publish.retain, "sent because retained [MQTT-3.3.1-8]");
+        got.push(format!("{}={}", v5::topic(&publish), v5::payload(&publish)));
+    }
+    got.sort();
+    got
+}
+
+/// Waits (bounded) until a new subscriber on node `node` is sent exactly `expected`: retained
+/// writes reach the other nodes in milliseconds, after the publisher's acknowledgement.
+async fn wait_retained(cluster: &TestCluster, node: usize, expected: &[&str]) {
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let got = retained_on(cluster, node, &format!("reader-{node}-{attempt}")).await;
+        if got == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {node} retains {got:?}, not {expected:?}"
+        );
+    }
+}
+
+/// Retained messages are kept on every node [MQTT-3.3.1-5]: a subscriber on another node gets the
+/// message retained on the first [MQTT-3.3.1-9]; a deletion (empty payload) reaches every node
+/// [MQTT-3.3.1-6]; a node that comes back later catches up on what was retained while it was away.
+#[tokio::test]
+async fn retained_messages_reach_every_node_and_a_late_joiner() {
+    let mut cluster = TestCluster::start(3).await;
+    let (publisher, mut publisher_inbox) = client(&cluster, 0, "retainer").await;
+    v5::publish(
+        &publisher,
+        &mut publisher_inbox,
+        "state/a",
+        QoS::AtLeastOnce,
+        true,
+        "one",
+    )
+    .await;
+    v5::publish(
+        &publisher,
+        &mut publisher_inbox,
+        "state/b",
+        QoS::AtLeastOnce,
+        true,
+        "two",
+    )
+    .await;
+    v5::publish(
+        &publisher,
+        &mut publisher_inbox,
+        "state/b",
+        QoS::AtLeastOnce,
+        true,
+        "",
+    )
+    .await;
+    for node in 1..3 {
+        wait_retained(&cluster, node, &["state/a=one"]).await;
+    }
+
+    cluster.kill(2);
+    v5::publish(
+        &publisher,
+        &mut publisher_inbox,
+        "state/c",
+        QoS::AtLeastOnce,
+        true,
+        "three",
+    )
+    .await;
+    cluster.restart(2).await;
+    // Ready means it holds every peer's routes; the retained snapshot follows on the same links.
+    wait_retained(&cluster, 2, &["state/a=one", "state/c=three"]).await;
+}

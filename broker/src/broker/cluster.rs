@@ -6,6 +6,7 @@ use std::sync::{Arc, Weak};
 
 use super::Broker;
 use crate::cluster::{ClusterSink, Forward};
+use crate::message::RetainedWrite;
 use crate::router::{RouteChange, RouteScope};
 
 /// The sink the cluster hands forwarded messages to. Weak: the broker owns the cluster handle, and
@@ -23,6 +24,19 @@ impl ClusterSink for BrokerSink {
         if let Some(broker) = self.0.upgrade() {
             broker.deliver_forwarded(&forward);
         }
+    }
+
+    fn retained(&self, write: RetainedWrite) {
+        if let Some(broker) = self.0.upgrade() {
+            broker.retained.apply(write);
+        }
+    }
+
+    fn retained_snapshot(&self) -> Vec<RetainedWrite> {
+        self.0
+            .upgrade()
+            .map(|broker| broker.retained.snapshot())
+            .unwrap_or_default()
     }
 }
 

@@ -64,6 +64,8 @@ pub struct Broker {
     admission: admission::Admission,
     /// The other nodes, when this one is part of a cluster.
     cluster: Option<Cluster>,
+    /// This node's name in retained-message stamps: its cluster node id, or empty.
+    origin: Arc<str>,
     reloaders: Mutex<Vec<Arc<dyn Reload>>>,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
@@ -87,6 +89,7 @@ impl Broker {
             retained: RetainedStore::default(),
             admission: admission::Admission::new(&config.limits),
             cluster: None,
+            origin: Arc::from(""),
             config: Arc::new(config),
             backpressure,
             sessions: SessionRegistry::default(),
@@ -105,6 +108,7 @@ impl Broker {
     /// Makes this broker one node of `cluster`.
     #[must_use]
     pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.origin = Arc::from(cluster.node_id());
         self.cluster = Some(cluster);
         self
     }
@@ -126,8 +130,9 @@ impl Broker {
         &self.stats
     }
 
-    /// Retained messages: stored by [`Self::publish`], read on subscribe, listed and deleted by the
-    /// admin API, swept for expiry by housekeeping.
+    /// Retained messages: stored by [`Self::publish`] and replicated to a cluster's other nodes,
+    /// read on subscribe, listed by the admin API, swept for expiry by housekeeping. Deleted through
+    /// [`Self::delete_retained`].
     pub fn retained(&self) -> &RetainedStore {
         &self.retained
     }

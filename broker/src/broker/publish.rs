@@ -22,7 +22,10 @@ impl Broker {
             hook.on_publish(from, &message);
         }
         if message.retain && self.config.features.retain_available {
-            self.retained.store(&message);
+            let write = self.retained.store(&message, &self.origin);
+            if let Some(cluster) = &self.cluster {
+                cluster.retained_written(write);
+            }
         }
         self.deliver_local(&message)
     }
@@ -46,5 +49,17 @@ impl Broker {
         );
         routed.remote = plan.peers().count_ones() as usize;
         routed
+    }
+
+    /// Deletes a topic's retained message (the admin API), on every node of a cluster; returns
+    /// whether there was one.
+    pub fn delete_retained(&self, topic: &str) -> bool {
+        let Some(write) = self.retained.remove(topic, &self.origin) else {
+            return false;
+        };
+        if let Some(cluster) = &self.cluster {
+            cluster.retained_written(write);
+        }
+        true
     }
 }

@@ -87,7 +87,7 @@ pub(super) async fn run(
         backoff = MIN_BACKOFF;
         info!(peer = %peer.node_id, "peer link up");
         peer.connected.store(true, Ordering::Release);
-        shared.send_snapshot(&peer, true);
+        shared.send_snapshot(&peer);
         let (reader, writer) = tokio::io::split(stream);
         let ended = tokio::select! {
             () = peer.gone.cancelled() => "peer gone",
@@ -100,6 +100,7 @@ pub(super) async fn run(
         };
         peer.connected.store(false, Ordering::Release);
         peer.synced.store(false, Ordering::Release);
+        peer.caught_up.store(false, Ordering::Release);
         if peer.gone.is_cancelled() {
             return;
         }
@@ -283,7 +284,7 @@ async fn write_frames(
         let mut messages = 0u64;
         for outgoing in taken.drain(..) {
             match outgoing {
-                Outgoing::Route(frame) => wire::encode(&frame, &mut buf),
+                Outgoing::Sync(frame) => wire::encode(&frame, &mut buf),
                 Outgoing::Forward(forward) => {
                     messages += 1;
                     wire::encode(&Frame::Forward(forward), &mut buf);

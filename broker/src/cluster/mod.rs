@@ -50,7 +50,7 @@ use wire::Frame;
 
 use crate::codec::QoS;
 use crate::config::ClusterConfig;
-use crate::message::Message;
+use crate::message::{Message, RetainedWrite};
 use crate::stats::Stats;
 use crate::topic::SubscriptionFilter;
 
@@ -77,6 +77,10 @@ pub enum ClusterError {
 pub trait ClusterSink: Send + Sync + 'static {
     /// A message a peer forwarded: deliver it to this node's matching subscribers.
     fn deliver(&self, forward: Forward);
+    /// A retained message written (or deleted) on a peer: keep it if it is the later write.
+    fn retained(&self, write: RetainedWrite);
+    /// Every retained write this node holds, for a peer whose link just came up.
+    fn retained_snapshot(&self) -> Vec<RetainedWrite>;
 }
 
 /// This node's own routes: what it tells its peers.
@@ -85,6 +89,21 @@ struct LocalRoutes {
     /// Bumped by every change; a delta carries the version it makes.
     version: u64,
     routes: HashSet<SubscriptionFilter>,
+}
+
+impl LocalRoutes {
+    /// The frames of a snapshot of this node's routes.
+    fn route_snapshot(&self) -> Vec<Frame> {
+        let mut frames = vec![Frame::RoutesBegin {
+            version: self.version,
+        }];
+        let routes: Vec<SubscriptionFilter> = self.routes.iter().cloned().collect();
+        for chunk in routes.chunks(SNAPSHOT_CHUNK) {
+            frames.push(Frame::RoutesChunk(chunk.to_vec()));
+        }
+        frames.push(Frame::RoutesEnd);
+        frames
+    }
 }
 
 /// A route snapshot arriving from a peer.
@@ -279,7 +298,7 @@ impl Cluster {
         &self.shared.me
     }
 
-    /// Joined, and holding the routes of every live peer.
+    /// Joined, and holding the routes and retained messages of every live peer.
     pub fn is_ready(&self) -> bool {
         self.shared.is_ready()
     }
@@ -328,6 +347,11 @@ impl Cluster {
         }
     }
 
+    /// A retained message was written or deleted on this node: every peer keeps it too.
+    pub fn retained_written(&self, write: RetainedWrite) {
+        self.shared.retained_written(&write);
+    }
+
     /// The members and their state, for the admin API.
     pub fn view(&self) -> ClusterView {
         self.shared.view()
@@ -347,7 +371,7 @@ impl Shared {
                 .read()
                 .by_id
                 .values()
-                .all(|entry| entry.peer.is_synced())
+                .all(|entry| entry.peer.is_caught_up())
     }
 
     fn local_route_version(&self) -> u64 {
@@ -400,27 +424,39 @@ impl Shared {
             route: route.clone(),
         };
         for entry in self.peers.read().by_id.values() {
-            entry.peer.outbox.push_route(frame.clone());
+            entry.peer.outbox.push_sync(frame.clone());
         }
     }
 
-    /// Queues this node's whole route set for `peer`: at the front of its outbox for a new link
-    /// (`restart`), or behind what waits when the peer asked for it.
-    fn send_snapshot(&self, peer: &Peer, restart: bool) {
-        let local = self.local.lock();
-        let mut frames = vec![Frame::RoutesBegin {
-            version: local.version,
-        }];
-        let routes: Vec<SubscriptionFilter> = local.routes.iter().cloned().collect();
-        for chunk in routes.chunks(SNAPSHOT_CHUNK) {
-            frames.push(Frame::RoutesChunk(chunk.to_vec()));
+    /// Queues this node's whole route set for `peer` behind what waits (the peer asked for it).
+    fn send_routes(&self, peer: &Peer) {
+        for frame in self.local.lock().route_snapshot() {
+            peer.outbox.push_sync(frame);
         }
-        frames.push(Frame::RoutesEnd);
-        if restart {
-            peer.outbox.restart_routes(frames);
-        } else {
-            for frame in frames {
-                peer.outbox.push_route(frame);
+    }
+
+    /// Puts everything a new link must carry first at the front of `peer`'s outbox: this node's
+    /// routes, then every retained message it holds. Retained writes are merged by their stamps, so
+    /// one that also arrives on its own, before or after, changes nothing.
+    fn send_snapshot(&self, peer: &Peer) {
+        let sink = self.sink.lock().clone();
+        let retained = sink
+            .map(|sink| sink.retained_snapshot())
+            .unwrap_or_default();
+        // Under the lock that orders route deltas: the deltas queued after it follow this version.
+        let local = self.local.lock();
+        let mut frames = local.route_snapshot();
+        frames.extend(retained.into_iter().map(Frame::Retained));
+        frames.push(Frame::SyncEnd);
+        peer.outbox.restart_sync(frames);
+    }
+
+    /// Sends a retained write to every peer with a link up; a peer without one gets every write
+    /// in the snapshot its next link starts with.
+    fn retained_written(&self, write: &RetainedWrite) {
+        for entry in self.peers.read().by_id.values() {
+            if entry.peer.connected.load(Ordering::Acquire) {
+                entry.peer.outbox.push_sync(Frame::Retained(write.clone()));
             }
         }
     }
@@ -456,7 +492,14 @@ impl Shared {
                 added,
                 route,
             } => self.apply_delta(peer, version, added, &route),
-            Frame::RoutesRequest => self.send_snapshot(peer, false),
+            Frame::RoutesRequest => self.send_routes(peer),
+            Frame::SyncEnd => peer.caught_up.store(true, Ordering::Release),
+            Frame::Retained(write) => {
+                let sink = self.sink.lock().clone();
+                if let Some(sink) = sink {
+                    sink.retained(write);
+                }
+            }
             Frame::Forward(forward) => {
                 self.metrics.received(&peer.node_id);
                 let sink = self.sink.lock().clone();
@@ -481,7 +524,7 @@ impl Shared {
         if version != held + 1 {
             warn!(peer = %peer.node_id, held, version, "gap in the peer's route deltas; asking for a snapshot");
             peer.synced.store(false, Ordering::Release);
-            peer.outbox.push_route(Frame::RoutesRequest);
+            peer.outbox.push_sync(Frame::RoutesRequest);
             return;
         }
         {
@@ -589,7 +632,7 @@ impl Shared {
             listeners: String::new(),
         }];
         for (peer, member) in peers {
-            let state = match (peer.connected.load(Ordering::Acquire), peer.is_synced()) {
+            let state = match (peer.connected.load(Ordering::Acquire), peer.is_caught_up()) {
                 (true, true) => "joined",
                 (true, false) => "joining",
                 (false, _) => "unreachable",

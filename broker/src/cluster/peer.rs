@@ -3,7 +3,8 @@
 //!
 //! The outbox is bounded: beyond `cluster.peer_queue_messages` waiting messages a QoS 0 message is
 //! dropped, and beyond four times that a QoS 1 or 2 message is too; each drop is counted (and QoS 1
-//! and 2 drops logged). Route frames are never dropped: a snapshot replaces the ones still waiting.
+//! and 2 drops logged). State frames (routes, retained messages) are never dropped: a snapshot replaces the ones still
+//! waiting.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -18,10 +19,11 @@ use super::routes::NodeBit;
 use super::wire::{Forward, Frame};
 use crate::codec::QoS;
 
-/// A frame waiting for the link, and whether it is part of the route replication.
+/// A frame waiting for the link: replicated state (routes, retained messages), which a new link's
+/// snapshot replaces, or a forwarded message.
 #[derive(Debug)]
 pub(super) enum Outgoing {
-    Route(Frame),
+    Sync(Frame),
     Forward(Forward),
 }
 
@@ -74,20 +76,21 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues a route frame.
-    pub(super) fn push_route(&self, frame: Frame) {
-        self.queue.lock().frames.push_back(Outgoing::Route(frame));
+    /// Queues a state frame (a route delta, a retained write).
+    pub(super) fn push_sync(&self, frame: Frame) {
+        self.queue.lock().frames.push_back(Outgoing::Sync(frame));
         self.ready.notify_one();
     }
 
-    /// Puts a fresh route snapshot at the front, dropping route frames that were waiting (they are
-    /// older than the snapshot); waiting messages keep their order behind it.
-    pub(super) fn restart_routes(&self, snapshot: Vec<Frame>) {
+    /// Puts a fresh snapshot of the replicated state at the front, dropping the state frames that
+    /// were waiting (the snapshot holds what they said); waiting messages keep their order behind
+    /// it.
+    pub(super) fn restart_sync(&self, snapshot: Vec<Frame>) {
         {
             let mut queue = self.queue.lock();
             queue.frames.retain(|o| matches!(o, Outgoing::Forward(_)));
             for frame in snapshot.into_iter().rev() {
-                queue.frames.push_front(Outgoing::Route(frame));
+                queue.frames.push_front(Outgoing::Sync(frame));
             }
         }
         self.ready.notify_one();
@@ -139,8 +142,11 @@ pub(super) struct Peer {
     pub outbox: Outbox,
     /// Set while a link to it is up.
     pub connected: AtomicBool,
-    /// Set once its route snapshot has arrived over the current link.
+    /// Set once its route snapshot has arrived over the current link (cleared while a new one is
+    /// on its way after a gap).
     pub synced: AtomicBool,
+    /// Set once everything its link carries first (routes, retained messages) has arrived.
+    pub caught_up: AtomicBool,
     /// The version of its routes this node holds.
     pub route_version: AtomicU64,
     /// Cancelled when the peer is forgotten: ends its link task.
@@ -163,6 +169,7 @@ impl Peer {
             outbox: Outbox::new(queue_capacity),
             connected: AtomicBool::new(false),
             synced: AtomicBool::new(false),
+            caught_up: AtomicBool::new(false),
             route_version: AtomicU64::new(0),
             gone: CancellationToken::new(),
         }
@@ -170,6 +177,11 @@ impl Peer {
 
     pub(super) fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    /// Holding its routes and its retained messages: what this node's readiness waits for.
+    pub(super) fn is_caught_up(&self) -> bool {
+        self.is_synced() && self.caught_up.load(Ordering::Acquire)
     }
 }
 
@@ -211,15 +223,15 @@ mod tests {
     #[tokio::test]
     async fn a_new_snapshot_goes_first_and_replaces_waiting_route_frames() {
         let outbox = Outbox::new(10);
-        outbox.push_route(Frame::RoutesEnd);
+        outbox.push_sync(Frame::RoutesEnd);
         outbox.push_forward(forward(QoS::AtLeastOnce)).unwrap();
-        outbox.restart_routes(vec![Frame::RoutesBegin { version: 3 }, Frame::RoutesEnd]);
+        outbox.restart_sync(vec![Frame::RoutesBegin { version: 3 }, Frame::RoutesEnd]);
         let mut taken = Vec::new();
         outbox.take(100, &mut taken).await;
         let names: Vec<&str> = taken
             .iter()
             .map(|o| match o {
-                Outgoing::Route(frame) => frame.name(),
+                Outgoing::Sync(frame) => frame.name(),
                 Outgoing::Forward(_) => "forward",
             })
             .collect();

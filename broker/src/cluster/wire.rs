@@ -14,7 +14,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::codec::{self, Packet, PacketId, ProtocolVersion, PublishView, QoS};
-use crate::message::Message;
+use crate::message::{Message, RetainStamp, RetainedWrite};
 use crate::topic::SubscriptionFilter;
 
 /// The version of this format; a peer speaking another is refused at the handshake.
@@ -96,6 +96,12 @@ pub enum Frame {
     /// The receiver found a gap in the deltas and asks for a new snapshot.
     RoutesRequest,
     Forward(Forward),
+    /// A retained message was written (or deleted) on the sender; part of the state a new link's
+    /// snapshot carries in full.
+    Retained(RetainedWrite),
+    /// The end of what a new link carries first (routes, then retained messages): the receiver is
+    /// caught up with the sender.
+    SyncEnd,
 }
 
 mod kind {
@@ -106,6 +112,8 @@ mod kind {
     pub const ROUTE_DELTA: u8 = 5;
     pub const ROUTES_REQUEST: u8 = 6;
     pub const FORWARD: u8 = 7;
+    pub const RETAINED: u8 = 8;
+    pub const SYNC_END: u8 = 9;
 }
 
 impl Frame {
@@ -119,6 +127,8 @@ impl Frame {
             Self::RouteDelta { .. } => "route_delta",
             Self::RoutesRequest => "routes_request",
             Self::Forward(_) => "forward",
+            Self::Retained(_) => "retained",
+            Self::SyncEnd => "sync_end",
         }
     }
 }
@@ -166,6 +176,20 @@ pub fn encode(frame: &Frame, buf: &mut BytesMut) {
                 put_str(buf, &group.to_string());
             }
             put_message(buf, &forward.message);
+        }
+        Frame::SyncEnd => buf.put_u8(kind::SYNC_END),
+        Frame::Retained(write) => {
+            buf.put_u8(kind::RETAINED);
+            buf.put_u64(write.stamp.millis);
+            put_str(buf, &write.stamp.origin);
+            put_str(buf, &write.topic);
+            match &write.message {
+                Some(message) => {
+                    buf.put_u8(1);
+                    put_message(buf, message);
+                }
+                None => buf.put_u8(0),
+            }
         }
     }
     let len = buf.len() - start - 4;
@@ -242,6 +266,29 @@ fn decode_body(body: &mut Bytes) -> Result<Frame, WireError> {
                 message,
                 direct,
                 groups,
+            })
+        }
+        kind::SYNC_END => Frame::SyncEnd,
+        kind::RETAINED => {
+            let millis = get_u64(body)?;
+            let origin: Arc<str> = Arc::from(get_str(body)?);
+            let topic = get_bytestring(body)?;
+            let message = match get_u8(body)? {
+                0 => None,
+                _ => {
+                    let message = get_message(body)?;
+                    if message.topic != topic {
+                        return Err(WireError::Message(
+                            "a retained message on another topic".into(),
+                        ));
+                    }
+                    Some(Arc::new(message))
+                }
+            };
+            Frame::Retained(RetainedWrite {
+                topic,
+                stamp: RetainStamp { millis, origin },
+                message,
             })
         }
         other => return Err(WireError::UnknownKind(other)),

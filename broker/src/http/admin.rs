@@ -387,7 +387,7 @@ async fn delete_retained(
     if let Err(e) = topic::validate_topic_name(&query.topic) {
         return error(StatusCode::BAD_REQUEST, &format!("topic: {e}"));
     }
-    if state.broker.retained().remove(&query.topic) {
+    if state.broker.delete_retained(&query.topic) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         error(StatusCode::NOT_FOUND, "no retained message on that topic")
