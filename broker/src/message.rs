@@ -25,6 +25,10 @@ pub struct Message {
     /// The session that published it, for the No Local option; `None` for the broker's own messages.
     pub publisher: Option<SessionId>,
     pub received_at: Instant,
+    /// Random, given when the broker accepts the message (0 until then) and kept when it travels
+    /// to other nodes: a session that moves between nodes recognises a message that reached it
+    /// twice, once on each path, by it.
+    pub id: u64,
 }
 
 impl Message {
@@ -44,6 +48,7 @@ impl Message {
             expires_at: None,
             publisher: None,
             received_at: Instant::now(),
+            id: 0,
         }
     }
 

@@ -323,3 +323,171 @@ async fn retained_messages_reach_every_node_and_a_late_joiner() {
     // Ready means it holds every peer's routes; the retained snapshot follows on the same links.
     wait_retained(&cluster, 2, &["state/a=one", "state/c=three"]).await;
 }
+
+/// A v5 client with a persistent session, on node `i`.
+async fn persistent(cluster: &TestCluster, i: usize, id: &str) -> (AsyncClient, Inbox, bool) {
+    let (host, port) = cluster.mqtt(i);
+    let mut options = MqttOptions::new(id, host, port);
+    options.set_keep_alive(std::time::Duration::from_secs(30));
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(3600));
+    let (client, inbox, connack) = v5::start(options).await;
+    (client, inbox, connack.session_present)
+}
+
+/// A client id is one session in the whole cluster: reconnecting to another node resumes it
+/// [MQTT-3.1.2-4], Session Present 1 [MQTT-3.2.2-2], with the QoS 1 and 2 messages queued while it
+/// was away [MQTT-3.1.2-5] — none lost, none twice — and its subscriptions, which keep working
+/// from the new node.
+#[tokio::test]
+async fn a_session_follows_its_client_to_another_node() {
+    let cluster = TestCluster::start(3).await;
+    let (first, mut inbox, present) = persistent(&cluster, 0, "wanderer").await;
+    assert!(!present);
+    subscribe_everywhere(
+        &cluster,
+        0,
+        &first,
+        &mut inbox,
+        "mail/#",
+        QoS::ExactlyOnce,
+        1,
+    )
+    .await;
+    v5::disconnect(&first, &mut inbox).await;
+
+    let (publisher, mut publisher_inbox) = client(&cluster, 1, "sender").await;
+    for n in 0..20 {
+        let qos = if n % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        };
+        v5::publish(
+            &publisher,
+            &mut publisher_inbox,
+            "mail/box",
+            qos,
+            false,
+            n.to_string(),
+        )
+        .await;
+    }
+
+    let (again, mut inbox, present) = persistent(&cluster, 2, "wanderer").await;
+    assert!(present, "the session moved from node 0 to node 2");
+    let queued = v5::expect_publishes(&mut inbox, 20, WAIT).await;
+    let payloads: Vec<String> = queued.iter().map(|p| v5::payload(p).to_owned()).collect();
+    assert_eq!(payloads, (0..20).map(|n| n.to_string()).collect::<Vec<_>>());
+    v5::expect_no_publish(&mut inbox, QUIET).await;
+
+    // The subscription moved too: a message published anywhere now reaches the client on node 2.
+    v5::publish(
+        &publisher,
+        &mut publisher_inbox,
+        "mail/box",
+        QoS::ExactlyOnce,
+        false,
+        "after",
+    )
+    .await;
+    let publish = v5::expect_publish(&mut inbox, WAIT).await;
+    assert_eq!(v5::payload(&publish), "after");
+    v5::expect_no_publish(&mut inbox, QUIET).await;
+    drop(again);
+}
+
+/// A CONNECT on any node takes over a client id connected on another: the old connection gets
+/// DISCONNECT 0x8E Session taken over [MQTT-3.1.4-3].
+#[tokio::test]
+async fn connecting_on_another_node_takes_the_client_over() {
+    let cluster = TestCluster::start(3).await;
+    let (_first, mut first_inbox, _) = persistent(&cluster, 0, "twin").await;
+    let (_second, _second_inbox, present) = persistent(&cluster, 1, "twin").await;
+    assert!(present, "the session was resumed on node 1");
+    let reason = v5::expect_server_disconnect(&mut first_inbox, WAIT).await;
+    assert_eq!(
+        reason,
+        rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver
+    );
+}
+
+/// Three CONNECTs with one client id on three nodes at once end with one live connection and one
+/// session in the whole cluster.
+#[tokio::test]
+async fn concurrent_connects_with_one_id_end_with_one_connection() {
+    let cluster = TestCluster::start(3).await;
+    for round in 0..5 {
+        let id = format!("rush-{round}");
+        let mut connecting = Vec::new();
+        for node in 0..3 {
+            let (host, port) = cluster.mqtt(node);
+            let mut options = MqttOptions::new(id.clone(), host, port);
+            options.set_clean_start(false);
+            options.set_session_expiry_interval(Some(3600));
+            connecting.push(tokio::spawn(async move { v5::start(options).await }));
+        }
+        let mut clients = Vec::new();
+        for task in connecting {
+            clients.push(task.await.expect("connects"));
+        }
+        // Every loser is told to go; at most WAIT for the settling.
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let mut held = 0;
+            for node in 0..3 {
+                held += cluster.sessions_with(node, &id).await;
+            }
+            let mut alive = 0;
+            for (_, inbox, _) in clients.iter_mut() {
+                alive += usize::from(!inbox.has_ended());
+            }
+            if held == 1 && alive == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: {held} sessions and {alive} live connections for one client id"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The will of a client whose node dies is published once, by another node, once the failure
+/// detector has declared the node dead [MQTT-3.1.2-8].
+#[tokio::test]
+async fn the_will_of_a_client_of_a_dead_node_is_published_once() {
+    let mut cluster = TestCluster::start(3).await;
+    let (watcher, mut watcher_inbox) = client(&cluster, 0, "watcher").await;
+    subscribe_everywhere(
+        &cluster,
+        0,
+        &watcher,
+        &mut watcher_inbox,
+        "status/#",
+        QoS::AtLeastOnce,
+        1,
+    )
+    .await;
+    let (host, port) = cluster.mqtt(2);
+    let mut options = MqttOptions::new("device", host, port);
+    options.set_keep_alive(std::time::Duration::from_secs(30));
+    options.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+        "status/device",
+        "offline",
+        QoS::AtLeastOnce,
+        false,
+        None,
+    ));
+    let (_device, _device_inbox, _) = v5::start(options).await;
+    cluster.wait_kept_wills(1).await;
+
+    cluster.kill(2);
+    let will = v5::expect_publish(&mut watcher_inbox, FAILURE_WINDOW).await;
+    assert_eq!(
+        (v5::topic(&will), v5::payload(&will)),
+        ("status/device", "offline")
+    );
+    v5::expect_no_publish(&mut watcher_inbox, QUIET * 4).await;
+}

@@ -66,6 +66,8 @@ pub struct Broker {
     cluster: Option<Cluster>,
     /// This node's name in retained-message stamps: its cluster node id, or empty.
     origin: Arc<str>,
+    /// Claims and session moves under way in the cluster.
+    cluster_state: cluster::ClusterState,
     reloaders: Mutex<Vec<Arc<dyn Reload>>>,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
@@ -90,6 +92,7 @@ impl Broker {
             admission: admission::Admission::new(&config.limits),
             cluster: None,
             origin: Arc::from(""),
+            cluster_state: cluster::ClusterState::default(),
             config: Arc::new(config),
             backpressure,
             sessions: SessionRegistry::default(),

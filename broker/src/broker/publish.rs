@@ -16,7 +16,8 @@ use crate::router::{RouteScope, Routed};
 impl Broker {
     /// Accepts a message: hooks, retained store, then every matching session. `from` is the client
     /// that published it, `None` for the broker's own messages and the inline client's.
-    pub fn publish(&self, message: Message, from: Option<&ClientInfo>) -> Routed {
+    pub fn publish(&self, mut message: Message, from: Option<&ClientInfo>) -> Routed {
+        message.id = fastrand::u64(1..);
         let message = Arc::new(message);
         for hook in self.hooks.iter() {
             hook.on_publish(from, &message);

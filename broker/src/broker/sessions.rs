@@ -46,14 +46,17 @@ impl Broker {
     /// waits until it has acted on what its socket already held and let go: a DISCONNECT that
     /// arrived before this CONNECT decides what is left to resume (with Session Expiry 0 it ends
     /// the session) [MQTT-3.1.2-23].
+    /// In a cluster the client id is claimed cluster-wide first, and a session held on another
+    /// node moves here (or ends there, for a clean start).
     pub async fn open_session(self: &Arc<Self>, request: SessionRequest) -> Attachment {
+        self.claim_cluster_wide(&request).await;
         self.displace_connection(&request.client_id).await;
         self.attach(request)
     }
 
     /// Kicks the connection attached to `client_id`'s session (0x8E) and waits, bounded by
     /// [`TAKEOVER_WAIT`], until it has let go. Another CONNECT may attach in between: a few rounds.
-    async fn displace_connection(&self, client_id: &ClientId) {
+    pub(super) async fn displace_connection(&self, client_id: &ClientId) {
         for _ in 0..TAKEOVER_ROUNDS {
             let Some((session, control)) = self.attached(client_id) else {
                 return;
@@ -81,6 +84,11 @@ impl Broker {
 
     /// Opens, resumes or takes over the session, now that no connection should hold it.
     fn attach(self: &Arc<Self>, request: SessionRequest) -> Attachment {
+        if let Some(cluster) = &self.cluster {
+            // A will kept for an earlier connection (cancelled by this one [MQTT-3.1.3-9], or
+            // discarded) is let go; this connection's own is kept once it is accepted.
+            cluster.drop_will(&request.client_id);
+        }
         let control = Arc::new(ConnectionControl::default());
         let mut ended_session = None;
 
@@ -152,6 +160,10 @@ impl Broker {
                 expiry: u32,
             },
         }
+        if let (Some(cluster), None) = (&self.cluster, &will) {
+            // Discarded (DISCONNECT 0x00) or never given: no node needs to keep it.
+            cluster.drop_will(&session.client_id);
+        }
         let next = {
             let mut state = session.lock();
             if state.ended {
@@ -170,17 +182,17 @@ impl Broker {
         match next {
             Next::Ended => {
                 if let Some(will) = will {
-                    self.publish_will(will, session.id);
+                    self.publish_will(will, session);
                 }
             }
             Next::TakenOver => {
                 if let Some(will) = will.filter(|w| w.delay == 0) {
-                    self.publish_will(will, session.id);
+                    self.publish_will(will, session);
                 }
             }
             Next::Detached { expiry: 0 } => {
                 if let Some(will) = will {
-                    self.publish_will(will, session.id);
+                    self.publish_will(will, session);
                 }
                 self.end_session(session, None, Some(generation));
             }
@@ -188,10 +200,10 @@ impl Broker {
                 match will {
                     Some(will) if will.delay > 0 => {
                         let delay = Duration::from_secs(u64::from(will.delay));
-                        session.lock().pending_will = Some(will);
+                        session.lock().set_pending_will(will);
                         self.spawn_will_timer(session, generation, delay);
                     }
-                    Some(will) => self.publish_will(will, session.id),
+                    Some(will) => self.publish_will(will, session),
                     None => {}
                 }
                 if expiry != NEVER_EXPIRES {
@@ -229,14 +241,14 @@ impl Broker {
             session.set_online(false);
             (
                 std::mem::take(&mut state.subscriptions),
-                state.pending_will.take(),
+                state.take_pending_will(),
             )
         };
         self.backpressure.subscriber_gone(session);
         self.sessions.remove_if_same(session);
         self.forget_subscriptions(session.id, subscriptions.into_keys());
         if let Some(will) = will {
-            self.publish_will(will, session.id);
+            self.publish_will(will, session);
         }
         if idle_since.is_some() {
             debug!(client_id = %session.client_id, "session ended");
@@ -246,9 +258,25 @@ impl Broker {
         }
     }
 
-    fn publish_will(&self, will: Box<PendingWill>, publisher: SessionId) {
-        let mut message = will.message;
-        message.publisher = Some(publisher);
+    /// Publishes a will another node kept for a client of a node that died.
+    pub(super) fn publish_kept_will(&self, will: PendingWill) {
+        self.publish_will_message(will.message, None);
+    }
+
+    fn publish_will(&self, will: Box<PendingWill>, session: &Session) {
+        if let Some(cluster) = &self.cluster {
+            // Published here: the node that kept it in case this one died lets it go.
+            cluster.drop_will(&session.client_id);
+        }
+        self.publish_will_message(will.message, Some(session.id));
+    }
+
+    fn publish_will_message(
+        &self,
+        mut message: crate::message::Message,
+        publisher: Option<SessionId>,
+    ) {
+        message.publisher = publisher;
         // The will's Message Expiry Interval starts when it is published (§3.1.3.2.4).
         let interval = message.properties.message_expiry_interval.take();
         message.received_at = Instant::now();
@@ -273,10 +301,10 @@ impl Broker {
                 if state.generation != generation || state.connection.is_some() || state.ended {
                     return;
                 }
-                state.pending_will.take()
+                state.take_pending_will()
             };
             if let Some(will) = will {
-                broker.publish_will(will, session.id);
+                broker.publish_will(will, &session);
             }
         });
     }
@@ -324,7 +352,7 @@ fn resume(
         old.kick(ReasonCode::SESSION_TAKEN_OVER);
     }
     // A will still waiting out its delay is cancelled by this new connection [MQTT-3.1.3-9].
-    state.pending_will = None;
+    drop(state.take_pending_will());
     state.generation = state.generation.next();
     state.connection = Some(Arc::clone(control));
     state.expiry_interval = request.expiry_interval;

@@ -48,6 +48,27 @@ impl Broker {
         options: SubscriptionOptions,
         identifier: Option<u32>,
     ) -> Subscribed {
+        let text = (!self.hooks.is_empty()).then(|| filter.to_string());
+        let subscribed = self.subscribe_quietly(session, filter, options, identifier);
+        if let Some(text) = text
+            && !session.lock().ended
+        {
+            for hook in self.hooks.iter() {
+                hook.on_subscribe(client, &text, &options);
+            }
+        }
+        subscribed
+    }
+
+    /// [`Self::subscribe`] without telling the hooks: for a subscription that already existed
+    /// elsewhere (a session that moved here from another node, a stand-in).
+    pub(super) fn subscribe_quietly(
+        &self,
+        session: &Arc<Session>,
+        filter: SubscriptionFilter,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) -> Subscribed {
         let inserted = self.router.subscribe(session, &filter, options, identifier);
         let mut subscribed = Subscribed {
             replaced: inserted.replaced,
@@ -74,13 +95,6 @@ impl Broker {
                 self.route_changed(RouteChange::Removed(filter));
             }
             subscribed.new_route = false;
-            return subscribed;
-        }
-        if !self.hooks.is_empty() {
-            let text = filter.to_string();
-            for hook in self.hooks.iter() {
-                hook.on_subscribe(client, &text, &options);
-            }
         }
         subscribed
     }

@@ -247,6 +247,7 @@ async fn read_frames(
 ) -> &'static str {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut snapshot: Option<SnapshotReceiver> = None;
+    let mut acknowledged = 0;
     loop {
         loop {
             let frame = match wire::decode(&mut buf) {
@@ -262,6 +263,12 @@ async fn read_frames(
                 warn!(peer = %peer.node_id, why, "peer broke the protocol");
                 return why;
             }
+        }
+        // The routes applied from this read are acknowledged once, whatever their number.
+        let held = peer.route_version.load(Ordering::Acquire);
+        if peer.is_synced() && held != acknowledged {
+            acknowledged = held;
+            peer.outbox.push_control(Frame::RoutesAck { version: held });
         }
         match reader.read_buf(&mut buf).await {
             Ok(0) => return "closed by the peer",
@@ -284,7 +291,7 @@ async fn write_frames(
         let mut messages = 0u64;
         for outgoing in taken.drain(..) {
             match outgoing {
-                Outgoing::Sync(frame) => wire::encode(&frame, &mut buf),
+                Outgoing::Sync(frame) | Outgoing::Control(frame) => wire::encode(&frame, &mut buf),
                 Outgoing::Forward(forward) => {
                     messages += 1;
                     wire::encode(&Frame::Forward(forward), &mut buf);

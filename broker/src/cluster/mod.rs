@@ -17,6 +17,8 @@
 mod link;
 mod members;
 mod metrics;
+mod owners;
+mod ownership;
 mod peer;
 mod routes;
 mod tls;
@@ -25,7 +27,8 @@ pub mod wire;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chitchat::ChitchatHandle;
@@ -50,7 +53,10 @@ use wire::Frame;
 
 use crate::codec::QoS;
 use crate::config::ClusterConfig;
-use crate::message::{Message, RetainedWrite};
+use crate::hook::BoxFuture;
+use crate::identity::ClientId;
+use crate::message::{Delivery, Message, RetainedWrite};
+use crate::session::PendingWill;
 use crate::stats::Stats;
 use crate::topic::SubscriptionFilter;
 
@@ -73,7 +79,7 @@ pub enum ClusterError {
     Tls(#[from] PeerTlsError),
 }
 
-/// Where the cluster hands what peers send: the broker.
+/// Where the cluster hands what peers send and ask: the broker.
 pub trait ClusterSink: Send + Sync + 'static {
     /// A message a peer forwarded: deliver it to this node's matching subscribers.
     fn deliver(&self, forward: Forward);
@@ -81,6 +87,27 @@ pub trait ClusterSink: Send + Sync + 'static {
     fn retained(&self, write: RetainedWrite);
     /// Every retained write this node holds, for a peer whose link just came up.
     fn retained_snapshot(&self) -> Vec<RetainedWrite>;
+    /// Node `to` has a CONNECT for `client_id`: let the connection here go, and answer with
+    /// [`Cluster::hand_over`] (the session, unless `clean_start` or there is none).
+    fn take_over(
+        &self,
+        request: u64,
+        client_id: ClientId,
+        to: Arc<str>,
+        clean_start: bool,
+    ) -> BoxFuture<'static, ()>;
+    /// A delivery for a session that moved here, forwarded by the node it left.
+    fn session_delivery(&self, client_id: ClientId, delivery: Delivery);
+    /// The session that moved away from here is in place on its new node: stop forwarding.
+    fn move_done(&self, client_id: ClientId);
+    /// The node a session moved from forwards nothing more for it.
+    fn move_ended(&self, client_id: ClientId);
+    /// A newer connection holds `client_id` elsewhere: let the one here go, with its session.
+    fn evict(&self, client_id: ClientId);
+    /// The will of a client whose node died, kept here: publish it.
+    fn publish_will(&self, client_id: ClientId, will: PendingWill);
+    /// The sessions held here, with when their connection was accepted, to register again.
+    fn local_sessions(&self) -> Vec<(ClientId, u64)>;
 }
 
 /// This node's own routes: what it tells its peers.
@@ -124,7 +151,18 @@ pub(super) struct Shared {
     local: Mutex<LocalRoutes>,
     peers: RwLock<Peers>,
     table: RwLock<RouteTable>,
-    sink: Mutex<Option<Arc<dyn ClusterSink>>>,
+    sink: OnceLock<Arc<dyn ClusterSink>>,
+    /// Client ids this node arbitrates (see [`owners`]).
+    owners: Mutex<owners::OwnerTable>,
+    /// Wills this node keeps for clients of other nodes.
+    wills: Mutex<owners::WillTable>,
+    /// For each client connected here with a will: the will, and the node that keeps it.
+    keepers: Mutex<HashMap<String, (Arc<str>, PendingWill)>>,
+    /// Questions to other nodes waiting for their answer, by request id.
+    requests: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<ownership::Reply>>>,
+    next_request: AtomicU64,
+    /// Woken whenever a peer acknowledges this node's routes.
+    acked: tokio::sync::Notify,
     metrics: ClusterMetrics,
     joined: AtomicBool,
     shutdown: CancellationToken,
@@ -186,6 +224,10 @@ pub struct ClusterView {
     pub ready: bool,
     pub local_routes: usize,
     pub route_version: u64,
+    /// Client ids this node arbitrates.
+    pub arbitrated: usize,
+    /// Wills this node keeps for clients of other nodes.
+    pub kept_wills: usize,
     pub members: Vec<MemberView>,
 }
 
@@ -234,7 +276,13 @@ impl Cluster {
                 by_id: HashMap::new(),
                 by_bit: vec![None; MAX_NODES],
             }),
-            sink: Mutex::new(None),
+            sink: OnceLock::new(),
+            owners: Mutex::default(),
+            wills: Mutex::default(),
+            keepers: Mutex::default(),
+            requests: Mutex::default(),
+            next_request: AtomicU64::new(1),
+            acked: tokio::sync::Notify::new(),
             metrics: ClusterMetrics::register(stats),
             joined: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -251,7 +299,7 @@ impl Cluster {
     /// Starts following the members and accepting and dialling peer links; what peers forward
     /// goes to `sink`.
     pub fn start(&self, sink: Arc<dyn ClusterSink>) {
-        *self.shared.sink.lock() = Some(sink);
+        let _ = self.shared.sink.set(sink);
         let shared = &self.shared;
         if let Some(listener) = self.listener.lock().take() {
             shared
@@ -439,8 +487,9 @@ impl Shared {
     /// routes, then every retained message it holds. Retained writes are merged by their stamps, so
     /// one that also arrives on its own, before or after, changes nothing.
     fn send_snapshot(&self, peer: &Peer) {
-        let sink = self.sink.lock().clone();
-        let retained = sink
+        let retained = self
+            .sink
+            .get()
             .map(|sink| sink.retained_snapshot())
             .unwrap_or_default();
         // Under the lock that orders route deltas: the deltas queued after it follow this version.
@@ -495,16 +544,19 @@ impl Shared {
             Frame::RoutesRequest => self.send_routes(peer),
             Frame::SyncEnd => peer.caught_up.store(true, Ordering::Release),
             Frame::Retained(write) => {
-                let sink = self.sink.lock().clone();
-                if let Some(sink) = sink {
+                if let Some(sink) = self.sink.get() {
                     sink.retained(write);
                 }
             }
             Frame::Forward(forward) => {
                 self.metrics.received(&peer.node_id);
-                let sink = self.sink.lock().clone();
-                if let Some(sink) = sink {
+                if let Some(sink) = self.sink.get() {
                     sink.deliver(forward);
+                }
+            }
+            other => {
+                if let Some(unknown) = self.apply_ownership(peer, other) {
+                    warn!(peer = %peer.node_id, frame = unknown, "unexpected frame from a peer");
                 }
             }
         }
@@ -545,6 +597,7 @@ impl Shared {
             .map(|m| (Arc::clone(&m.node_id), m))
             .collect();
         let mut peers = self.peers.write();
+        let before = self.member_set(&peers);
         // Gone, or back as a new generation: forget the old one and its routes.
         let stale: Vec<Arc<str>> = peers
             .by_id
@@ -591,6 +644,22 @@ impl Shared {
                 .spawn(link::run(Arc::clone(self), peer, incoming));
         }
         self.metrics.members(peers.by_id.len());
+        let changed = self.member_set(&peers) != before;
+        drop(peers);
+        if changed {
+            self.reregister();
+        }
+    }
+
+    /// The live peers' identities, to tell whether the members changed.
+    fn member_set(&self, peers: &Peers) -> Vec<(Arc<str>, u64)> {
+        let mut set: Vec<(Arc<str>, u64)> = peers
+            .by_id
+            .values()
+            .map(|e| (Arc::clone(&e.peer.node_id), e.peer.generation))
+            .collect();
+        set.sort();
+        set
     }
 
     /// Drops a peer: its link ends, its routes and its queued messages go.
@@ -599,6 +668,7 @@ impl Shared {
         peer.gone.cancel();
         peers.by_bit[peer.bit.index()] = None;
         self.table.write().release(peer.bit);
+        self.peer_died(peer);
         let dropped = peer.outbox.clear();
         if dropped > 0 {
             warn!(peer = %peer.node_id, dropped, "messages queued for a departed peer dropped");
@@ -656,6 +726,8 @@ impl Shared {
             ready,
             local_routes,
             route_version,
+            arbitrated: self.owners.lock().len(),
+            kept_wills: self.wills.lock().len(),
             members,
         }
     }

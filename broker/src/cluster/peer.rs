@@ -20,11 +20,13 @@ use super::wire::{Forward, Frame};
 use crate::codec::QoS;
 
 /// A frame waiting for the link: replicated state (routes, retained messages), which a new link's
-/// snapshot replaces, or a forwarded message.
+/// snapshot replaces; a forwarded message; or a control frame (claims, session moves, wills),
+/// which is neither replaced nor counted against the outbox's bound.
 #[derive(Debug)]
 pub(super) enum Outgoing {
     Sync(Frame),
     Forward(Forward),
+    Control(Frame),
 }
 
 /// Why a message was not queued for a peer.
@@ -82,13 +84,19 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Queues a control frame.
+    pub(super) fn push_control(&self, frame: Frame) {
+        self.queue.lock().frames.push_back(Outgoing::Control(frame));
+        self.ready.notify_one();
+    }
+
     /// Puts a fresh snapshot of the replicated state at the front, dropping the state frames that
     /// were waiting (the snapshot holds what they said); waiting messages keep their order behind
     /// it.
     pub(super) fn restart_sync(&self, snapshot: Vec<Frame>) {
         {
             let mut queue = self.queue.lock();
-            queue.frames.retain(|o| matches!(o, Outgoing::Forward(_)));
+            queue.frames.retain(|o| !matches!(o, Outgoing::Sync(_)));
             for frame in snapshot.into_iter().rev() {
                 queue.frames.push_front(Outgoing::Sync(frame));
             }
@@ -149,6 +157,8 @@ pub(super) struct Peer {
     pub caught_up: AtomicBool,
     /// The version of its routes this node holds.
     pub route_version: AtomicU64,
+    /// The version of this node's routes it has acknowledged holding.
+    pub acked: AtomicU64,
     /// Cancelled when the peer is forgotten: ends its link task.
     pub gone: CancellationToken,
 }
@@ -171,6 +181,7 @@ impl Peer {
             synced: AtomicBool::new(false),
             caught_up: AtomicBool::new(false),
             route_version: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
             gone: CancellationToken::new(),
         }
     }
@@ -231,7 +242,7 @@ mod tests {
         let names: Vec<&str> = taken
             .iter()
             .map(|o| match o {
-                Outgoing::Sync(frame) => frame.name(),
+                Outgoing::Sync(frame) | Outgoing::Control(frame) => frame.name(),
                 Outgoing::Forward(_) => "forward",
             })
             .collect();

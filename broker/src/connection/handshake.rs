@@ -122,6 +122,10 @@ where
         return Err(Refused::Network);
     }
 
+    if let (Some(cluster), Some(will)) = (broker.cluster(), &will) {
+        // Kept by another node too, which publishes it if this node dies.
+        cluster.keep_will(&client.client_id, will);
+    }
     let stats = broker.stats();
     stats.connections.inc();
     stats.connections_total.inc();
@@ -292,6 +296,7 @@ fn will_of(connect: &Connect) -> Option<Box<PendingWill>> {
             expires_at: None,
             publisher: None,
             received_at: std::time::Instant::now(),
+            id: 0,
         },
         delay: properties.will_delay_interval.unwrap_or(0),
     }))

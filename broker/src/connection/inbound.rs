@@ -119,6 +119,7 @@ impl Connection {
                 publisher: Some(self.session.id),
                 // When the read that brought it arrived (see `apply_input`).
                 received_at: self.last_received.into_std(),
+                id: 0,
             }
             .with_expiry_interval(publish.properties.message_expiry_interval);
             self.broker.stats().message_received(publish.qos);

@@ -703,17 +703,27 @@ impl Connection {
         }
         let flush = !write_buf.is_empty() && !matches!(close, Close::Network);
         // The session is let go of before the last bytes are written: a connection taking it over
-        // waits for exactly that, and should not wait on a client that does not read.
-        self.release(close);
+        // waits for exactly that, and should not wait on a client that does not read. The
+        // connection counts as open until they are written, so a drain that waits for the
+        // connections to close knows its clients were told to go.
+        let reason = self.let_go(&close);
         if flush {
             let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, io.write_all(&mut write_buf)).await;
         }
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, io.shutdown()).await;
+        self.gone(reason);
     }
 
     /// Lets go of the session (publishing the will if the close calls for it) and notifies hooks.
-    fn release(self, close: Close) {
-        let (publish_will, reason) = match &close {
+    fn release(mut self, close: Close) {
+        let reason = self.let_go(&close);
+        self.gone(reason);
+    }
+
+    /// Lets go of the session, publishing the will if the close calls for it; returns the reason
+    /// the server gave, if it closed the connection.
+    fn let_go(&mut self, close: &Close) -> Option<ReasonCode> {
+        let (publish_will, reason) = match close {
             Close::Client { will } => (*will, None),
             Close::Network => (true, None),
             Close::Server(reason, message) => {
@@ -721,9 +731,14 @@ impl Connection {
                 (true, Some(*reason))
             }
         };
-        self.broker.stats().connections.dec();
-        let will = self.will.filter(|_| publish_will);
+        let will = self.will.take().filter(|_| publish_will);
         self.broker.detach(&self.session, self.generation, will);
+        reason
+    }
+
+    /// The connection is over: counted, announced and told to the hooks.
+    fn gone(self, reason: Option<ReasonCode>) {
+        self.broker.stats().connections.dec();
         crate::sys::client_notice(&self.broker, &self.client, false);
         for hook in self.broker.hooks().iter() {
             hook.on_disconnect(&self.client, reason);

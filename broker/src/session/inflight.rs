@@ -15,7 +15,7 @@ pub enum InflightState {
     AwaitingComp,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct InflightEntry {
     pub packet_id: PacketId,
     pub state: InflightState,
@@ -105,6 +105,25 @@ impl Inflight {
             }
             None => false,
         }
+    }
+
+    /// Takes every exchange out, in send order, with where the identifiers had got to (a session
+    /// moving to another node).
+    pub fn take_all(&mut self) -> (Vec<InflightEntry>, PacketId) {
+        let mut taken = Vec::with_capacity(self.entries.len());
+        while let Some(entry) = self.entries.pop_front() {
+            taken.push(entry);
+        }
+        (taken, self.next_id)
+    }
+
+    /// Puts exchanges taken with [`Self::take_all`] back, in the same order and under the same
+    /// identifiers, so the client's acknowledgements still match.
+    pub fn restore(&mut self, entries: Vec<InflightEntry>, next_id: PacketId) {
+        for entry in entries {
+            self.entries.push_back(entry);
+        }
+        self.next_id = next_id;
     }
 
     /// Every exchange in send order, for resending on session resumption.

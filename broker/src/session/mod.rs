@@ -10,8 +10,9 @@ mod deque;
 mod inflight;
 mod queue;
 mod registry;
+mod snapshot;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -25,6 +26,7 @@ pub use deque::LazyDeque;
 pub use inflight::{Inflight, InflightEntry, InflightState};
 pub use queue::{Enqueued, OutboundQueue};
 pub use registry::SessionRegistry;
+pub use snapshot::SessionSnapshot;
 
 use crate::codec::{ReasonCode, SubscriptionOptions};
 use crate::config::QueueOverflow;
@@ -73,10 +75,9 @@ pub struct SessionState {
     pub generation: Generation,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires.
     pub expiry_interval: u32,
-    /// A will whose delay is running after its connection closed; a new connection cancels it and the
-    /// session ending publishes it. The will of a live connection stays with that connection.
-    /// Boxed: most sessions have no will, and this state is paid per connected client.
-    pub pending_will: Option<Box<PendingWill>>,
+    /// What few sessions have (a will waiting out its delay, a move from another node under way),
+    /// boxed: this state is paid per connected client.
+    rare: Option<Box<Rare>>,
     /// Set once the session is removed; the router then delivers nothing more to it.
     pub ended: bool,
     /// Who holds (or last held) the session, for listings.
@@ -84,6 +85,70 @@ pub struct SessionState {
     /// When the current connection attached, in seconds since the Unix epoch (32 bits last until
     /// 2106, and this state is paid per connected client).
     pub connected_since: Option<NonZeroU32>,
+}
+
+/// The parts of a session's state that few sessions have.
+#[derive(Debug, Default)]
+struct Rare {
+    /// A will whose delay is running after its connection closed; a new connection cancels it and
+    /// the session ending publishes it. The will of a live connection stays with that connection.
+    pending_will: Option<Box<PendingWill>>,
+    /// While the session moves here from another node: the ids of the messages delivered to it,
+    /// so that one that reaches it twice (once through the old node, once directly) is delivered
+    /// once.
+    arriving: Option<HashSet<u64, ProcessSeed>>,
+}
+
+impl SessionState {
+    /// The will waiting out its delay, taken away.
+    pub fn take_pending_will(&mut self) -> Option<Box<PendingWill>> {
+        let will = self.rare.as_mut()?.pending_will.take();
+        self.tidy_rare();
+        will
+    }
+
+    /// Keeps a will until its delay has passed or the session ends.
+    pub fn set_pending_will(&mut self, will: Box<PendingWill>) {
+        self.rare.get_or_insert_default().pending_will = Some(will);
+    }
+
+    /// Starts recognising messages that arrive twice while the session moves here.
+    pub fn start_arriving(&mut self) {
+        self.rare.get_or_insert_default().arriving = Some(HashSet::default());
+    }
+
+    /// Records a message as delivered while the session moves here (it came in its snapshot).
+    pub fn note_arrived(&mut self, message_id: u64) {
+        if let Some(seen) = self.rare.as_mut().and_then(|rare| rare.arriving.as_mut()) {
+            seen.insert(message_id);
+        }
+    }
+
+    /// The move is over: no message can arrive on two paths any more.
+    pub fn finish_arriving(&mut self) {
+        if let Some(rare) = &mut self.rare {
+            rare.arriving = None;
+        }
+        self.tidy_rare();
+    }
+
+    /// Whether `message_id` may be delivered: false for a message already delivered during a move.
+    fn first_arrival(&mut self, message_id: u64) -> bool {
+        match self.rare.as_mut().and_then(|rare| rare.arriving.as_mut()) {
+            Some(seen) => seen.insert(message_id),
+            None => true,
+        }
+    }
+
+    fn tidy_rare(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|rare| rare.pending_will.is_none() && rare.arriving.is_none())
+        {
+            self.rare = None;
+        }
+    }
 }
 
 /// The hasher of every session's subscription map: one random seed for the process rather than one
@@ -150,7 +215,7 @@ impl Session {
                 connection: None,
                 generation: Generation::default(),
                 expiry_interval: 0,
-                pending_will: None,
+                rare: None,
                 ended: false,
                 client: None,
                 connected_since: None,
@@ -230,7 +295,7 @@ impl Session {
     ) -> bool {
         let (outcome, wake, backlogged) = {
             let mut state = self.state.lock();
-            if state.ended {
+            if state.ended || !state.first_arrival(delivery.message.id) {
                 return false;
             }
             let online = state.connection.is_some();

@@ -247,6 +247,34 @@ impl TestCluster {
         }
     }
 
+    /// How many sessions node `i` holds for `client_id` (0 or 1).
+    pub async fn sessions_with(&self, i: usize, client_id: &str) -> usize {
+        let url = format!("http://{}/api/v1/clients/{client_id}", self.http(i));
+        let response = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("the admin API answers");
+        usize::from(response.status().is_success())
+    }
+
+    /// Waits until the other nodes keep `count` wills in all.
+    pub async fn wait_kept_wills(&self, count: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut kept = 0;
+            for i in 0..self.size() {
+                kept += self.view(i).await["kept_wills"].as_u64().unwrap_or(0);
+            }
+            if kept == count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{kept} wills kept, not {count}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Kills node `i` with SIGKILL: no goodbye to anyone.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {

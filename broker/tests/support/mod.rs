@@ -439,6 +439,19 @@ impl<P: Debug, E: Debug> Inbox<P, E> {
         }
     }
 
+    /// Whether the connection has ended by now (without waiting; packets that came are kept).
+    pub fn has_ended(&mut self) -> bool {
+        while self.ended.is_none() {
+            match self.rx.try_recv() {
+                Ok(Note::Packet(packet)) => self.kept.push_back(packet),
+                Ok(ended) => self.ended = Some(ended),
+                Err(mpsc::error::TryRecvError::Empty) => return false,
+                Err(mpsc::error::TryRecvError::Disconnected) => return true,
+            }
+        }
+        true
+    }
+
     /// Waits until the connection has ended and says how.
     pub async fn ended(&mut self, timeout: Duration) -> Note<P, E> {
         let deadline = tokio::time::Instant::now() + timeout;

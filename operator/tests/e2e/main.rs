@@ -386,24 +386,42 @@ async fn scale_down_drains_before_the_statefulset_shrinks(env: &Env) {
     let mut on_leaving_pod = connect(pod_ip(env, "demo-2"), 8883, "alice-leaving", &alice)
         .await
         .expect("connect to demo-2");
+    // Watched from before the scale: the StatefulSet's replicas, and when they first dropped.
+    let sets: Api<StatefulSet> = Api::namespaced(env.admin.clone(), &env.namespace);
+    let shrunk = tokio::spawn({
+        let sets = sets.clone();
+        async move {
+            loop {
+                let replicas = sets
+                    .get("demo")
+                    .await
+                    .ok()
+                    .and_then(|s| s.spec)
+                    .and_then(|s| s.replicas);
+                if replicas.is_some_and(|r| r < 3) {
+                    return std::time::Instant::now();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    });
     env.kubectl(&["scale", "mqttcluster/demo", "--replicas=2"]);
     let reason = on_leaving_pod.disconnect_reason(SHORT).await;
+    let told_to_move = std::time::Instant::now();
     assert_eq!(
         reason,
         Some(USE_ANOTHER_SERVER),
         "the leaving pod's client is told to move"
     );
-    // The operator drained through the admin API while the StatefulSet still had three replicas.
-    let sets: Api<StatefulSet> = Api::namespaced(env.admin.clone(), &env.namespace);
-    let replicas_at_drain = sets
-        .get("demo")
+    // The operator drained through the admin API while the StatefulSet still had three replicas:
+    // the broker counts a connection as closed only once its DISCONNECT is written, so the
+    // StatefulSet shrinks after the client was told to move.
+    let shrunk_at = tokio::time::timeout(LONG, shrunk)
         .await
-        .expect("set")
-        .spec
-        .and_then(|s| s.replicas);
-    assert_eq!(
-        replicas_at_drain,
-        Some(3),
+        .expect("the StatefulSet shrinks")
+        .expect("the watch task");
+    assert!(
+        shrunk_at >= told_to_move,
         "drain happens before the StatefulSet shrinks"
     );
     let pods: Api<Pod> = Api::namespaced(env.admin.clone(), &env.namespace);

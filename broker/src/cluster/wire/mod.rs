@@ -14,8 +14,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::codec::{self, Packet, PacketId, ProtocolVersion, PublishView, QoS};
-use crate::message::{Message, RetainStamp, RetainedWrite};
+use crate::message::{Delivery, Message, RetainStamp, RetainedWrite};
+use crate::session::{PendingWill, SessionSnapshot};
 use crate::topic::SubscriptionFilter;
+
+mod session;
 
 /// The version of this format; a peer speaking another is refused at the handshake.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -102,6 +105,78 @@ pub enum Frame {
     /// The end of what a new link carries first (routes, then retained messages): the receiver is
     /// caught up with the sender.
     SyncEnd,
+    /// The receiver has applied the sender's routes up to `version`.
+    RoutesAck {
+        version: u64,
+    },
+    /// To a client id's arbiter: this node has a CONNECT for it.
+    Claim(Claim),
+    /// The arbiter's answer: who held the client id before.
+    ClaimReply {
+        request: u64,
+        previous: Option<Owner>,
+    },
+    /// To the node that held a session: let its connection go and hand the session over.
+    TakeOver {
+        request: u64,
+        client_id: String,
+        clean_start: bool,
+    },
+    /// The session (or `None`: nothing left to move) for a [`Frame::TakeOver`].
+    HandOver {
+        request: u64,
+        snapshot: Option<Box<SessionSnapshot>>,
+    },
+    /// A delivery for a session that has moved to the receiver, from the node it left.
+    SessionDelivery {
+        client_id: String,
+        delivery: Delivery,
+    },
+    /// To the node a session left: this node's routes for it are in place everywhere.
+    MoveDone {
+        client_id: String,
+    },
+    /// From the node a session left: nothing more for it follows.
+    MoveEnded {
+        client_id: String,
+    },
+    /// To an arbiter: these sessions live on the sender (after the arbiter changed).
+    Register(Vec<(String, u64)>),
+    /// From an arbiter: another node holds a newer connection for this client id.
+    Evict {
+        client_id: String,
+    },
+    /// To a client's will keeper: publish this will if the sender dies.
+    WillKeep(Box<WillKeep>),
+    /// To a client's will keeper: the will is gone (published, discarded or the client left).
+    WillDrop {
+        client_id: String,
+    },
+}
+
+/// A claim of a client id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub request: u64,
+    pub client_id: String,
+    /// When the claimant accepted the CONNECT: the newer connection wins a conflict.
+    pub stamp: u64,
+}
+
+/// A node that holds (or held) a client id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub node_id: String,
+    pub stamp: u64,
+}
+
+/// A will kept for a client connected to another node.
+#[derive(Debug, Clone)]
+pub struct WillKeep {
+    pub client_id: String,
+    /// The generation of the owner node: its will is published when that incarnation dies.
+    pub owner_generation: u64,
+    pub will: PendingWill,
 }
 
 mod kind {
@@ -114,6 +189,18 @@ mod kind {
     pub const FORWARD: u8 = 7;
     pub const RETAINED: u8 = 8;
     pub const SYNC_END: u8 = 9;
+    pub const ROUTES_ACK: u8 = 10;
+    pub const CLAIM: u8 = 11;
+    pub const CLAIM_REPLY: u8 = 12;
+    pub const TAKE_OVER: u8 = 13;
+    pub const HAND_OVER: u8 = 14;
+    pub const SESSION_DELIVERY: u8 = 15;
+    pub const MOVE_DONE: u8 = 16;
+    pub const MOVE_ENDED: u8 = 17;
+    pub const REGISTER: u8 = 18;
+    pub const EVICT: u8 = 19;
+    pub const WILL_KEEP: u8 = 20;
+    pub const WILL_DROP: u8 = 21;
 }
 
 impl Frame {
@@ -129,6 +216,18 @@ impl Frame {
             Self::Forward(_) => "forward",
             Self::Retained(_) => "retained",
             Self::SyncEnd => "sync_end",
+            Self::RoutesAck { .. } => "routes_ack",
+            Self::Claim(_) => "claim",
+            Self::ClaimReply { .. } => "claim_reply",
+            Self::TakeOver { .. } => "take_over",
+            Self::HandOver { .. } => "hand_over",
+            Self::SessionDelivery { .. } => "session_delivery",
+            Self::MoveDone { .. } => "move_done",
+            Self::MoveEnded { .. } => "move_ended",
+            Self::Register(_) => "register",
+            Self::Evict { .. } => "evict",
+            Self::WillKeep(_) => "will_keep",
+            Self::WillDrop { .. } => "will_drop",
         }
     }
 }
@@ -178,6 +277,87 @@ pub fn encode(frame: &Frame, buf: &mut BytesMut) {
             put_message(buf, &forward.message);
         }
         Frame::SyncEnd => buf.put_u8(kind::SYNC_END),
+        Frame::RoutesAck { version } => {
+            buf.put_u8(kind::ROUTES_ACK);
+            buf.put_u64(*version);
+        }
+        Frame::Claim(claim) => {
+            buf.put_u8(kind::CLAIM);
+            buf.put_u64(claim.request);
+            put_str(buf, &claim.client_id);
+            buf.put_u64(claim.stamp);
+        }
+        Frame::ClaimReply { request, previous } => {
+            buf.put_u8(kind::CLAIM_REPLY);
+            buf.put_u64(*request);
+            match previous {
+                Some(owner) => {
+                    buf.put_u8(1);
+                    put_str(buf, &owner.node_id);
+                    buf.put_u64(owner.stamp);
+                }
+                None => buf.put_u8(0),
+            }
+        }
+        Frame::TakeOver {
+            request,
+            client_id,
+            clean_start,
+        } => {
+            buf.put_u8(kind::TAKE_OVER);
+            buf.put_u64(*request);
+            put_str(buf, client_id);
+            buf.put_u8(u8::from(*clean_start));
+        }
+        Frame::HandOver { request, snapshot } => {
+            buf.put_u8(kind::HAND_OVER);
+            buf.put_u64(*request);
+            match snapshot {
+                Some(snapshot) => {
+                    buf.put_u8(1);
+                    session::put_snapshot(buf, snapshot);
+                }
+                None => buf.put_u8(0),
+            }
+        }
+        Frame::SessionDelivery {
+            client_id,
+            delivery,
+        } => {
+            buf.put_u8(kind::SESSION_DELIVERY);
+            put_str(buf, client_id);
+            session::put_delivery(buf, delivery);
+        }
+        Frame::MoveDone { client_id } => {
+            buf.put_u8(kind::MOVE_DONE);
+            put_str(buf, client_id);
+        }
+        Frame::MoveEnded { client_id } => {
+            buf.put_u8(kind::MOVE_ENDED);
+            put_str(buf, client_id);
+        }
+        Frame::Register(owners) => {
+            buf.put_u8(kind::REGISTER);
+            put_len(buf, owners.len());
+            for (client_id, stamp) in owners {
+                put_str(buf, client_id);
+                buf.put_u64(*stamp);
+            }
+        }
+        Frame::Evict { client_id } => {
+            buf.put_u8(kind::EVICT);
+            put_str(buf, client_id);
+        }
+        Frame::WillKeep(keep) => {
+            buf.put_u8(kind::WILL_KEEP);
+            put_str(buf, &keep.client_id);
+            buf.put_u64(keep.owner_generation);
+            session::put_will(buf, &keep.will);
+        }
+        Frame::WillDrop { client_id } => {
+            buf.put_u8(kind::WILL_DROP);
+            put_str(buf, client_id);
+        }
         Frame::Retained(write) => {
             buf.put_u8(kind::RETAINED);
             buf.put_u64(write.stamp.millis);
@@ -269,6 +449,70 @@ fn decode_body(body: &mut Bytes) -> Result<Frame, WireError> {
             })
         }
         kind::SYNC_END => Frame::SyncEnd,
+        kind::ROUTES_ACK => Frame::RoutesAck {
+            version: get_u64(body)?,
+        },
+        kind::CLAIM => Frame::Claim(Claim {
+            request: get_u64(body)?,
+            client_id: get_str(body)?,
+            stamp: get_u64(body)?,
+        }),
+        kind::CLAIM_REPLY => {
+            let request = get_u64(body)?;
+            let previous = match get_u8(body)? {
+                0 => None,
+                _ => Some(Owner {
+                    node_id: get_str(body)?,
+                    stamp: get_u64(body)?,
+                }),
+            };
+            Frame::ClaimReply { request, previous }
+        }
+        kind::TAKE_OVER => Frame::TakeOver {
+            request: get_u64(body)?,
+            client_id: get_str(body)?,
+            clean_start: get_u8(body)? != 0,
+        },
+        kind::HAND_OVER => {
+            let request = get_u64(body)?;
+            let snapshot = match get_u8(body)? {
+                0 => None,
+                _ => Some(Box::new(session::get_snapshot(body)?)),
+            };
+            Frame::HandOver { request, snapshot }
+        }
+        kind::SESSION_DELIVERY => Frame::SessionDelivery {
+            client_id: get_str(body)?,
+            delivery: session::get_delivery(body)?,
+        },
+        kind::MOVE_DONE => Frame::MoveDone {
+            client_id: get_str(body)?,
+        },
+        kind::MOVE_ENDED => Frame::MoveEnded {
+            client_id: get_str(body)?,
+        },
+        kind::REGISTER => {
+            let count = get_len(body)?;
+            if count > body.remaining() / 12 {
+                return Err(WireError::Truncated);
+            }
+            let mut owners = Vec::with_capacity(count);
+            for _ in 0..count {
+                owners.push((get_str(body)?, get_u64(body)?));
+            }
+            Frame::Register(owners)
+        }
+        kind::EVICT => Frame::Evict {
+            client_id: get_str(body)?,
+        },
+        kind::WILL_KEEP => Frame::WillKeep(Box::new(WillKeep {
+            client_id: get_str(body)?,
+            owner_generation: get_u64(body)?,
+            will: session::get_will(body)?,
+        })),
+        kind::WILL_DROP => Frame::WillDrop {
+            client_id: get_str(body)?,
+        },
         kind::RETAINED => {
             let millis = get_u64(body)?;
             let origin: Arc<str> = Arc::from(get_str(body)?);
@@ -295,8 +539,8 @@ fn decode_body(body: &mut Bytes) -> Result<Frame, WireError> {
     })
 }
 
-/// A message as an MQTT 5 PUBLISH (with its remaining expiry), length-prefixed.
-fn put_message(buf: &mut BytesMut, message: &Message) {
+/// A message: its id, then an MQTT 5 PUBLISH (with its remaining expiry), length-prefixed.
+pub(super) fn put_message(buf: &mut BytesMut, message: &Message) {
     let mut packet = BytesMut::new();
     let publish = PublishView {
         dup: false,
@@ -315,11 +559,13 @@ fn put_message(buf: &mut BytesMut, message: &Message) {
     if codec::encode_publish(&publish, ProtocolVersion::V5, u32::MAX, &mut packet).is_err() {
         packet.clear();
     }
+    buf.put_u64(message.id);
     put_len(buf, packet.len());
     buf.put_slice(&packet);
 }
 
-fn get_message(body: &mut Bytes) -> Result<Message, WireError> {
+pub(super) fn get_message(body: &mut Bytes) -> Result<Message, WireError> {
+    let id = get_u64(body)?;
     let len = get_len(body)?;
     if body.remaining() < len {
         return Err(WireError::Truncated);
@@ -354,37 +600,42 @@ fn get_message(body: &mut Bytes) -> Result<Message, WireError> {
         expires_at: None,
         publisher: None,
         received_at: std::time::Instant::now(),
+        id,
     }
     .with_expiry_interval(expiry))
 }
 
-fn put_len(buf: &mut BytesMut, len: usize) {
+pub(super) fn put_len(buf: &mut BytesMut, len: usize) {
     buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
 }
 
-fn put_str(buf: &mut BytesMut, s: &str) {
+pub(super) fn put_str(buf: &mut BytesMut, s: &str) {
     put_len(buf, s.len());
     buf.put_slice(s.as_bytes());
 }
 
-fn get_u8(body: &mut Bytes) -> Result<u8, WireError> {
+pub(super) fn get_u8(body: &mut Bytes) -> Result<u8, WireError> {
     body.try_get_u8().map_err(|_| WireError::Truncated)
 }
 
-fn get_u16(body: &mut Bytes) -> Result<u16, WireError> {
+pub(super) fn get_u16(body: &mut Bytes) -> Result<u16, WireError> {
     body.try_get_u16().map_err(|_| WireError::Truncated)
 }
 
-fn get_u64(body: &mut Bytes) -> Result<u64, WireError> {
+pub(super) fn get_u32(body: &mut Bytes) -> Result<u32, WireError> {
+    body.try_get_u32().map_err(|_| WireError::Truncated)
+}
+
+pub(super) fn get_u64(body: &mut Bytes) -> Result<u64, WireError> {
     body.try_get_u64().map_err(|_| WireError::Truncated)
 }
 
-fn get_len(body: &mut Bytes) -> Result<usize, WireError> {
+pub(super) fn get_len(body: &mut Bytes) -> Result<usize, WireError> {
     let len = body.try_get_u32().map_err(|_| WireError::Truncated)?;
     Ok(len as usize)
 }
 
-fn get_bytestring(body: &mut Bytes) -> Result<ByteString, WireError> {
+pub(super) fn get_bytestring(body: &mut Bytes) -> Result<ByteString, WireError> {
     let len = get_len(body)?;
     if body.remaining() < len {
         return Err(WireError::Truncated);
@@ -392,7 +643,7 @@ fn get_bytestring(body: &mut Bytes) -> Result<ByteString, WireError> {
     ByteString::try_from(body.split_to(len)).map_err(|_| WireError::Utf8)
 }
 
-fn get_str(body: &mut Bytes) -> Result<String, WireError> {
+pub(super) fn get_str(body: &mut Bytes) -> Result<String, WireError> {
     get_bytestring(body).map(|s| s.to_string())
 }
 
