@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh machine: installs what the tests need (Debian's mosquitto
 # clients and mosquitto_passwd, Python's paho-mqtt, pytest and friends in a virtualenv), checks
 # formatting and lints, then runs the Rust tests (unit, property and integration tests against the
-# real binary) and the Python conformance and edge suites against the real binary, and finally the
+# real binary) and the Python conformance and edge suites against the real binary (the conformance
+# suite twice: against one broker, and against a three-node cluster), and finally the
 # operator against a real Kubernetes control plane (kube-apiserver, etcd and kube-controller-manager
 # built from the upstream Go modules by e2e/control-plane/, cached after the first build) with helm
 # and kubectl from npm.
@@ -55,6 +56,10 @@ cargo test --workspace --locked
 step "conformance and edge suites (paho-mqtt, mosquitto clients, raw sockets, TLS, WebSocket)"
 TERN_BROKER_BIN="$root/target/debug/tern-broker" \
     "$venv/bin/python" -m pytest e2e/conformance e2e/edge -q -p no:cacheprovider
+
+step "conformance suite against a three-node cluster (each test's clients spread over the nodes)"
+TERN_TEST_CLUSTER=3 TERN_BROKER_BIN="$root/target/debug/tern-broker" \
+    "$venv/bin/python" -m pytest e2e/conformance -q -p no:cacheprovider
 
 step "operator against a real control plane (helm, kubectl, tern-test-kubelet, rumqttc)"
 e2e/control-plane/build.sh

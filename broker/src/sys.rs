@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytestring::ByteString;
 use tracing::debug;
 
 use crate::broker::Broker;
@@ -11,6 +12,7 @@ use crate::codec::QoS;
 use crate::hook::ClientInfo;
 use crate::message::Message;
 use crate::stats::DropReason;
+use crate::topic::TopicFilter;
 
 /// Publishes the statistics every `config.sys.interval_secs` until shutdown.
 pub async fn run(broker: Arc<Broker>) {
@@ -27,10 +29,56 @@ pub async fn run(broker: Arc<Broker>) {
     }
 }
 
-/// One round of `$SYS/broker/...` topics, all retained so a new subscriber sees them at once.
+/// Statistics that add up across a cluster's nodes; the others (version, uptime, retained
+/// messages, which every node holds all of) are the publishing node's own.
+const SUMMED: [&str; 9] = [
+    "clients/connected",
+    "clients/total",
+    "connections/total",
+    "messages/received",
+    "messages/sent",
+    "messages/dropped",
+    "bytes/received",
+    "bytes/sent",
+    "subscriptions/count",
+];
+
+/// One round of `$SYS/broker/...` topics, all retained so a new subscriber sees them at once. In a
+/// cluster each node publishes its own under `$SYS/broker/nodes/{node id}/...`, and the node whose
+/// id sorts first publishes the cluster's totals under `$SYS/broker/...`, as one broker would.
 pub fn publish_statistics(broker: &Broker) {
+    let values = node_statistics(broker);
+    let Some(cluster) = broker.cluster() else {
+        publish_all(broker, "$SYS/broker", values);
+        return;
+    };
+    let node = escape_topic_level(cluster.node_id());
+    publish_all(broker, &format!("$SYS/broker/nodes/{node}"), values.clone());
+    if !cluster.leads() {
+        return;
+    }
+    let members: Vec<String> = cluster
+        .member_ids()
+        .iter()
+        .map(|id| escape_topic_level(id))
+        .collect();
+    let totals = values
+        .into_iter()
+        .map(|(name, own)| {
+            if SUMMED.contains(&name) {
+                (name, sum_over_nodes(broker, &members, name).to_string())
+            } else {
+                (name, own)
+            }
+        })
+        .collect();
+    publish_all(broker, "$SYS/broker", totals);
+}
+
+/// This node's statistics, by topic name under `$SYS/broker/`.
+fn node_statistics(broker: &Broker) -> Vec<(&'static str, String)> {
     let stats = broker.stats();
-    let values: [(&str, String); 12] = [
+    vec![
         ("version", format!("tern {}", env!("CARGO_PKG_VERSION"))),
         ("uptime", format!("{} seconds", broker.uptime().as_secs())),
         ("clients/connected", stats.connections.get().to_string()),
@@ -59,13 +107,30 @@ pub fn publish_statistics(broker: &Broker) {
             "retained messages/count",
             broker.retained().count().to_string(),
         ),
-    ];
+    ]
+}
+
+fn publish_all(broker: &Broker, prefix: &str, values: Vec<(&'static str, String)>) {
     for (name, value) in values {
         broker.publish(
-            Message::new(format!("$SYS/broker/{name}"), value, QoS::AtMostOnce, true),
+            Message::new(format!("{prefix}/{name}"), value, QoS::AtMostOnce, true),
             None,
         );
     }
+}
+
+/// The sum of one statistic over the live members, from the per-node values every node retains.
+fn sum_over_nodes(broker: &Broker, members: &[String], name: &str) -> u64 {
+    members
+        .iter()
+        .filter_map(|node| {
+            let topic = format!("$SYS/broker/nodes/{node}/{name}");
+            let filter = TopicFilter::parse(ByteString::from(topic)).ok()?;
+            let found = broker.retained().matching(&filter, std::time::Instant::now());
+            let message = found.first()?;
+            std::str::from_utf8(&message.payload).ok()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// Publishes `$SYS/broker/clients/{client id}/connected` (or `/disconnected`) with a JSON body.

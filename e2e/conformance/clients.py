@@ -23,6 +23,36 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = 5.0
 
+# Where new connections go. Against a single broker, always HOST; against a cluster
+# (TERN_TEST_CLUSTER), the harness lists every node's address under the cluster's port, and each
+# new connection to that port goes to the next node, so that a test's clients are spread over the
+# nodes.
+_hosts: dict = {}
+_turns: dict = {}
+_hosts_lock = threading.Lock()
+
+
+def set_hosts(port: int, hosts: Optional[list]) -> None:
+    """The addresses new connections to `port` go to, in turn (None: HOST again)."""
+    with _hosts_lock:
+        if hosts:
+            _hosts[port] = list(hosts)
+            _turns[port] = 0
+        else:
+            _hosts.pop(port, None)
+            _turns.pop(port, None)
+
+
+def next_host(port: int) -> str:
+    """The address the next new connection to `port` goes to."""
+    with _hosts_lock:
+        hosts = _hosts.get(port)
+        if not hosts:
+            return HOST
+        turn = _turns[port]
+        _turns[port] = turn + 1
+        return hosts[turn % len(hosts)]
+
 
 def wait_for(predicate: Callable[[], object], timeout: float = DEFAULT_TIMEOUT,
              interval: float = 0.01, message: str = "condition") -> object:
@@ -144,7 +174,7 @@ class Client:
         if self.protocol == mqtt.MQTTv5:
             kwargs["clean_start"] = clean_start
             kwargs["properties"] = make_props(PacketTypes.CONNECT, props or {})
-        self.mqtt.connect(HOST, port, keepalive, **kwargs)
+        self.mqtt.connect(next_host(port), port, keepalive, **kwargs)
         self.mqtt.loop_start()
         if expect_success:
             if not self.connected.wait(timeout):

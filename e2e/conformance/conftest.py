@@ -14,6 +14,10 @@ Fixtures: ``broker`` (one per module), ``fresh_broker`` (one per test) and
 broker's stdout and stderr go to a log file; when a test fails, the tail of
 every running broker's log is attached to the report.
 
+``TERN_TEST_CLUSTER=N`` (Tern only) runs every broker as a cluster of N nodes on their own
+loopback addresses (127.B.C.1 … N, one port for all), and spreads each test's connections over the
+nodes in turn: the suite then checks that the cluster behaves to clients as one broker.
+
 ``--covered-out FILE`` writes ``statement-id<TAB>test-node-id`` lines, taken
 from the ``[MQTT-x.y.z-n]`` citations in test docstrings (see ``citations``).
 """
@@ -21,6 +25,7 @@ from the ``[MQTT-x.y.z-n]`` citations in test docstrings (see ``citations``).
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import re
 import shutil
@@ -55,6 +60,27 @@ MOSQUITTO_OPTIONS = {
 }
 
 LOG_TAIL_LINES = 60
+
+# Cluster mode: the number of nodes per broker (0: a single broker).
+CLUSTER_SIZE = int(os.environ.get("TERN_TEST_CLUSTER", "0") or 0)
+_next_block = [150 * 256]
+
+
+def _cluster_block() -> str:
+    """The first three octets of a fresh loopback block for one test cluster."""
+    block = _next_block[0]
+    _next_block[0] += 1
+    return f"127.{block // 256}.{block % 256}"
+
+def _http_ok(host: str, port: int, path: str) -> bool:
+    """Whether GET `path` on host:port answers 200."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            return sock.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -107,6 +133,8 @@ class Broker:
         self.extra = config or {}
         self.log_path = workdir / f"{name}.log"
         self.proc: Optional[subprocess.Popen] = None
+        # In cluster mode (`TERN_TEST_CLUSTER`): the nodes, each a process on its own address.
+        self.nodes: list = []
 
     # -- configuration -----------------------------------------------------
     def _tern_command(self) -> list:
@@ -145,8 +173,65 @@ class Broker:
         path.write_text("\n".join(lines) + "\n")
         return ["mosquitto", "-c", str(path)]
 
+    def _cluster_node_command(self, block: str, index: int, gossip_port: int) -> list:
+        ip = f"{block}.{index + 1}"
+        seeds = [f"{block}.{n + 1}:{gossip_port}" for n in range(min(2, CLUSTER_SIZE))]
+        config = deep_merge({
+            "listeners": [{"name": "mqtt", "protocol": "tcp", "bind": f"{ip}:{self.port}"}],
+            "auth": {"allow_anonymous": True},
+            "log": {"level": "debug"},
+            "sys": {"interval_secs": 1},
+            "http": {"bind": f"{ip}:{self.port + 1}"},
+            "cluster": {"name": self.name, "node_id": f"{self.name}-{index}",
+                        "bind": f"{ip}:{gossip_port}", "seeds": seeds,
+                        "gossip_interval_ms": 100},
+        }, copy.deepcopy(self.extra))
+        # Listeners a test adds bind to this node's address (they name 127.0.0.1).
+        for listener in config.get("listeners", []):
+            listener["bind"] = listener["bind"].replace("127.0.0.1:", f"{ip}:")
+        path = self.workdir / f"{self.name}-{index}.yaml"
+        write_yaml(path, config)
+        return [str(tern_binary()), "--config", str(path)]
+
+    def _start_cluster(self, timeout: float) -> "Broker":
+        block = _cluster_block()
+        gossip_port = free_port()
+        self.host = f"{block}.1"
+        env = dict(os.environ)
+        env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")
+        log = open(self.log_path, "ab")
+        for index in range(CLUSTER_SIZE):
+            command = self._cluster_node_command(block, index, gossip_port)
+            self.nodes.append(subprocess.Popen(command, stdout=log, stderr=log,
+                                               stdin=subprocess.DEVNULL, cwd=self.workdir, env=env))
+        log.close()
+        self.proc = self.nodes[0]
+        _RUNNING.append(self)
+        deadline = time.monotonic() + timeout
+        for index in range(CLUSTER_SIZE):
+            ip = f"{block}.{index + 1}"
+            while True:
+                if self.nodes[index].poll() is not None:
+                    pytest.fail(f"cluster node {index} exited with {self.nodes[index].returncode}:\n"
+                                f"{self.tail()}", pytrace=False)
+                if _http_ok(ip, self.port + 1, "/readyz"):
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"cluster node {index} not ready within {timeout}s:\n{self.tail()}",
+                                pytrace=False)
+                time.sleep(0.02)
+        hosts = [f"{block}.{n + 1}" for n in range(CLUSTER_SIZE)]
+        self.ports = [int(listener["bind"].rsplit(":", 1)[1])
+                      for listener in self.extra.get("listeners", [])] or [self.port]
+        for port in self.ports:
+            clients.set_hosts(port, hosts)
+        return self
+
     # -- lifecycle ---------------------------------------------------------
     def start(self, timeout: float = 15.0) -> "Broker":
+        if CLUSTER_SIZE and IS_TERN:
+            return self._start_cluster(timeout)
         command = self._tern_command() if IS_TERN else self._mosquitto_command()
         log = open(self.log_path, "ab")
         env = dict(os.environ)
@@ -170,25 +255,37 @@ class Broker:
                                 f"{timeout}s:\n{self.tail()}", pytrace=False)
                 time.sleep(0.02)
 
+    def processes(self) -> list:
+        return self.nodes or ([self.proc] if self.proc else [])
+
     def signal(self, sig: int) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
+        for proc in self.processes():
+            if proc.poll() is None:
+                proc.send_signal(sig)
 
     def wait_exit(self, timeout: float) -> Optional[int]:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        """Waits for every process; the first one's exit status, or None if one is still running."""
+        deadline = time.monotonic() + timeout
+        codes = []
+        for proc in self.processes():
+            try:
+                codes.append(proc.wait(max(0.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                return None
+        return codes[0] if codes else None
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL if the broker has not exited within `timeout`."""
-        if self.proc is None:
+        if not self.processes():
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            if self.wait_exit(timeout) is None:
-                self.proc.kill()
-                self.proc.wait(5)
+        self.signal(signal.SIGTERM)
+        if self.wait_exit(timeout) is None:
+            for proc in self.processes():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(5)
+        for port in getattr(self, "ports", []):
+            clients.set_hosts(port, None)
         if self in _RUNNING:
             _RUNNING.remove(self)
 

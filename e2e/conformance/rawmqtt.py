@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence, Union
 
+import clients
+
 # Control packet types (MQTT 5.0 §2.1.2, same numbers in 3.1.1).
 CONNECT = 1
 CONNACK = 2
@@ -440,10 +442,12 @@ class NoPacket(Exception):
 class RawClient:
     """A TCP connection to the broker that speaks bytes and reads whole packets."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", version: int = 5,
+    def __init__(self, port: int, host: Optional[str] = None, version: int = 5,
                  timeout: float = 5.0):
         self.version = version
         self.default_timeout = timeout
+        if host is None:
+            host = clients.next_host(port)
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""

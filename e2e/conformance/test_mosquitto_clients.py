@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+import clients
 from clients import app_messages, connect_v5, sync, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto_sub") is None,
@@ -26,7 +27,7 @@ class Sub:
 
     def __init__(self, port, topic, version="mqttv311", qos=0, count=None, extra=()):
         # stdbuf: mosquitto_sub block-buffers stdout into a pipe; the test needs each line.
-        cmd = [*STDBUF, "mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", version, "-t", topic,
+        cmd = [*STDBUF, "mosquitto_sub", "-h", clients.next_host(port), "-p", str(port), "-V", version, "-t", topic,
                "-q", str(qos), "-d", "-F", FORMAT, *extra]
         if count is not None:
             cmd += ["-C", str(count)]
@@ -88,7 +89,7 @@ def _stop_subs():
 
 
 def pub(port, topic, payload="hello", version="mqttv311", qos=0, extra=()):
-    cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-V", version, "-t", topic,
+    cmd = ["mosquitto_pub", "-h", clients.next_host(port), "-p", str(port), "-V", version, "-t", topic,
            "-q", str(qos), *extra]
     cmd += ["-n"] if payload is None else ["-m", payload]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)

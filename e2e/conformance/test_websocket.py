@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+import clients
+
 import rawmqtt as r
 from conftest import BROKER_KIND, Broker, free_port
 
@@ -36,9 +38,9 @@ class WsClient:
     """A minimal RFC 6455 client: masked frames out, unmasked frames in."""
 
     def __init__(self, port: int, protocols: str = "mqtt", path: str = "/mqtt"):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock = socket.create_connection((clients.next_host(port), port), timeout=5)
         key = base64.b64encode(os.urandom(16)).decode()
-        request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        request = (f"GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\n"
                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                    f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocols}\r\n\r\n")
         self.sock.sendall(request.encode())

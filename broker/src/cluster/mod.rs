@@ -346,6 +346,25 @@ impl Cluster {
         &self.shared.me
     }
 
+    /// The node ids of the live members, this node included, in order.
+    pub fn member_ids(&self) -> Vec<Arc<str>> {
+        let mut ids: Vec<Arc<str>> = self
+            .shared
+            .live_peers()
+            .iter()
+            .map(|p| Arc::clone(&p.node_id))
+            .collect();
+        ids.push(Arc::clone(&self.shared.me));
+        ids.sort();
+        ids
+    }
+
+    /// Whether this node's id sorts first among the live members: it publishes what is said once
+    /// for the whole cluster (the `$SYS` totals).
+    pub fn leads(&self) -> bool {
+        self.member_ids().first() == Some(&self.shared.me)
+    }
+
     /// Joined, and holding the routes and retained messages of every live peer.
     pub fn is_ready(&self) -> bool {
         self.shared.is_ready()

@@ -129,17 +129,28 @@ impl Cluster {
         true
     }
 
-    /// Waits (bounded) until every live peer holds this node's routes as they are now.
+    /// This node's route set version (a change bumps it).
+    pub fn local_route_version(&self) -> u64 {
+        self.shared.local.lock().version
+    }
+
+    /// Waits (bounded) until every linked peer holds this node's routes as they are now.
     pub async fn routes_settled(&self) {
+        self.wait_acked(self.local_route_version()).await;
+    }
+
+    /// Waits (bounded) until every peer with a link up has acknowledged this node's routes up to
+    /// `version`. A peer without a link gets every route in the snapshot its next link starts
+    /// with, so it is not waited for.
+    pub async fn wait_acked(&self, version: u64) {
         let shared = &self.shared;
-        let version = shared.local.lock().version;
         let settled = async {
             loop {
                 let acked = shared.acked.notified();
-                let behind = shared
-                    .live_peers()
-                    .iter()
-                    .any(|peer| peer.acked.load(Ordering::Acquire) < version);
+                let behind = shared.live_peers().iter().any(|peer| {
+                    peer.connected.load(Ordering::Acquire)
+                        && peer.acked.load(Ordering::Acquire) < version
+                });
                 if !behind {
                     return;
                 }
@@ -147,10 +158,7 @@ impl Cluster {
             }
         };
         if tokio::time::timeout(SETTLE_TIMEOUT, settled).await.is_err() {
-            warn!(
-                version,
-                "not every peer acknowledged this node's routes in time"
-            );
+            warn!(version, "not every peer acknowledged this node's routes in time");
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytestring::ByteString;
 
-use super::{Close, Connection};
+use super::{Close, Connection, Wait};
 use crate::codec::{
     Ack, AckProperties, Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -34,7 +34,7 @@ impl Connection {
                 self.session.lock().inflight.complete(ack.packet_id, true);
                 Ok(())
             }
-            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
+            Packet::Subscribe(_) => Err(Close::protocol("SUBSCRIBE handled by apply_input")),
             Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(disconnect) => Err(self.on_disconnect(disconnect)),
@@ -255,7 +255,10 @@ impl Connection {
         self.send(&Packet::PubComp(self.ack(ack.packet_id, reason)))
     }
 
-    fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
+    /// Applies a SUBSCRIBE. In a cluster, when it made a route this node did not have, the SUBACK
+    /// waits until every linked node holds the route (returned as a [`Wait`]): a message published
+    /// anywhere after the SUBACK then reaches the subscriber.
+    pub(super) fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<Option<Wait>, Close> {
         let features = &self.broker.config().features;
         if subscribe.subscription_identifier.is_some() && !features.subscription_identifiers {
             return Err(Close::Server(
@@ -265,22 +268,39 @@ impl Connection {
         }
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
+        let mut new_route = false;
         for (filter, options) in &subscribe.filters {
             let outcome =
                 self.subscribe_one(filter, *options, subscribe.subscription_identifier)?;
-            reason_codes.push(outcome.0);
-            if let Some(to_send) = outcome.1 {
+            reason_codes.push(outcome.reason);
+            new_route |= outcome.new_route;
+            if let Some(to_send) = outcome.retained {
                 retained.push(to_send);
             }
         }
-        self.send(&Packet::SubAck(SubAck {
-            packet_id: subscribe.packet_id,
-            properties: AckProperties::default(),
-            reason_codes,
-        }))?;
+        let answer = SubscribeAnswer {
+            suback: SubAck {
+                packet_id: subscribe.packet_id,
+                properties: AckProperties::default(),
+                reason_codes,
+            },
+            retained,
+        };
+        match self.broker.cluster() {
+            Some(cluster) if new_route => Ok(Some(Wait::Routes(Box::new((
+                cluster.local_route_version(),
+                answer,
+            ))))),
+            _ => self.answer_subscribe(answer).map(|()| None),
+        }
+    }
+
+    /// Sends the SUBACK, then the retained messages the subscriptions asked for.
+    pub(super) fn answer_subscribe(&mut self, answer: SubscribeAnswer) -> Result<(), Close> {
+        self.send(&Packet::SubAck(answer.suback))?;
         // Retained messages follow the SUBACK, through the session queue like any delivery.
         let now = Instant::now();
-        for (filter, granted, identifier) in retained {
+        for (filter, granted, identifier) in answer.retained {
             for message in self.broker.retained().matching(&filter, now) {
                 self.session.deliver(
                     Delivery {
@@ -297,14 +317,14 @@ impl Connection {
         Ok(())
     }
 
-    /// One SUBSCRIBE entry: the reason code, and the filter whose retained messages must be sent.
-    #[allow(clippy::type_complexity)]
+    /// One SUBSCRIBE entry: the reason code, the filter whose retained messages must be sent, and
+    /// whether it made a new route.
     fn subscribe_one(
         &mut self,
         filter: &ByteString,
         mut options: crate::codec::SubscriptionOptions,
         identifier: Option<u32>,
-    ) -> Result<(ReasonCode, Option<(topic::TopicFilter, QoS, Option<u32>)>), Close> {
+    ) -> Result<SubscribeOutcome, Close> {
         let features = &self.broker.config().features;
         let limits = &self.broker.config().limits;
         let parsed = match SubscriptionFilter::parse(filter, true).and_then(|p| {
@@ -314,7 +334,7 @@ impl Connection {
             Ok(parsed) => parsed,
             Err(error) => {
                 self.count_topic_limit(&error);
-                return Ok((ReasonCode::TOPIC_FILTER_INVALID, None));
+                return Ok(SubscribeOutcome::refused(ReasonCode::TOPIC_FILTER_INVALID));
             }
         };
         if let Some(max) = limits.max_subscriptions_per_client {
@@ -322,14 +342,14 @@ impl Connection {
             if state.subscriptions.len() >= max && !state.subscriptions.contains_key(&parsed) {
                 drop(state);
                 self.broker.stats().limit_hit(LimitKind::Subscriptions);
-                return Ok((ReasonCode::QUOTA_EXCEEDED, None));
+                return Ok(SubscribeOutcome::refused(ReasonCode::QUOTA_EXCEEDED));
             }
         }
         if parsed.share.is_some() && !features.shared_subscriptions {
-            return Ok((ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED, None));
+            return Ok(SubscribeOutcome::refused(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED));
         }
         if parsed.filter.has_wildcards() && !features.wildcard_subscriptions {
-            return Ok((ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED, None));
+            return Ok(SubscribeOutcome::refused(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED));
         }
         if parsed.share.is_some() && options.no_local {
             return Err(Close::protocol("No Local on a shared subscription")); // [MQTT-3.8.3-4]
@@ -339,7 +359,7 @@ impl Connection {
             parsed.filter.as_str(),
             options.qos,
         ) {
-            Access::Deny => return Ok((ReasonCode::NOT_AUTHORIZED, None)),
+            Access::Deny => return Ok(SubscribeOutcome::refused(ReasonCode::NOT_AUTHORIZED)),
             Access::AllowUpTo(max) => options.qos = options.qos.min(max),
             Access::Allow | Access::Continue => {}
         }
@@ -357,8 +377,11 @@ impl Connection {
                 RetainHandling::OnNewSubscribe => !subscribed.replaced,
                 RetainHandling::Never => false,
             };
-        let retained = send_retained.then_some((topic_filter, options.qos, identifier));
-        Ok((ReasonCode::granted(options.qos), retained))
+        Ok(SubscribeOutcome {
+            reason: ReasonCode::granted(options.qos),
+            retained: send_retained.then_some((topic_filter, options.qos, identifier)),
+            new_route: subscribed.new_route,
+        })
     }
 
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Close> {
@@ -427,6 +450,34 @@ impl Connection {
         }
         ack
     }
+}
+
+/// A filter whose retained messages a subscription asked for, with the QoS granted and the
+/// subscription identifier.
+type RetainedRequest = (topic::TopicFilter, QoS, Option<u32>);
+
+/// What one SUBSCRIBE entry came to.
+struct SubscribeOutcome {
+    reason: ReasonCode,
+    retained: Option<RetainedRequest>,
+    /// The filter (or shared group) had no subscriber on this node before.
+    new_route: bool,
+}
+
+impl SubscribeOutcome {
+    fn refused(reason: ReasonCode) -> Self {
+        Self {
+            reason,
+            retained: None,
+            new_route: false,
+        }
+    }
+}
+
+/// The answer to a SUBSCRIBE, held back while a new route reaches the other nodes.
+pub(super) struct SubscribeAnswer {
+    suback: SubAck,
+    retained: Vec<RetainedRequest>,
 }
 
 /// The packet identifier of a QoS 1/2 PUBLISH (the codec guarantees one).

@@ -181,6 +181,8 @@ enum Wait {
     Auth(Box<Auth>),
     /// `limits.max_publish_rate` holds the client's reads back this long.
     Pause(Duration),
+    /// A SUBACK waits until the cluster's other nodes hold this node's routes up to this version.
+    Routes(Box<(u64, inbound::SubscribeAnswer)>),
 }
 
 /// The state of an established connection (after a successful CONNACK).
@@ -568,6 +570,16 @@ impl Connection {
                     }
                 }
                 Wait::Pause(pause) => tokio::time::sleep(pause).await,
+                Wait::Routes(pending) => {
+                    let (version, answer) = *pending;
+                    if let Some(cluster) = self.broker.cluster() {
+                        cluster.wait_acked(version).await;
+                    }
+                    self.answer_subscribe(answer)?;
+                    if self.write_buf.len() < WRITE_HIGH_WATER {
+                        self.pull_deliveries()?;
+                    }
+                }
             }
             wait = self.apply_input(read_buf)?;
         }
@@ -601,6 +613,11 @@ impl Connection {
             match packet {
                 Packet::Auth(auth) if self.protocol.is_v5() => {
                     return Ok(Wait::Auth(Box::new(auth)));
+                }
+                Packet::Subscribe(subscribe) => {
+                    if let Some(wait) = self.on_subscribe(subscribe)? {
+                        return Ok(wait);
+                    }
                 }
                 packet => self.handle(packet)?,
             }
