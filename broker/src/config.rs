@@ -13,14 +13,12 @@ use thiserror::Error;
 
 use crate::codec::QoS;
 
-/// Why a configuration could not be used. Messages name the offending key.
+/// Why a configuration could not be used. Messages name the offending key, and carry their cause
+/// rather than a `source`, so that a report that prints the chain names it once.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     /// `message` already names the key (serde_yaml puts the path in front) and the line.
     #[error("{path}: {message}")]
     Parse {
@@ -379,9 +377,9 @@ impl Config {
     /// Reads and validates a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: display.clone(),
-            source,
+            error,
         })?;
         Self::from_yaml(&text, &display)
     }

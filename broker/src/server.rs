@@ -26,17 +26,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often expired retained messages are swept.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Why the server could not start. Every layer's error carries its cause in its message rather
+/// than as a `source`, so a report that prints the chain (anyhow's `{:#}`) names the cause once.
 #[derive(Debug, Error)]
 pub enum ServerError {
     #[error(transparent)]
     Http(#[from] HttpError),
     #[error(transparent)]
     Auth(#[from] AuthFileError),
-    #[error("listener {name} ({addr}): {source}")]
+    #[error("listener {name} ({addr}): {error}")]
     Listener {
         name: String,
         addr: SocketAddr,
-        source: ListenerError,
+        error: ListenerError,
     },
 }
 
@@ -60,10 +62,10 @@ impl ServerBuilder {
             let bound =
                 BoundListener::bind(listener)
                     .await
-                    .map_err(|source| ServerError::Listener {
+                    .map_err(|error| ServerError::Listener {
                         name: listener.name.clone(),
                         addr: listener.bind,
-                        source,
+                        error,
                     })?;
             listeners.push(bound);
         }
@@ -235,5 +237,31 @@ async fn housekeeping(broker: Arc<Broker>) {
             }
             () = broker.shutdown_token().cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the binary prints: the error and its chain of sources, as anyhow's `{:#}` does.
+    fn report(error: ServerError) -> String {
+        format!("{:#}", anyhow::Error::new(error))
+    }
+
+    #[tokio::test]
+    async fn a_missing_certificate_is_reported_once() {
+        let config = Config::from_yaml(
+            "listeners: [{name: s, protocol: tls, bind: '127.0.0.1:0', \
+             tls: {cert_file: /nonexistent/server.crt, key_file: /nonexistent/server.key}}]",
+            "test.yaml",
+        )
+        .unwrap();
+        let Err(error) = Server::builder(config).bind().await else {
+            panic!("a missing certificate must stop the start");
+        };
+        let report = report(error);
+        assert!(report.contains("/nonexistent/server.crt"), "{report}");
+        assert_eq!(report.matches("os error 2").count(), 1, "{report}");
     }
 }

@@ -77,9 +77,9 @@ impl Reload for AdminToken {
 }
 
 fn read_token(path: &Path) -> Result<Vec<u8>, HttpError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HttpError::Token {
+    let text = std::fs::read_to_string(path).map_err(|error| HttpError::Token {
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     Ok(text.trim().as_bytes().to_vec())
 }

@@ -22,18 +22,17 @@ use crate::auth::FileAuth;
 use crate::broker::Broker;
 use crate::config::HttpConfig;
 
+/// Why the HTTP endpoint could not start. The cause is part of the message rather than a `source`,
+/// so that a report that prints the chain names it once.
 #[derive(Debug, Error)]
 pub enum HttpError {
-    #[error("cannot bind the HTTP endpoint to {addr}: {source}")]
+    #[error("cannot bind the HTTP endpoint to {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot read the admin token file {path}: {source}")]
-    Token {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read the admin token file {path}: {error}")]
+    Token { path: String, error: std::io::Error },
 }
 
 /// A listener as the admin API reports it.
@@ -80,9 +79,9 @@ impl HttpServer {
         };
         let socket = TcpListener::bind(config.bind)
             .await
-            .map_err(|source| HttpError::Bind {
+            .map_err(|error| HttpError::Bind {
                 addr: config.bind,
-                source,
+                error,
             })?;
         Ok(Self {
             socket,

@@ -29,18 +29,16 @@ mod tests;
 use std::io;
 use std::path::PathBuf;
 
-/// Why TLS settings could not be loaded (at start or on reload).
+/// Why TLS settings could not be loaded (at start or on reload). The cause is part of the message
+/// rather than a `source`, so that a report that prints the chain names it once.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
     #[error("{}: {what}", path.display())]
     Pem { path: PathBuf, what: String },
-    #[error("{}: unusable private key: {source}", path.display())]
-    Key {
-        path: PathBuf,
-        source: rustls::Error,
-    },
+    #[error("{}: unusable private key: {error}", path.display())]
+    Key { path: PathBuf, error: rustls::Error },
     #[error("the certificate in {} does not belong to the key in {}", cert.display(), key.display())]
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("client CA file {}: {what}", path.display())]
