@@ -109,6 +109,7 @@ pub struct ListenerConfig {
     pub name: String,
     #[serde(default)]
     pub protocol: ListenerProtocol,
+    #[serde(deserialize_with = "bind_address")]
     pub bind: SocketAddr,
     /// Connected clients this listener accepts at once (0x89 *Server busy* beyond).
     #[serde(default)]
@@ -155,6 +156,7 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    #[serde(deserialize_with = "bind_address")]
     pub bind: SocketAddr,
     /// File holding the bearer token for `/api/v1/`; without it the admin API is off.
     pub admin_token_file: Option<PathBuf>,
@@ -521,6 +523,48 @@ impl Config {
     }
 }
 
+/// A `bind` value: an IP address and a port. Host names are refused rather than resolved, because a
+/// name can stand for several addresses (`localhost` is 127.0.0.1 and ::1) and what a socket listens
+/// on should not depend on the resolver at start; the message says what to write instead.
+fn bind_address<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    // A visitor rather than `String::deserialize` and a check after it: an error raised inside the
+    // deserializer's call is the one `serde_path_to_error` labels with the key.
+    struct BindAddress;
+    impl serde::de::Visitor<'_> for BindAddress {
+        type Value = SocketAddr;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an IP address and port, such as 127.0.0.1:1883")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SocketAddr, E> {
+            parse_bind_address(text).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(BindAddress)
+}
+
+fn parse_bind_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let example = "such as 127.0.0.1:1883, or 0.0.0.0:1883 or [::]:1883 for every interface";
+    let problem = match text.rsplit_once(':') {
+        None => "needs an IP address and a port".to_owned(),
+        Some((_, port)) if port.parse::<u16>().is_err() => "needs a port (0 to 65535)".to_owned(),
+        Some(("", _)) => "needs an IP address before the port".to_owned(),
+        Some((host, _)) if host.parse::<std::net::Ipv6Addr>().is_ok() => {
+            format!("an IPv6 address goes in brackets: [{host}]")
+        }
+        Some((host, _)) => {
+            format!("{host:?} is not an IP address (host names are not resolved)")
+        }
+    };
+    Err(format!(
+        "{text:?}: {problem}; give an IP address and port, {example}"
+    ))
+}
+
 /// `serde_path_to_error` prints the root as `.`; say so in words.
 fn display_key(path: &serde_path_to_error::Path) -> String {
     let key = path.to_string();
@@ -653,6 +697,38 @@ mod tests {
             config.limits.backlog_high_water, 0,
             "off: the pause is unused"
         );
+    }
+
+    #[test]
+    fn a_host_name_to_bind_to_asks_for_an_ip_address() {
+        let err = parse("listeners: [{name: a, bind: 'localhost:1883'}]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listeners[0].bind"), "{err}");
+        assert!(err.contains("\"localhost\" is not an IP address"), "{err}");
+        assert!(err.contains("host names are not resolved"), "{err}");
+        let err = parse("http: {bind: 'metrics.local:9090'}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.bind"), "{err}");
+        assert!(err.contains("not an IP address"), "{err}");
+    }
+
+    #[test]
+    fn a_bind_address_without_ip_or_port_says_which_is_missing() {
+        for (bind, problem) in [
+            ("1883", "needs an IP address and a port"),
+            (":1883", "needs an IP address before the port"),
+            ("127.0.0.1:http", "needs a port"),
+            ("::1:1883", "an IPv6 address goes in brackets: [::1]"),
+        ] {
+            let err = parse(&format!("listeners: [{{name: a, bind: '{bind}'}}]"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(problem), "{bind}: {err}");
+        }
+        let config = parse("listeners: [{name: a, bind: '[::1]:1883'}]").unwrap();
+        assert_eq!(config.listeners[0].bind.to_string(), "[::1]:1883");
     }
 
     #[test]
