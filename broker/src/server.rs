@@ -13,7 +13,11 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::auth::{AuthFileError, FileAuth};
+mod files;
+
+pub use self::files::FileError;
+
+use self::files::StartFiles;
 use crate::broker::Broker;
 use crate::client::InlineClient;
 use crate::config::Config;
@@ -30,10 +34,12 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 /// than as a `source`, so a report that prints the chain (anyhow's `{:#}`) names the cause once.
 #[derive(Debug, Error)]
 pub enum ServerError {
-    #[error(transparent)]
-    Http(#[from] HttpError),
-    #[error(transparent)]
-    Auth(#[from] AuthFileError),
+    /// A file the configuration names cannot be read or used; `key` is the setting that names it,
+    /// such as `listeners[0].tls.cert_file`.
+    #[error("{key}: {error}")]
+    File { key: String, error: FileError },
+    #[error("{0}")]
+    Http(HttpError),
     #[error("listener {name} ({addr}): {error}")]
     Listener {
         name: String,
@@ -55,29 +61,23 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds every listener. Nothing is accepted until [`Server::run`].
+    /// Loads every file the configuration names, then binds every listener and the HTTP
+    /// endpoint. Nothing is accepted until [`Server::run`].
     pub async fn bind(self) -> Result<Server, ServerError> {
+        let files = StartFiles::load(&self.config)?;
         let mut listeners = Vec::with_capacity(self.config.listeners.len());
-        for listener in &self.config.listeners {
-            let bound =
-                BoundListener::bind(listener)
-                    .await
-                    .map_err(|error| ServerError::Listener {
-                        name: listener.name.clone(),
-                        addr: listener.bind,
-                        error,
-                    })?;
+        for (listener, tls) in self.config.listeners.iter().zip(files.tls) {
+            let bound = BoundListener::bind(listener, tls).await.map_err(|error| {
+                ServerError::Listener {
+                    name: listener.name.clone(),
+                    addr: listener.bind,
+                    error,
+                }
+            })?;
             listeners.push(bound);
         }
         let http_config = self.config.http.clone();
-        let auth = &self.config.auth;
-        let file_auth = match (&auth.users_file, &auth.acl_file) {
-            (None, None) => None,
-            (users, acl) => Some(Arc::new(
-                FileAuth::load(users.as_deref(), acl.as_deref())?
-                    .with_certificate_identities(auth.certificate_identities),
-            )),
-        };
+        let file_auth = files.auth;
         // The built-in file policy decides first; hooks added by an embedding program follow.
         let mut hooks = self.hooks;
         if let Some(file_auth) = &file_auth {
@@ -96,6 +96,9 @@ impl ServerBuilder {
                 broker.register_reload(reload);
             }
         }
+        if let Some(token) = &files.admin_token {
+            broker.register_reload(token.clone());
+        }
         let http = match http_config {
             Some(config) => {
                 let infos = listeners
@@ -106,7 +109,14 @@ impl ServerBuilder {
                         address: l.local_addr,
                     })
                     .collect();
-                Some(HttpServer::bind(&config, Arc::clone(&broker), infos, file_auth).await?)
+                let bound = HttpServer::bind(
+                    &config,
+                    Arc::clone(&broker),
+                    infos,
+                    file_auth,
+                    files.admin_token,
+                );
+                Some(bound.await.map_err(ServerError::Http)?)
             }
             None => None,
         };
@@ -131,6 +141,13 @@ impl Server {
             config,
             hooks: Vec::new(),
         }
+    }
+
+    /// Loads every file `config` names — TLS certificates, keys and client CAs, the users and ACL
+    /// files, the admin token — as a start would, without binding a socket or serving anything:
+    /// what `tern-broker --check-config` runs. Ports in use are not found this way.
+    pub fn check(config: &Config) -> Result<(), ServerError> {
+        StartFiles::load(config).map(drop)
     }
 
     /// The address each listener is bound to, by name (useful with port 0).

@@ -61,22 +61,16 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds the port and reads the admin token (registering it for reload). `auth` is what the
-    /// admin API pushes users and ACL content into.
+    /// Binds the port. `token` is the admin token, loaded from `admin_token_file` beforehand
+    /// (without one the admin API is off); `auth` is what the admin API pushes users and ACL
+    /// content into.
     pub async fn bind(
         config: &HttpConfig,
         broker: Arc<Broker>,
         listeners: Vec<ListenerInfo>,
         auth: Option<Arc<FileAuth>>,
+        token: Option<Arc<AdminToken>>,
     ) -> Result<Self, HttpError> {
-        let token = match &config.admin_token_file {
-            Some(path) => {
-                let token = Arc::new(AdminToken::load(path)?);
-                broker.register_reload(token.clone());
-                Some(token)
-            }
-            None => None,
-        };
         let socket = TcpListener::bind(config.bind)
             .await
             .map_err(|error| HttpError::Bind {

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use self::transport::tls::TlsTerminator;
-use self::transport::{TlsError, proxy, websocket};
+use self::transport::{proxy, websocket};
 use crate::broker::{Broker, ListenerGate};
 use crate::config::{ListenerConfig, ListenerProtocol};
 use crate::connection::{self, RunningConnection, Transport};
@@ -27,8 +27,6 @@ use crate::reload::{Reload, ReloadError};
 pub enum ListenerError {
     #[error("cannot bind: {0}")]
     Bind(std::io::Error),
-    #[error("{0}")]
-    Tls(TlsError),
 }
 
 /// The layers between TCP and MQTT on one listener.
@@ -52,14 +50,12 @@ pub struct BoundListener {
 }
 
 impl BoundListener {
-    /// Binds the socket and loads the TLS files, so a bad certificate fails at start.
-    pub async fn bind(config: &ListenerConfig) -> Result<Self, ListenerError> {
-        let tls = match &config.tls {
-            Some(settings) if config.protocol.uses_tls() => Some(Arc::new(
-                TlsTerminator::load(settings).map_err(ListenerError::Tls)?,
-            )),
-            _ => None,
-        };
+    /// Binds the socket. `tls` is the listener's terminator, loaded from its files beforehand (so a
+    /// bad certificate fails the start before anything listens); `None` for `tcp` and `ws`.
+    pub async fn bind(
+        config: &ListenerConfig,
+        tls: Option<Arc<TlsTerminator>>,
+    ) -> Result<Self, ListenerError> {
         let websocket_path = config
             .protocol
             .uses_websocket()
