@@ -39,7 +39,8 @@ enum Command {
         /// Remove the user instead.
         #[arg(long, short = 'D')]
         delete: bool,
-        /// Read the password from the first line of standard input instead of prompting.
+        /// Read the password from the first line of standard input even when it is a terminal.
+        /// When standard input is not a terminal (a pipe), it is read from there anyway.
         #[arg(long)]
         password_stdin: bool,
     },
@@ -57,7 +58,9 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+// Every failure is printed as one line with its causes and a non-zero status; none is returned
+// from `main`, which would add a backtrace under RUST_BACKTRACE to a message meant for people.
+fn main() {
     let args = Args::parse();
     if let Some(Command::Passwd {
         file,
@@ -66,7 +69,11 @@ fn main() -> anyhow::Result<()> {
         password_stdin,
     }) = &args.command
     {
-        return passwd::run(file, username, *delete, *password_stdin);
+        if let Err(error) = passwd::run(file, username, *delete, *password_stdin) {
+            eprintln!("tern-broker passwd: {error:#}");
+            std::process::exit(1);
+        }
+        return;
     }
     if let Some(Command::Drain { config, timeout }) = &args.command {
         std::process::exit(drain::run(config, Duration::from_secs(*timeout)));
@@ -89,26 +96,27 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(1);
         }
         println!("configuration is valid");
-        return Ok(());
+        return;
     }
     init_logging(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    if let Err(error) = runtime.block_on(run(config)) {
+    if let Err(error) = run(config) {
         // Start-up failures (a port in use, an unreadable certificate) are for the operator to fix:
         // the cause chain in one line, no backtrace.
         eprintln!("tern-broker: cannot start: {error:#}");
         std::process::exit(1);
     }
-    Ok(())
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let server = Server::builder(config).bind().await?;
-    server.run(shutdown_signal()).await;
-    Ok(())
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::builder(config).bind().await?;
+        server.run(shutdown_signal()).await;
+        Ok(())
+    })
 }
 
 fn init_logging(config: &Config) {
