@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tern_broker::config::LogFormat;
 use tern_broker::{Config, Server};
-use tracing_subscriber::EnvFilter;
 
 mod drain;
+mod logging;
 mod passwd;
 
 /// Tern: a Kubernetes-native MQTT 3.1 / 3.1.1 / 5.0 broker.
@@ -98,7 +97,7 @@ fn main() {
         println!("configuration is valid");
         return;
     }
-    init_logging(&config);
+    logging::init(&config);
     if let Err(error) = run(config) {
         // Start-up failures (a port in use, an unreadable certificate) are for the operator to fix:
         // the cause chain in one line, no backtrace.
@@ -117,18 +116,6 @@ fn run(config: Config) -> anyhow::Result<()> {
         server.run(shutdown_signal()).await;
         Ok(())
     })
-}
-
-fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT. Only the binary handles signals; the library takes a future.
