@@ -160,6 +160,15 @@ pub struct HttpConfig {
     pub bind: SocketAddr,
     /// File holding the bearer token for `/api/v1/`; without it the admin API is off.
     pub admin_token_file: Option<PathBuf>,
+    /// Connections open at once; one more is answered 503 and closed on arrival, so the endpoint
+    /// never holds more file descriptors than this.
+    pub max_connections: usize,
+    /// Seconds a client has to send a complete request header, from the connection's start or,
+    /// on a kept-alive connection, from the previous response.
+    pub header_read_timeout_secs: u64,
+    /// Seconds without a byte read or written after which a connection is closed, whatever it is
+    /// doing (a request body or a response that stalls).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -167,7 +176,26 @@ impl Default for HttpConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 9090)),
             admin_token_file: None,
+            max_connections: 64,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 30,
         }
+    }
+}
+
+impl HttpConfig {
+    /// The bounds must let a request through: zero would refuse or cut every connection.
+    fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.max_connections == 0 {
+            return Err(("http.max_connections", "must be at least 1"));
+        }
+        if !(1..=3600).contains(&self.header_read_timeout_secs) {
+            return Err(("http.header_read_timeout_secs", "must be 1 ..= 3600"));
+        }
+        if !(1..=86_400).contains(&self.idle_timeout_secs) {
+            return Err(("http.idle_timeout_secs", "must be 1 ..= 86400 (a day)"));
+        }
+        Ok(())
     }
 }
 
@@ -513,6 +541,10 @@ impl Config {
                 "must be 0 ..= 86400000 (a day)",
             ));
         }
+        if let Some(http) = &self.http {
+            http.validate()
+                .map_err(|(key, message)| invalid(key, message))?;
+        }
         if self.features.maximum_qos > 2 {
             return Err(invalid("features.maximum_qos", "must be 0, 1 or 2"));
         }
@@ -729,6 +761,30 @@ mod tests {
         }
         let config = parse("listeners: [{name: a, bind: '[::1]:1883'}]").unwrap();
         assert_eq!(config.listeners[0].bind.to_string(), "[::1]:1883");
+    }
+
+    #[test]
+    fn http_bounds_have_safe_defaults_and_refuse_zero() {
+        let http = parse("http: {bind: '127.0.0.1:0'}").unwrap().http.unwrap();
+        assert_eq!(
+            (
+                http.max_connections,
+                http.header_read_timeout_secs,
+                http.idle_timeout_secs
+            ),
+            (64, 10, 30)
+        );
+        for (key, value) in [
+            ("max_connections", 0),
+            ("header_read_timeout_secs", 0),
+            ("header_read_timeout_secs", 3601),
+            ("idle_timeout_secs", 0),
+        ] {
+            let err = parse(&format!("http: {{{key}: {value}}}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("http.{key}")), "{err}");
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The HTTP endpoint on one port: `/metrics` (Prometheus text), `/healthz` (the process is alive),
 //! `/readyz` (listeners up and not draining) and the admin API under `/api/v1/` (see `admin`).
-//! It runs beside the MQTT listeners and stops with the broker's shutdown token.
+//! It runs beside the MQTT listeners and stops with the broker's shutdown token; `serve` bounds its
+//! connections (a cap, a header read timeout, an idle timeout) so that it cannot starve them.
 
 mod admin;
 mod metrics;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +59,7 @@ pub(crate) struct HttpState {
 /// A bound HTTP endpoint.
 pub struct HttpServer {
     socket: TcpListener,
+    bounds: serve::Bounds,
     state: Arc<HttpState>,
 }
 
@@ -79,6 +82,7 @@ impl HttpServer {
             })?;
         Ok(Self {
             socket,
+            bounds: serve::Bounds::new(config),
             state: Arc::new(HttpState {
                 broker,
                 listeners,
@@ -92,22 +96,22 @@ impl HttpServer {
         self.socket.local_addr().ok()
     }
 
-    /// Serves until the broker shuts down.
+    /// Serves until the broker shuts down, within the configured bounds (see `serve`).
     pub async fn run(self) {
-        let shutdown = self.state.broker.shutdown_token().clone();
         info!(addr = ?self.local_addr(), admin_api = self.state.token.is_some(), "HTTP endpoint listening");
         let app = Router::new()
             .route("/metrics", get(metrics::render))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .nest("/api/v1", admin::routes(self.state.clone()))
-            .with_state(self.state);
-        let served = axum::serve(self.socket, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::warn!(%error, "HTTP endpoint failed");
-        }
+            .with_state(Arc::clone(&self.state));
+        serve::serve(
+            self.socket,
+            app,
+            self.bounds,
+            Arc::clone(&self.state.broker),
+        )
+        .await;
     }
 }
 
