@@ -160,8 +160,8 @@ pub struct HttpConfig {
     pub bind: SocketAddr,
     /// File holding the bearer token for `/api/v1/`; without it the admin API is off.
     pub admin_token_file: Option<PathBuf>,
-    /// Connections open at once; one more is answered 503 and closed on arrival, so the endpoint
-    /// never holds more file descriptors than this.
+    /// Connections open at once; one more closes the oldest, so the endpoint never holds more file
+    /// descriptors than this and held sockets cannot keep a new request out.
     pub max_connections: usize,
     /// Seconds a client has to send a complete request header, from the connection's start or,
     /// on a kept-alive connection, from the previous response.

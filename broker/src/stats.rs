@@ -89,10 +89,10 @@ impl LimitKind {
     }
 }
 
-/// Why the HTTP endpoint refused or closed a connection (`http.*` in the configuration).
+/// Why the HTTP endpoint closed a connection (`http.*` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpClose {
-    /// Refused on arrival: `http.max_connections` were open.
+    /// The oldest connection, closed to make room for a new one: `http.max_connections` were open.
     MaxConnections,
     /// No complete request header within `http.header_read_timeout_secs` of the connection's start.
     HeaderReadTimeout,
@@ -200,7 +200,7 @@ impl Stats {
         );
         let http_closed = counter_vec(
             "tern_http_connections_closed_total",
-            "HTTP connections refused or closed by a bound of the HTTP endpoint, by reason.",
+            "HTTP connections closed by a bound of the HTTP endpoint, by reason.",
             "reason",
         );
         let delivery_latency = Histogram::with_opts(

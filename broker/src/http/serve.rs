@@ -1,42 +1,41 @@
 //! The HTTP endpoint's accept loop and connections, bounded so that peers who never authenticate
 //! cannot hold it or the process's file descriptors:
 //!
-//! - at most `http.max_connections` connections at once; one more is answered `503` and closed on
-//!   arrival, so the endpoint never holds more descriptors than that and the MQTT listeners keep
-//!   accepting whatever the HTTP side is sent;
+//! - at most `http.max_connections` connections at once. A new one beyond that closes the oldest
+//!   (and waits until it is gone), so the endpoint never holds more descriptors than that and the
+//!   MQTT listeners keep accepting whatever the HTTP side is sent; and so that sockets held open
+//!   cannot keep a new request, such as kubelet's probe, out: to push a probe out before it is
+//!   answered, an attacker would have to open `max_connections` connections in the millisecond
+//!   the probe takes, where refusing new ones would let a few dozen idle sockets deny it for good;
 //! - a request header must be complete within `http.header_read_timeout_secs` of the endpoint
 //!   starting to wait for it (hyper's timer: from the connection's start, or from the previous
 //!   response on a kept-alive connection, which bounds idle keep-alive too);
 //! - a connection on which no byte is read or written for `http.idle_timeout_secs` is closed
-//!   whatever it is doing, such as a request body or a response that stalls.
+//!   whatever it is doing, such as a request body or a response that stalls (see `idle`).
 //!
-//! Every connection refused or closed by one of these is counted in
-//! `tern_http_connections_closed_total{reason}`.
+//! Every connection closed by one of these is counted in `tern_http_connections_closed_total{reason}`.
 
-use std::io;
-use std::pin::Pin;
+mod idle;
+
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use self::idle::{Activity, Bounded};
 use crate::broker::Broker;
 use crate::config::HttpConfig;
 use crate::stats::HttpClose;
-
-/// What a connection over the cap is told before it is closed, when its socket takes it at once.
-const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
-content-type: text/plain\r\ncontent-length: 32\r\n\r\ntoo many HTTP connections; retry\n";
 
 /// The bounds of one endpoint, from its configuration.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +57,7 @@ impl Bounds {
 
 /// Accepts until the broker shuts down; connections then finish their request and close.
 pub(super) async fn serve(socket: TcpListener, app: Router, bounds: Bounds, broker: Arc<Broker>) {
-    let slots = Arc::new(Semaphore::new(bounds.max_connections));
+    let open = Arc::new(OpenConnections::new(bounds.max_connections));
     let shutdown = broker.shutdown_token().clone();
     loop {
         let accepted = tokio::select! {
@@ -76,21 +75,95 @@ pub(super) async fn serve(socket: TcpListener, app: Router, bounds: Bounds, brok
                 continue;
             }
         };
-        match Arc::clone(&slots).try_acquire_owned() {
-            Ok(slot) => {
-                let connection = serve_connection(stream, app.clone(), bounds, slot, &broker);
-                broker.tasks().spawn(connection);
+        let Some(slot) = open.admit(&broker).await else {
+            break;
+        };
+        let connection = serve_connection(stream, app.clone(), bounds, slot, &broker);
+        broker.tasks().spawn(connection);
+    }
+}
+
+/// The connections open now, oldest first, and the slots that bound their number.
+struct OpenConnections {
+    /// One permit per connection; a connection's task holds it until its socket is closed.
+    slots: Arc<Semaphore>,
+    /// Each open connection's id and the token that closes it, oldest first. Permits are taken
+    /// and given back under this lock, so the queue always lists exactly the permits' holders and
+    /// a full semaphore always has someone to close.
+    oldest_first: Mutex<VecDeque<(u64, CancellationToken)>>,
+    next_id: AtomicU64,
+}
+
+/// A connection's place among the open ones: it leaves the queue and gives its permit back when
+/// dropped, after the connection's socket is closed.
+struct Slot {
+    id: u64,
+    open: Arc<OpenConnections>,
+    /// Cancelled when a newer connection needs the place.
+    closed: CancellationToken,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl OpenConnections {
+    fn new(max_connections: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max_connections)),
+            oldest_first: Mutex::new(VecDeque::with_capacity(max_connections)),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    /// A place for a new connection; at the cap, the oldest connection is closed to make room and
+    /// its socket is gone before this returns. `None` once the broker shuts down.
+    async fn admit(self: &Arc<Self>, broker: &Broker) -> Option<Slot> {
+        let waiting = {
+            let mut open = self.oldest_first.lock();
+            if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
+                return Some(self.register(&mut open, permit));
             }
-            Err(_) => refuse(&stream, &broker),
+            // At the cap: the oldest makes room. It stays listed, holding its permit, until its
+            // task has closed its socket.
+            if let Some((_, closed)) = open.iter().find(|(_, closed)| !closed.is_cancelled()) {
+                closed.cancel();
+                broker.stats().http_closed(HttpClose::MaxConnections);
+                debug!("HTTP connection closed to make room: http.max_connections are open");
+            }
+            Arc::clone(&self.slots).acquire_owned()
+        };
+        tokio::select! {
+            permit = waiting => {
+                let permit = permit.ok()?;
+                Some(self.register(&mut self.oldest_first.lock(), permit))
+            }
+            () = broker.shutdown_token().cancelled() => None,
+        }
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        open: &mut VecDeque<(u64, CancellationToken)>,
+        permit: OwnedSemaphorePermit,
+    ) -> Slot {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let closed = CancellationToken::new();
+        open.push_back((id, closed.clone()));
+        Slot {
+            id,
+            open: Arc::clone(self),
+            closed,
+            permit: Some(permit),
         }
     }
 }
 
-/// Over the cap: a best-effort `503` (never waited for) and the socket closed at once.
-fn refuse(stream: &TcpStream, broker: &Broker) {
-    let _ = stream.try_write(BUSY_RESPONSE);
-    broker.stats().http_closed(HttpClose::MaxConnections);
-    debug!("HTTP connection refused: http.max_connections are open");
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.oldest_first.lock();
+        if let Some(at) = open.iter().position(|(id, _)| *id == self.id) {
+            open.remove(at);
+        }
+        drop(self.permit.take());
+    }
 }
 
 /// One connection's requests, until it closes, a bound closes it, or the broker shuts down.
@@ -98,7 +171,7 @@ fn serve_connection(
     stream: TcpStream,
     app: Router,
     bounds: Bounds,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
     broker: &Arc<Broker>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let broker = Arc::clone(broker);
@@ -111,22 +184,28 @@ fn serve_connection(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(bounds.header_read_timeout);
-        let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
-        tokio::pin!(connection);
+        // Boxed so that it, and the socket in it, can be dropped before the slot is given back.
+        let mut connection =
+            Box::pin(builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app)));
         let shutdown = broker.shutdown_token();
         let result = tokio::select! {
-            result = connection.as_mut() => result,
+            result = connection.as_mut() => Some(result),
+            // Counted by whoever needed the place; dropping the connection closes the socket.
+            () = slot.closed.cancelled() => None,
             () = shutdown.cancelled() => {
                 // Let a request under way finish (still bounded by the timeouts), then close.
                 connection.as_mut().graceful_shutdown();
-                connection.await
+                Some(connection.as_mut().await)
             }
         };
-        match closed_by(result.as_ref().err(), &activity) {
-            Some(reason) => stats.http_closed(reason),
-            None => {
-                if let Err(error) = result {
-                    debug!(%error, "HTTP connection failed");
+        drop(connection);
+        if let Some(result) = result {
+            match closed_by(result.as_ref().err(), &activity) {
+                Some(reason) => stats.http_closed(reason),
+                None => {
+                    if let Err(error) = result {
+                        debug!(%error, "HTTP connection failed");
+                    }
                 }
             }
         }
@@ -135,18 +214,7 @@ fn serve_connection(
     }
 }
 
-/// What a connection's socket saw, for telling which bound ended it.
-#[derive(Debug, Default)]
-struct Activity {
-    /// A response was written, so a later header timeout was a kept-alive connection's wait for
-    /// its next request.
-    answered: AtomicBool,
-    /// The idle timeout failed a read or write. Not always the connection's error: hyper hands a
-    /// failed body read to the handler, which answers it.
-    idle_timed_out: AtomicBool,
-}
-
-/// Which bound ended a connection, if one did.
+/// Which timeout ended a connection, if one did.
 fn closed_by(error: Option<&hyper::Error>, activity: &Activity) -> Option<HttpClose> {
     if activity.idle_timed_out.load(Ordering::Relaxed) {
         return Some(HttpClose::IdleTimeout);
@@ -157,116 +225,5 @@ fn closed_by(error: Option<&hyper::Error>, activity: &Activity) -> Option<HttpCl
         (false, _) => None,
         (true, false) => Some(HttpClose::HeaderReadTimeout),
         (true, true) => Some(HttpClose::KeepAliveTimeout),
-    }
-}
-
-/// The error a [`Bounded`] stream fails with when nothing moved for the idle timeout.
-#[derive(Debug, thiserror::Error)]
-#[error("no byte read or written for the idle timeout")]
-struct IdleTimedOut;
-
-/// A socket that fails with [`IdleTimedOut`] once no byte was read or written for the idle timeout
-/// while a read or a write waits, and notes in its [`Activity`] what happened. The deadline is
-/// boxed so the stream stays `Unpin`, as hyper wants.
-struct Bounded {
-    stream: TcpStream,
-    deadline: Pin<Box<Sleep>>,
-    idle_timeout: Duration,
-    activity: Arc<Activity>,
-}
-
-impl Bounded {
-    fn new(stream: TcpStream, idle_timeout: Duration, activity: Arc<Activity>) -> Self {
-        Self {
-            stream,
-            deadline: Box::pin(tokio::time::sleep(idle_timeout)),
-            idle_timeout,
-            activity,
-        }
-    }
-
-    /// Something moved: the idle clock starts again.
-    fn progressed(&mut self) {
-        let deadline = Instant::now() + self.idle_timeout;
-        self.deadline.as_mut().reset(deadline);
-    }
-
-    /// The outcome of a write: a response is under way, and the idle clock starts again.
-    fn wrote(
-        &mut self,
-        cx: &mut Context<'_>,
-        written: Poll<io::Result<usize>>,
-    ) -> Poll<io::Result<usize>> {
-        match written {
-            Poll::Ready(result) => {
-                if result.as_ref().is_ok_and(|written| *written > 0) {
-                    self.activity.answered.store(true, Ordering::Relaxed);
-                    self.progressed();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => self.poll_idle(cx).map(Err),
-        }
-    }
-
-    /// Nothing moved and the caller waits: fail once the idle timeout has passed.
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        ready!(self.deadline.as_mut().poll(cx));
-        self.activity.idle_timed_out.store(true, Ordering::Relaxed);
-        Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, IdleTimedOut))
-    }
-}
-
-impl AsyncRead for Bounded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    this.progressed();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
-    }
-}
-
-impl AsyncWrite for Bounded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bytes: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.stream).poll_write(cx, bytes);
-        this.wrote(cx, written)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.wrote(cx, written)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
