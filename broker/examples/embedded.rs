@@ -1,8 +1,9 @@
 //! Runs Tern inside another program: a custom hook that refuses some publishes and counts connects,
 //! and the inline client publishing and subscribing without a network connection.
 //!
-//! Run with `cargo run -p tern-broker --example embedded`, then try
-//! `mosquitto_pub -t sensors/temp -m 21` and `mosquitto_pub -t forbidden/x -m 1`.
+//! Run with `cargo run -p tern-broker --example embedded`, then try it with the commands in the
+//! README's "Embed it" section (`mosquitto_pub -t sensors/temp -m 21` is printed here;
+//! `mosquitto_pub -V 5 -q 1 -t forbidden/x -m 1` is refused with *Not authorized*).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

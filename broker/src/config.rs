@@ -13,14 +13,12 @@ use thiserror::Error;
 
 use crate::codec::QoS;
 
-/// Why a configuration could not be used. Messages name the offending key.
+/// Why a configuration could not be used. Messages name the offending key, and carry their cause
+/// rather than a `source`, so that a report that prints the chain names it once.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     /// `message` already names the key (serde_yaml puts the path in front) and the line.
     #[error("{path}: {message}")]
     Parse {
@@ -114,6 +112,7 @@ pub struct ListenerConfig {
     pub name: String,
     #[serde(default)]
     pub protocol: ListenerProtocol,
+    #[serde(deserialize_with = "bind_address")]
     pub bind: SocketAddr,
     /// Connected clients this listener accepts at once (0x89 *Server busy* beyond).
     #[serde(default)]
@@ -160,9 +159,19 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    #[serde(deserialize_with = "bind_address")]
     pub bind: SocketAddr,
     /// File holding the bearer token for `/api/v1/`; without it the admin API is off.
     pub admin_token_file: Option<PathBuf>,
+    /// Connections open at once; one more closes the oldest, so the endpoint never holds more file
+    /// descriptors than this and held sockets cannot keep a new request out.
+    pub max_connections: usize,
+    /// Seconds a client has to send a complete request header, from the connection's start or,
+    /// on a kept-alive connection, from the previous response.
+    pub header_read_timeout_secs: u64,
+    /// Seconds without a byte read or written after which a connection is closed, whatever it is
+    /// doing (a request body or a response that stalls).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -170,7 +179,26 @@ impl Default for HttpConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 9090)),
             admin_token_file: None,
+            max_connections: 64,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 30,
         }
+    }
+}
+
+impl HttpConfig {
+    /// The bounds must let a request through: zero would refuse or cut every connection.
+    fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.max_connections == 0 {
+            return Err(("http.max_connections", "must be at least 1"));
+        }
+        if !(1..=3600).contains(&self.header_read_timeout_secs) {
+            return Err(("http.header_read_timeout_secs", "must be 1 ..= 3600"));
+        }
+        if !(1..=86_400).contains(&self.idle_timeout_secs) {
+            return Err(("http.idle_timeout_secs", "must be 1 ..= 86400 (a day)"));
+        }
+        Ok(())
     }
 }
 
@@ -382,9 +410,9 @@ impl Config {
     /// Reads and validates a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: display.clone(),
-            source,
+            error,
         })?;
         Self::from_yaml(&text, &display)
     }
@@ -529,6 +557,10 @@ impl Config {
                 "must be 0 ..= 86400000 (a day)",
             ));
         }
+        if let Some(http) = &self.http {
+            http.validate()
+                .map_err(|(key, message)| invalid(key, message))?;
+        }
         if self.features.maximum_qos > 2 {
             return Err(invalid("features.maximum_qos", "must be 0, 1 or 2"));
         }
@@ -542,6 +574,48 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A `bind` value: an IP address and a port. Host names are refused rather than resolved, because a
+/// name can stand for several addresses (`localhost` is 127.0.0.1 and ::1) and what a socket listens
+/// on should not depend on the resolver at start; the message says what to write instead.
+fn bind_address<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    // A visitor rather than `String::deserialize` and a check after it: an error raised inside the
+    // deserializer's call is the one `serde_path_to_error` labels with the key.
+    struct BindAddress;
+    impl serde::de::Visitor<'_> for BindAddress {
+        type Value = SocketAddr;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an IP address and port, such as 127.0.0.1:1883")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SocketAddr, E> {
+            parse_bind_address(text).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(BindAddress)
+}
+
+fn parse_bind_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let example = "such as 127.0.0.1:1883, or 0.0.0.0:1883 or [::]:1883 for every interface";
+    let problem = match text.rsplit_once(':') {
+        None => "needs an IP address and a port".to_owned(),
+        Some((_, port)) if port.parse::<u16>().is_err() => "needs a port (0 to 65535)".to_owned(),
+        Some(("", _)) => "needs an IP address before the port".to_owned(),
+        Some((host, _)) if host.parse::<std::net::Ipv6Addr>().is_ok() => {
+            format!("an IPv6 address goes in brackets: [{host}]")
+        }
+        Some((host, _)) => {
+            format!("{host:?} is not an IP address (host names are not resolved)")
+        }
+    };
+    Err(format!(
+        "{text:?}: {problem}; give an IP address and port, {example}"
+    ))
 }
 
 /// `serde_path_to_error` prints the root as `.`; say so in words.
@@ -817,6 +891,62 @@ mod tests {
             config.limits.backlog_high_water, 0,
             "off: the pause is unused"
         );
+    }
+
+    #[test]
+    fn a_host_name_to_bind_to_asks_for_an_ip_address() {
+        let err = parse("listeners: [{name: a, bind: 'localhost:1883'}]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listeners[0].bind"), "{err}");
+        assert!(err.contains("\"localhost\" is not an IP address"), "{err}");
+        assert!(err.contains("host names are not resolved"), "{err}");
+        let err = parse("http: {bind: 'metrics.local:9090'}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.bind"), "{err}");
+        assert!(err.contains("not an IP address"), "{err}");
+    }
+
+    #[test]
+    fn a_bind_address_without_ip_or_port_says_which_is_missing() {
+        for (bind, problem) in [
+            ("1883", "needs an IP address and a port"),
+            (":1883", "needs an IP address before the port"),
+            ("127.0.0.1:http", "needs a port"),
+            ("::1:1883", "an IPv6 address goes in brackets: [::1]"),
+        ] {
+            let err = parse(&format!("listeners: [{{name: a, bind: '{bind}'}}]"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(problem), "{bind}: {err}");
+        }
+        let config = parse("listeners: [{name: a, bind: '[::1]:1883'}]").unwrap();
+        assert_eq!(config.listeners[0].bind.to_string(), "[::1]:1883");
+    }
+
+    #[test]
+    fn http_bounds_have_safe_defaults_and_refuse_zero() {
+        let http = parse("http: {bind: '127.0.0.1:0'}").unwrap().http.unwrap();
+        assert_eq!(
+            (
+                http.max_connections,
+                http.header_read_timeout_secs,
+                http.idle_timeout_secs
+            ),
+            (64, 10, 30)
+        );
+        for (key, value) in [
+            ("max_connections", 0),
+            ("header_read_timeout_secs", 0),
+            ("header_read_timeout_secs", 3601),
+            ("idle_timeout_secs", 0),
+        ] {
+            let err = parse(&format!("http: {{{key}: {value}}}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("http.{key}")), "{err}");
+        }
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub fn run(config_path: &Path, timeout: Duration) -> i32 {
     // Log as the broker does (level and format from its configuration), so a preStop hook's output
     // reads like the broker's own.
     let defaults = Config::default();
-    crate::init_logging(config.as_ref().unwrap_or(&defaults));
+    crate::logging::init(config.as_ref().unwrap_or(&defaults));
     let result = config
         .map_err(|e| DrainError::Config(format!("invalid configuration: {e}")))
         .and_then(|config| Target::from_config(&config))

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tern_broker::config::LogFormat;
 use tern_broker::{Config, Server};
-use tracing_subscriber::EnvFilter;
 
 mod drain;
+mod logging;
 mod passwd;
 
 /// Tern: a Kubernetes-native MQTT 3.1 / 3.1.1 / 5.0 broker.
@@ -19,7 +18,9 @@ struct Args {
     /// YAML configuration file. Without one the broker serves anonymous clients on 127.0.0.1:1883.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Check the configuration file and exit.
+    /// Check the configuration file, and load every file it names (TLS, users, ACL, admin token)
+    /// as a start would, then exit: 0 if the broker would start, 2 if the configuration is invalid,
+    /// 1 if a file it names cannot be loaded. Ports are not bound.
     #[arg(long)]
     check_config: bool,
     #[command(subcommand)]
@@ -37,7 +38,8 @@ enum Command {
         /// Remove the user instead.
         #[arg(long, short = 'D')]
         delete: bool,
-        /// Read the password from the first line of standard input instead of prompting.
+        /// Read the password from the first line of standard input even when it is a terminal.
+        /// When standard input is not a terminal (a pipe), it is read from there anyway.
         #[arg(long)]
         password_stdin: bool,
     },
@@ -55,7 +57,9 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+// Every failure is printed as one line with its causes and a non-zero status; none is returned
+// from `main`, which would add a backtrace under RUST_BACKTRACE to a message meant for people.
+fn main() {
     let args = Args::parse();
     if let Some(Command::Passwd {
         file,
@@ -64,7 +68,11 @@ fn main() -> anyhow::Result<()> {
         password_stdin,
     }) = &args.command
     {
-        return passwd::run(file, username, *delete, *password_stdin);
+        if let Err(error) = passwd::run(file, username, *delete, *password_stdin) {
+            eprintln!("tern-broker passwd: {error:#}");
+            std::process::exit(1);
+        }
+        return;
     }
     if let Some(Command::Drain { config, timeout }) = &args.command {
         std::process::exit(drain::run(config, Duration::from_secs(*timeout)));
@@ -81,39 +89,33 @@ fn main() -> anyhow::Result<()> {
         None => Config::default(),
     };
     if args.check_config {
+        if let Err(error) = Server::check(&config) {
+            // The same message and status a start would fail with.
+            eprintln!("tern-broker: cannot start: {error}");
+            std::process::exit(1);
+        }
         println!("configuration is valid");
-        return Ok(());
+        return;
     }
-    init_logging(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    if let Err(error) = runtime.block_on(run(config)) {
+    logging::init(&config);
+    if let Err(error) = run(config) {
         // Start-up failures (a port in use, an unreadable certificate) are for the operator to fix:
         // the cause chain in one line, no backtrace.
         eprintln!("tern-broker: cannot start: {error:#}");
         std::process::exit(1);
     }
-    Ok(())
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let server = Server::builder(config).bind().await?;
-    server.run(shutdown_signal()).await;
-    Ok(())
-}
-
-fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::builder(config).bind().await?;
+        server.run(shutdown_signal()).await;
+        Ok(())
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT. Only the binary handles signals; the library takes a future.

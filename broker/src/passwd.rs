@@ -1,6 +1,8 @@
 //! `tern-broker passwd`: maintains a users file from the command line, like `mosquitto_passwd`.
+//! The password is prompted for on the terminal, or read from standard input when that is not a
+//! terminal (a pipe, a script) or `--password-stdin` says so.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -24,17 +26,24 @@ pub fn run(file: &Path, username: &str, delete: bool, password_stdin: bool) -> a
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<String> {
-    if from_stdin {
+    // The prompt reads the controlling terminal, not standard input: with a pipe in front it would
+    // ignore the piped password, and without a terminal (a script, a container) it cannot open one.
+    if from_stdin || !std::io::stdin().is_terminal() {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
         let password = line.trim_end_matches(['\r', '\n']).to_string();
         if password.is_empty() {
             bail!("empty password on standard input");
         }
         return Ok(password);
     }
-    let first = rpassword::prompt_password("Password: ")?;
-    let second = rpassword::prompt_password("Reenter password: ")?;
+    let first =
+        rpassword::prompt_password("Password: ").context("cannot prompt for the password")?;
+    let second = rpassword::prompt_password("Reenter password: ")
+        .context("cannot prompt for the password")?;
     if first != second {
         bail!("passwords do not match");
     }

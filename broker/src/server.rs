@@ -13,7 +13,11 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::auth::{AuthFileError, FileAuth};
+mod files;
+
+pub use self::files::FileError;
+
+use self::files::StartFiles;
 use crate::broker::{Broker, BrokerSink};
 use crate::client::InlineClient;
 use crate::cluster::{Cluster, ClusterError};
@@ -27,19 +31,23 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often expired retained messages are swept.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Why the server could not start. Every layer's error carries its cause in its message rather
+/// than as a `source`, so a report that prints the chain (anyhow's `{:#}`) names the cause once.
 #[derive(Debug, Error)]
 pub enum ServerError {
-    #[error(transparent)]
-    Http(#[from] HttpError),
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    #[error(transparent)]
-    Auth(#[from] AuthFileError),
-    #[error("listener {name} ({addr}): {source}")]
+    /// A file the configuration names cannot be read or used; `key` is the setting that names it,
+    /// such as `listeners[0].tls.cert_file`.
+    #[error("{key}: {error}")]
+    File { key: String, error: FileError },
+    #[error("{0}")]
+    Http(HttpError),
+    #[error("{0}")]
+    Cluster(ClusterError),
+    #[error("listener {name} ({addr}): {error}")]
     Listener {
         name: String,
         addr: SocketAddr,
-        source: ListenerError,
+        error: ListenerError,
     },
 }
 
@@ -56,29 +64,23 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds every listener. Nothing is accepted until [`Server::run`].
+    /// Loads every file the configuration names, then binds every listener and the HTTP
+    /// endpoint. Nothing is accepted until [`Server::run`].
     pub async fn bind(self) -> Result<Server, ServerError> {
+        let files = StartFiles::load(&self.config)?;
         let mut listeners = Vec::with_capacity(self.config.listeners.len());
-        for listener in &self.config.listeners {
-            let bound =
-                BoundListener::bind(listener)
-                    .await
-                    .map_err(|source| ServerError::Listener {
-                        name: listener.name.clone(),
-                        addr: listener.bind,
-                        source,
-                    })?;
+        for (listener, tls) in self.config.listeners.iter().zip(files.tls) {
+            let bound = BoundListener::bind(listener, tls).await.map_err(|error| {
+                ServerError::Listener {
+                    name: listener.name.clone(),
+                    addr: listener.bind,
+                    error,
+                }
+            })?;
             listeners.push(bound);
         }
         let http_config = self.config.http.clone();
-        let auth = &self.config.auth;
-        let file_auth = match (&auth.users_file, &auth.acl_file) {
-            (None, None) => None,
-            (users, acl) => Some(Arc::new(
-                FileAuth::load(users.as_deref(), acl.as_deref())?
-                    .with_certificate_identities(auth.certificate_identities),
-            )),
-        };
+        let file_auth = files.auth;
         // The built-in file policy decides first; hooks added by an embedding program follow.
         let mut hooks = self.hooks;
         if let Some(file_auth) = &file_auth {
@@ -91,7 +93,9 @@ impl ServerBuilder {
                 .iter()
                 .map(|l| (l.name.to_string(), l.local_addr))
                 .collect();
-            let cluster = Cluster::bind(config, &addrs, broker.stats()).await?;
+            let cluster = Cluster::bind(config, &addrs, broker.stats())
+                .await
+                .map_err(ServerError::Cluster)?;
             broker = broker.with_cluster(cluster);
         }
         let broker = Arc::new(broker);
@@ -103,6 +107,9 @@ impl ServerBuilder {
                 broker.register_reload(reload);
             }
         }
+        if let Some(token) = &files.admin_token {
+            broker.register_reload(token.clone());
+        }
         let http = match http_config {
             Some(config) => {
                 let infos = listeners
@@ -113,7 +120,14 @@ impl ServerBuilder {
                         address: l.local_addr,
                     })
                     .collect();
-                Some(HttpServer::bind(&config, Arc::clone(&broker), infos, file_auth).await?)
+                let bound = HttpServer::bind(
+                    &config,
+                    Arc::clone(&broker),
+                    infos,
+                    file_auth,
+                    files.admin_token,
+                );
+                Some(bound.await.map_err(ServerError::Http)?)
             }
             None => None,
         };
@@ -138,6 +152,13 @@ impl Server {
             config,
             hooks: Vec::new(),
         }
+    }
+
+    /// Loads every file `config` names — TLS certificates, keys and client CAs, the users and ACL
+    /// files, the admin token — as a start would, without binding a socket or serving anything:
+    /// what `tern-broker --check-config` runs. Ports in use are not found this way.
+    pub fn check(config: &Config) -> Result<(), ServerError> {
+        StartFiles::load(config).map(drop)
     }
 
     /// The address each listener is bound to, by name (useful with port 0).
@@ -251,5 +272,31 @@ async fn housekeeping(broker: Arc<Broker>) {
             }
             () = broker.shutdown_token().cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the binary prints: the error and its chain of sources, as anyhow's `{:#}` does.
+    fn report(error: ServerError) -> String {
+        format!("{:#}", anyhow::Error::new(error))
+    }
+
+    #[tokio::test]
+    async fn a_missing_certificate_is_reported_once() {
+        let config = Config::from_yaml(
+            "listeners: [{name: s, protocol: tls, bind: '127.0.0.1:0', \
+             tls: {cert_file: /nonexistent/server.crt, key_file: /nonexistent/server.key}}]",
+            "test.yaml",
+        )
+        .unwrap();
+        let Err(error) = Server::builder(config).bind().await else {
+            panic!("a missing certificate must stop the start");
+        };
+        let report = report(error);
+        assert!(report.contains("/nonexistent/server.crt"), "{report}");
+        assert_eq!(report.matches("os error 2").count(), 1, "{report}");
     }
 }

@@ -89,6 +89,37 @@ impl LimitKind {
     }
 }
 
+/// Why the HTTP endpoint closed a connection (`http.*` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpClose {
+    /// The oldest connection, closed to make room for a new one: `http.max_connections` were open.
+    MaxConnections,
+    /// No complete request header within `http.header_read_timeout_secs` of the connection's start.
+    HeaderReadTimeout,
+    /// No next request within `http.header_read_timeout_secs` of the previous response.
+    KeepAliveTimeout,
+    /// Nothing read or written for `http.idle_timeout_secs` while a request was under way.
+    IdleTimeout,
+}
+
+impl HttpClose {
+    pub const ALL: [HttpClose; 4] = [
+        Self::MaxConnections,
+        Self::HeaderReadTimeout,
+        Self::KeepAliveTimeout,
+        Self::IdleTimeout,
+    ];
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::MaxConnections => "max_connections",
+            Self::HeaderReadTimeout => "header_read_timeout",
+            Self::KeepAliveTimeout => "keep_alive_timeout",
+            Self::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
 /// Every metric the broker keeps. The per-label handles are resolved once so the hot path does no
 /// label lookup.
 #[derive(Debug, Clone)]
@@ -108,6 +139,9 @@ pub struct Stats {
     limits: [IntCounter; LimitKind::ALL.len()],
     /// Time from a PUBLISH arriving to its delivery being written for a subscriber.
     pub delivery_latency: Histogram,
+    /// Connections to the HTTP endpoint open now.
+    pub http_connections: IntGauge,
+    http_closed: [IntCounter; HttpClose::ALL.len()],
     /// Sampled when scraped (see `crate::http::metrics`).
     pub sessions: IntGauge,
     pub subscriptions: IntGauge,
@@ -164,6 +198,11 @@ impl Stats {
             "Times a configured limit refused something, by limit.",
             "limit",
         );
+        let http_closed = counter_vec(
+            "tern_http_connections_closed_total",
+            "HTTP connections closed by a bound of the HTTP endpoint, by reason.",
+            "reason",
+        );
         let delivery_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "tern_delivery_latency_seconds",
@@ -207,6 +246,11 @@ impl Stats {
             dropped: DropReason::ALL.map(|r| dropped.with_label_values(&[r.kind()])),
             limits: LimitKind::ALL.map(|l| limits.with_label_values(&[l.kind()])),
             delivery_latency,
+            http_connections: gauge(
+                "tern_http_connections",
+                "Connections to the HTTP endpoint open now.",
+            ),
+            http_closed: HttpClose::ALL.map(|r| http_closed.with_label_values(&[r.kind()])),
             sessions: gauge("tern_sessions", "Sessions held, connected or not."),
             subscriptions: gauge("tern_subscriptions", "Subscriptions held."),
             routes: gauge(
@@ -240,6 +284,10 @@ impl Stats {
 
     pub fn limit_hit(&self, limit: LimitKind) {
         self.limits[limit as usize].inc();
+    }
+
+    pub fn http_closed(&self, reason: HttpClose) {
+        self.http_closed[reason as usize].inc();
     }
 
     pub fn dropped_count(&self, reason: DropReason) -> u64 {

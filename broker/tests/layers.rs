@@ -32,7 +32,7 @@ const SAME_LAYER: &[(&str, &str)] = &[
 ];
 
 /// Modules of the binary, not the library.
-const BINARY_ONLY: &[&str] = &["main", "lib", "drain", "passwd"];
+const BINARY_ONLY: &[&str] = &["main", "lib", "drain", "logging", "passwd"];
 
 /// The layer's number, from 1 at the top as `src/lib.rs` counts them.
 fn layer_of(module: &str) -> Option<usize> {

@@ -124,6 +124,9 @@ def tern_binary() -> Path:
 class Broker:
     """One broker process on a free loopback port, with its log in a file."""
 
+    # Run in the child before the broker starts (a resource limit, say); None for nothing.
+    preexec = None
+
     def __init__(self, workdir: Path, name: str, config: Optional[dict] = None):
         self.kind = BROKER_KIND
         self.host = "127.0.0.1"
@@ -238,7 +241,7 @@ class Broker:
         env.setdefault("RUST_BACKTRACE", "1")
         env.setdefault("NO_COLOR", "1")
         self.proc = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                     cwd=self.workdir, env=env)
+                                     cwd=self.workdir, env=env, preexec_fn=self.preexec)
         log.close()
         _RUNNING.append(self)
         deadline = time.monotonic() + timeout

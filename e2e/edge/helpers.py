@@ -83,11 +83,20 @@ class EdgeBroker(conformance.Broker):
     ``listeners``: extra listener entries without ``bind``; each gets a free loopback port, found
     afterwards in ``self.ports[name]``. ``config``: merged over the defaults (anonymous access on,
     file polling off, ``$SYS`` statistics off, client notices on). ``admin_token``: the token
-    written to the admin token file, or ``None`` for no admin API."""
+    written to the admin token file, or ``None`` for no admin API. ``open_files``: the process's
+    limit on open file descriptors (RLIMIT_NOFILE), or ``None`` to inherit the test's."""
 
     def __init__(self, workdir: Path, name: str, listeners=(), config: Optional[dict] = None,
-                 admin_token: Optional[str] = "edge-token-0", http: bool = True):
+                 admin_token: Optional[str] = "edge-token-0", http: bool = True,
+                 open_files: Optional[int] = None):
         super().__init__(workdir, name, config)
+        if open_files is not None:
+            import resource
+
+            def limit_open_files():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
+            self.preexec = limit_open_files
         self.extra_listeners = [dict(entry) for entry in listeners]
         self.ports = {"mqtt": self.port}
         for entry in self.extra_listeners:

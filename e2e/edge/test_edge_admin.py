@@ -39,6 +39,18 @@ def test_missing_or_wrong_token_is_401_with_a_bearer_challenge(edge_broker):
         assert http_request(b.http_port, "GET", path).status == 200, path
 
 
+def test_the_bearer_scheme_is_case_insensitive(edge_broker):
+    """RFC 9110 §11.1: the authentication scheme is case-insensitive, so `bearer TOKEN` and
+    `BEARER TOKEN` are accepted like `Bearer TOKEN`; the token itself is compared exactly."""
+    b = edge_broker()
+    admin = b.admin()
+    for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+        headers = {"Authorization": f"{scheme} {b.admin_token}"}
+        assert admin.get("/broker", token=None, headers=headers).status == 200, scheme
+    headers = {"Authorization": f"bearer {b.admin_token.upper()}"}
+    assert admin.get("/broker", token=None, headers=headers).status == 401
+
+
 def test_without_a_token_file_the_admin_api_is_404(edge_broker):
     """No `http.admin_token_file`: `/api/v1/...` answers 404 whatever the request carries, while
     `/metrics`, `/healthz` and `/readyz` still answer 200."""

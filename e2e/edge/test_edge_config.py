@@ -96,3 +96,74 @@ def test_a_broken_acl_file_stops_the_start_with_its_line(tmp_path):
                            "auth": {"acl_file": str(acl)}}, check=False)
     assert done.returncode != 0
     assert str(acl) in done.stderr and "line 2" in done.stderr, done.stderr
+
+
+def _files_config(tmp_path, pki, broken: str) -> tuple:
+    """A configuration naming a TLS listener's certificate and key, a users file, an ACL file and
+    an admin token file, all good except ``broken`` (the setting), which is missing or garbled.
+    Returns (config, path of the broken file)."""
+    leaf = pki().server()
+    files = {
+        "cert_file": leaf.cert_path, "key_file": leaf.key_path,
+        "users_file": tmp_path / "users.txt", "acl_file": tmp_path / "acl.txt",
+        "admin_token_file": tmp_path / "admin-token",
+    }
+    write_text(files["users_file"], "")
+    write_text(files["acl_file"], "allow all subscribe public/#\n")
+    write_text(files["admin_token_file"], "token\n")
+    what, _, how = broken.partition(":")
+    if how == "missing":
+        files[what] = tmp_path / f"missing-{what}"
+    else:
+        files[what] = tmp_path / f"garbled-{what}"
+        write_text(files[what], {"users_file": "alice:$argon2id$garbled\n",
+                                 "acl_file": "allow all subscribe a/#\nallow user\n"}
+                   .get(what, "garbled\n"))
+    config = {
+        "listeners": [{"name": "mqtts", "protocol": "tls", "bind": f"127.0.0.1:{free_port()}",
+                       "tls": {"cert_file": str(files["cert_file"]),
+                               "key_file": str(files["key_file"])}}],
+        "auth": {"users_file": str(files["users_file"]), "acl_file": str(files["acl_file"])},
+        "http": {"bind": f"127.0.0.1:{free_port()}",
+                 "admin_token_file": str(files["admin_token_file"])},
+    }
+    return config, files[what]
+
+
+@pytest.mark.parametrize("broken,key", [
+    ("cert_file:missing", "listeners[0].tls.cert_file"),
+    ("cert_file:garbled", "listeners[0].tls.cert_file"),
+    ("key_file:missing", "listeners[0].tls.key_file"),
+    ("key_file:garbled", "listeners[0].tls.key_file"),
+    ("users_file:missing", "auth.users_file"),
+    ("users_file:garbled", "auth.users_file"),
+    ("acl_file:missing", "auth.acl_file"),
+    ("acl_file:garbled", "auth.acl_file"),
+    ("admin_token_file:missing", "http.admin_token_file"),
+])
+def test_check_config_loads_every_file_the_broker_would(tmp_path, pki, broken, key):
+    """`--check-config` loads every file the configuration names, as a start would: a missing or
+    garbled certificate, key, users or ACL file, or a missing admin token file, is reported with
+    the setting and the file (and the line, for users and ACL files), with exit status 1 — the
+    message and status a start then fails with — never "configuration is valid"."""
+    config, path = _files_config(tmp_path, pki, broken)
+    checked = _run(tmp_path, config)
+    assert checked.returncode == 1, (checked.returncode, checked.stdout, checked.stderr)
+    assert "valid" not in checked.stdout, checked.stdout
+    message = checked.stderr.strip()
+    assert f"{key}: " in message and str(path) in message, message
+    if broken in ("users_file:garbled", "acl_file:garbled"):
+        assert "line " in message, message
+    assert len(message.splitlines()) == 1, message
+    started = _run(tmp_path, config, check=False)
+    assert (started.returncode, started.stderr.strip()) == (1, message)
+
+
+def test_check_config_accepts_files_that_load(tmp_path, pki):
+    """With every file present and well-formed, `--check-config` says the configuration is valid
+    (exit status 0), without binding the ports it names."""
+    config, _ = _files_config(tmp_path, pki, "acl_file:garbled")
+    config["auth"]["acl_file"] = str(tmp_path / "acl.txt")
+    checked = _run(tmp_path, config)
+    assert checked.returncode == 0, checked.stderr
+    assert "configuration is valid" in checked.stdout

@@ -44,9 +44,10 @@ def test_metric_families_and_types(edge_broker):
     counters = ["tern_connections_total", "tern_messages_received_total", "tern_messages_sent_total",
                 "tern_bytes_received_total", "tern_bytes_sent_total",
                 "tern_messages_dropped_total", "tern_limit_hits_total",
-                "tern_auth_failures_total", "tern_protocol_errors_total"]
+                "tern_auth_failures_total", "tern_protocol_errors_total",
+                "tern_http_connections_closed_total"]
     gauges = ["tern_connections", "tern_sessions", "tern_subscriptions", "tern_retained_messages",
-              "tern_inflight_messages", "tern_queued_messages"]
+              "tern_inflight_messages", "tern_queued_messages", "tern_http_connections"]
     for name in counters:
         assert kinds.get(name) == "counter", (name, kinds.get(name))
     for name in gauges:
@@ -64,6 +65,9 @@ def test_metric_families_and_types(edge_broker):
                   "max_connections", "connection_rate", "publish_rate", "max_subscriptions",
                   "max_queued_messages"):
         assert m.limit(limit) == 0
+    for reason in ("max_connections", "header_read_timeout", "keep_alive_timeout",
+                   "idle_timeout"):
+        assert m.get("tern_http_connections_closed_total", reason=reason) == 0
 
 
 def test_metric_values_are_what_the_clients_did(edge_broker):

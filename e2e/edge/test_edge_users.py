@@ -114,3 +114,27 @@ def test_comments_blank_lines_and_crlf_are_ignored(edge_broker, tmp_path):
     b = edge_broker(config={"auth": {"allow_anonymous": False, "users_file": str(path)}})
     for user, password in PASSWORDS.items():
         assert _connack(b.port, f"crlf-{user}", 5, user, password) == 0, user
+
+
+def test_tern_passwd_reads_a_piped_password_without_a_terminal(tmp_path, edge_broker):
+    """`echo PASSWORD | tern-broker passwd FILE USER` — no terminal, no `--password-stdin` —
+    reads the password from standard input (it used to try the terminal and fail with "No such
+    device or address"); the broker then accepts that password. An empty standard input is
+    refused with a one-line message and status 1, without a backtrace even under
+    RUST_BACKTRACE=1."""
+    path = tmp_path / "users.txt"
+    env = {"PATH": "/usr/bin:/bin", "RUST_BACKTRACE": "1"}
+    done = subprocess.run([str(conformance.tern_binary()), "passwd", str(path), "alice"],
+                          input="piped secret\n", text=True, capture_output=True, timeout=60,
+                          env=env, start_new_session=True)
+    assert done.returncode == 0, done.stderr
+    assert path.read_text().startswith("alice:$argon2id$"), path.read_text()
+    b = edge_broker(config={"auth": {"allow_anonymous": False, "users_file": str(path)}})
+    assert _connack(b.port, "piped", 5, "alice", "piped secret") == 0
+
+    empty = subprocess.run([str(conformance.tern_binary()), "passwd", str(path), "bob"],
+                           stdin=subprocess.DEVNULL, text=True, capture_output=True,
+                           timeout=60, env=env, start_new_session=True)
+    assert empty.returncode == 1
+    assert empty.stderr.strip() == "tern-broker passwd: empty password on standard input", (
+        empty.stderr)

@@ -76,7 +76,7 @@ pub enum ClusterError {
     #[error("cluster.bind {addr}: cannot gossip: {error}")]
     Gossip { addr: SocketAddr, error: String },
     #[error("cluster.tls: {0}")]
-    Tls(#[from] PeerTlsError),
+    Tls(PeerTlsError),
 }
 
 /// Where the cluster hands what peers send and ask: the broker.
@@ -243,7 +243,8 @@ impl Cluster {
             .tls
             .as_ref()
             .map(|tls| PeerTls::load(tls, &config.name))
-            .transpose()?;
+            .transpose()
+            .map_err(ClusterError::Tls)?;
         let listener =
             TcpListener::bind(config.bind)
                 .await

@@ -77,9 +77,9 @@ impl Reload for AdminToken {
 }
 
 fn read_token(path: &Path) -> Result<Vec<u8>, HttpError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HttpError::Token {
+    let text = std::fs::read_to_string(path).map_err(|error| HttpError::Token {
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     Ok(text.trim().as_bytes().to_vec())
 }
@@ -119,9 +119,9 @@ async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_credentials);
     match presented {
-        Some(presented) if token.accepts(presented.trim().as_bytes()) => next.run(request).await,
+        Some(presented) if token.accepts(presented.as_bytes()) => next.run(request).await,
         _ => {
             let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             response
@@ -130,6 +130,16 @@ async fn require_token(
             response
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is matched without regard to
+/// case (RFC 9110 §11.1: `bearer` and `BEARER` are `Bearer`), and spaces around the token are not
+/// part of it.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then_some(token.trim())
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -546,4 +556,19 @@ async fn start_drain(State(state): State<Arc<HttpState>>) -> Response {
 
 async fn drain_progress(State(state): State<Arc<HttpState>>) -> Json<crate::broker::DrainProgress> {
     Json(state.broker.drain_progress())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_regard_to_case() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER  t0k ", "bEaReR t0k"] {
+            assert_eq!(bearer_credentials(value), Some("t0k"), "{value:?}");
+        }
+        for value in ["Basic t0k", "Bearert0k", "t0k", "", "Bearer"] {
+            assert_eq!(bearer_credentials(value), None, "{value:?}");
+        }
+    }
 }

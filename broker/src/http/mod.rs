@@ -1,9 +1,11 @@
 //! The HTTP endpoint on one port: `/metrics` (Prometheus text), `/healthz` (the process is alive),
 //! `/readyz` (listeners up and not draining) and the admin API under `/api/v1/` (see `admin`).
-//! It runs beside the MQTT listeners and stops with the broker's shutdown token.
+//! It runs beside the MQTT listeners and stops with the broker's shutdown token; `serve` bounds its
+//! connections (a cap, a header read timeout, an idle timeout) so that it cannot starve them.
 
 mod admin;
 mod metrics;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,18 +24,17 @@ use crate::auth::FileAuth;
 use crate::broker::Broker;
 use crate::config::HttpConfig;
 
+/// Why the HTTP endpoint could not start. The cause is part of the message rather than a `source`,
+/// so that a report that prints the chain names it once.
 #[derive(Debug, Error)]
 pub enum HttpError {
-    #[error("cannot bind the HTTP endpoint to {addr}: {source}")]
+    #[error("cannot bind the HTTP endpoint to {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot read the admin token file {path}: {source}")]
-    Token {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read the admin token file {path}: {error}")]
+    Token { path: String, error: std::io::Error },
 }
 
 /// A listener as the admin API reports it.
@@ -58,34 +59,30 @@ pub(crate) struct HttpState {
 /// A bound HTTP endpoint.
 pub struct HttpServer {
     socket: TcpListener,
+    bounds: serve::Bounds,
     state: Arc<HttpState>,
 }
 
 impl HttpServer {
-    /// Binds the port and reads the admin token (registering it for reload). `auth` is what the
-    /// admin API pushes users and ACL content into.
+    /// Binds the port. `token` is the admin token, loaded from `admin_token_file` beforehand
+    /// (without one the admin API is off); `auth` is what the admin API pushes users and ACL
+    /// content into.
     pub async fn bind(
         config: &HttpConfig,
         broker: Arc<Broker>,
         listeners: Vec<ListenerInfo>,
         auth: Option<Arc<FileAuth>>,
+        token: Option<Arc<AdminToken>>,
     ) -> Result<Self, HttpError> {
-        let token = match &config.admin_token_file {
-            Some(path) => {
-                let token = Arc::new(AdminToken::load(path)?);
-                broker.register_reload(token.clone());
-                Some(token)
-            }
-            None => None,
-        };
         let socket = TcpListener::bind(config.bind)
             .await
-            .map_err(|source| HttpError::Bind {
+            .map_err(|error| HttpError::Bind {
                 addr: config.bind,
-                source,
+                error,
             })?;
         Ok(Self {
             socket,
+            bounds: serve::Bounds::new(config),
             state: Arc::new(HttpState {
                 broker,
                 listeners,
@@ -99,22 +96,22 @@ impl HttpServer {
         self.socket.local_addr().ok()
     }
 
-    /// Serves until the broker shuts down.
+    /// Serves until the broker shuts down, within the configured bounds (see `serve`).
     pub async fn run(self) {
-        let shutdown = self.state.broker.shutdown_token().clone();
         info!(addr = ?self.local_addr(), admin_api = self.state.token.is_some(), "HTTP endpoint listening");
         let app = Router::new()
             .route("/metrics", get(metrics::render))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .nest("/api/v1", admin::routes(self.state.clone()))
-            .with_state(self.state);
-        let served = axum::serve(self.socket, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::warn!(%error, "HTTP endpoint failed");
-        }
+            .with_state(Arc::clone(&self.state));
+        serve::serve(
+            self.socket,
+            app,
+            self.bounds,
+            Arc::clone(&self.state.broker),
+        )
+        .await;
     }
 }
 

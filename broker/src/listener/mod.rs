@@ -15,18 +15,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use self::transport::tls::TlsTerminator;
-use self::transport::{TlsError, proxy, websocket};
+use self::transport::{proxy, websocket};
 use crate::broker::{Broker, ListenerGate};
 use crate::config::{ListenerConfig, ListenerProtocol};
 use crate::connection::{self, RunningConnection, Transport};
 use crate::reload::{Reload, ReloadError};
 
+/// Why a listener could not start. The cause is part of the message rather than a `source`, so
+/// that a report that prints the chain names it once.
 #[derive(Debug, Error)]
 pub enum ListenerError {
     #[error("cannot bind: {0}")]
-    Bind(#[from] std::io::Error),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
+    Bind(std::io::Error),
 }
 
 /// The layers between TCP and MQTT on one listener.
@@ -50,25 +50,25 @@ pub struct BoundListener {
 }
 
 impl BoundListener {
-    /// Binds the socket and loads the TLS files, so a bad certificate fails at start.
-    pub async fn bind(config: &ListenerConfig) -> Result<Self, ListenerError> {
-        let tls = match &config.tls {
-            Some(settings) if config.protocol.uses_tls() => {
-                Some(Arc::new(TlsTerminator::load(settings)?))
-            }
-            _ => None,
-        };
+    /// Binds the socket. `tls` is the listener's terminator, loaded from its files beforehand (so a
+    /// bad certificate fails the start before anything listens); `None` for `tcp` and `ws`.
+    pub async fn bind(
+        config: &ListenerConfig,
+        tls: Option<Arc<TlsTerminator>>,
+    ) -> Result<Self, ListenerError> {
         let websocket_path = config
             .protocol
             .uses_websocket()
             .then(|| Arc::from(config.websocket.clone().unwrap_or_default().path));
-        let socket = TcpListener::bind(config.bind).await?;
+        let socket = TcpListener::bind(config.bind)
+            .await
+            .map_err(ListenerError::Bind)?;
         let name: Arc<str> = Arc::from(config.name.as_str());
         Ok(Self {
             gate: Arc::new(ListenerGate::new(Arc::clone(&name), config.max_connections)),
             name,
             protocol: config.protocol,
-            local_addr: socket.local_addr()?,
+            local_addr: socket.local_addr().map_err(ListenerError::Bind)?,
             socket,
             stack: Arc::new(Stack {
                 proxy_protocol: config.proxy_protocol,

@@ -27,20 +27,20 @@ mod test_pki;
 mod tests;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Why TLS settings could not be loaded (at start or on reload).
+use crate::config::TlsSettings;
+
+/// Why TLS settings could not be loaded (at start or on reload). The cause is part of the message
+/// rather than a `source`, so that a report that prints the chain names it once.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
     #[error("{}: {what}", path.display())]
     Pem { path: PathBuf, what: String },
-    #[error("{}: unusable private key: {source}", path.display())]
-    Key {
-        path: PathBuf,
-        source: rustls::Error,
-    },
+    #[error("{}: unusable private key: {error}", path.display())]
+    Key { path: PathBuf, error: rustls::Error },
     #[error("the certificate in {} does not belong to the key in {}", cert.display(), key.display())]
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("client CA file {}: {what}", path.display())]
@@ -59,6 +59,25 @@ impl TlsError {
             Self::KeyMismatch { .. } => "key_mismatch",
             Self::ClientCa { .. } => "client_ca",
             Self::Settings(_) => "settings",
+        }
+    }
+
+    /// The setting of `settings` that names the file this error is about, if it is about one.
+    pub fn setting(&self, settings: &TlsSettings) -> Option<&'static str> {
+        let named = |path: &Path| {
+            if path == settings.cert_file {
+                "cert_file"
+            } else if path == settings.key_file {
+                "key_file"
+            } else {
+                "client_ca_file"
+            }
+        };
+        match self {
+            Self::Read { path, .. } | Self::Pem { path, .. } => Some(named(path)),
+            Self::Key { .. } | Self::KeyMismatch { .. } => Some("key_file"),
+            Self::ClientCa { .. } => Some("client_ca_file"),
+            Self::Settings(_) => None,
         }
     }
 }

@@ -213,9 +213,9 @@ fn stamp(path: &Path) -> FileStamp {
 impl SourceFiles {
     fn read(settings: &TlsSettings) -> Result<Self, TlsError> {
         let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|source| TlsError::Read {
+            std::fs::read(path).map_err(|error| TlsError::Read {
                 path: path.clone(),
-                source,
+                error,
             })
         };
         Ok(Self {
@@ -283,7 +283,7 @@ fn build(settings: &TlsSettings, files: &SourceFiles) -> Result<Loaded, TlsError
             },
             other => TlsError::Key {
                 path: settings.key_file.clone(),
-                source: other,
+                error: other,
             },
         })?;
     let mut with_alpn = without_alpn.clone();
