@@ -126,9 +126,14 @@ fn sum_over_nodes(broker: &Broker, members: &[String], name: &str) -> u64 {
         .filter_map(|node| {
             let topic = format!("$SYS/broker/nodes/{node}/{name}");
             let filter = TopicFilter::parse(ByteString::from(topic)).ok()?;
-            let found = broker.retained().matching(&filter, std::time::Instant::now());
+            let found = broker
+                .retained()
+                .matching(&filter, std::time::Instant::now());
             let message = found.first()?;
-            std::str::from_utf8(&message.payload).ok()?.parse::<u64>().ok()
+            std::str::from_utf8(&message.payload)
+                .ok()?
+                .parse::<u64>()
+                .ok()
         })
         .sum()
 }

@@ -491,3 +491,34 @@ async fn the_will_of_a_client_of_a_dead_node_is_published_once() {
     );
     v5::expect_no_publish(&mut watcher_inbox, QUIET * 4).await;
 }
+
+/// The admin API of any node finds a client connected to another node and disconnects it there
+/// (MQTT 5: DISCONNECT 0x98 Administrative action).
+#[tokio::test]
+async fn the_admin_api_finds_and_kicks_a_client_on_another_node() {
+    let cluster = TestCluster::start(3).await;
+    let (_client, mut inbox, _) = persistent(&cluster, 2, "far-away").await;
+    let (status, body) = cluster
+        .admin(0, reqwest::Method::GET, "clients/far-away")
+        .await;
+    assert_eq!(
+        (status, body["node"].as_str()),
+        (200, Some(cluster.node_id(2).as_str()))
+    );
+    let (status, body) = cluster
+        .admin(0, reqwest::Method::POST, "clients/far-away/kick")
+        .await;
+    assert_eq!(
+        (status, body["node"].as_str()),
+        (202, Some(cluster.node_id(2).as_str()))
+    );
+    let reason = v5::expect_server_disconnect(&mut inbox, WAIT).await;
+    assert_eq!(
+        reason,
+        rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::AdministrativeAction
+    );
+    let (status, _) = cluster
+        .admin(1, reqwest::Method::GET, "clients/nobody")
+        .await;
+    assert_eq!(status, 404);
+}

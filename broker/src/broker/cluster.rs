@@ -17,7 +17,7 @@ use tracing::{debug, info};
 
 use super::Broker;
 use super::sessions::SessionRequest;
-use crate::cluster::{ClusterSink, Forward};
+use crate::cluster::{ClusterSink, Forward, Kicked};
 use crate::codec::ReasonCode;
 use crate::control::ConnectionControl;
 use crate::hook::BoxFuture;
@@ -126,6 +126,7 @@ impl Broker {
             return;
         };
         info!(%client_id, from = %previous, "session moved here from another node");
+        cluster.session_moved("in");
         self.install_moved(snapshot);
         let cluster = cluster.clone();
         let client_id = client_id.clone();
@@ -201,6 +202,7 @@ impl Broker {
         debug!(%client_id, %to, queued = snapshot.queued.len(), inflight = snapshot.inflight.len(), "session handed over");
         // The hand-over goes on the link before anything the stand-in forwards.
         cluster.hand_over(&to, request, Some(snapshot));
+        cluster.session_moved("out");
         let done = CancellationToken::new();
         self.cluster_state.moving_out.lock().push(MoveOut {
             client_id: client_id.clone(),
@@ -294,6 +296,60 @@ impl Broker {
         }
     }
 
+    /// Disconnects `client_id`'s connection on this node (MQTT 5: DISCONNECT 0x98 Administrative
+    /// action); with `end`, its session ends too.
+    pub(super) fn kick_local(&self, client_id: &ClientId, end: bool) -> Kicked {
+        let Some(session) = self.sessions.get(client_id) else {
+            return Kicked::NoSuchClient;
+        };
+        if end {
+            self.end_session(&session, Some(ReasonCode::ADMINISTRATIVE_ACTION), None);
+            return Kicked::Done;
+        }
+        match &session.lock().connection {
+            Some(connection) => {
+                connection.kick(ReasonCode::ADMINISTRATIVE_ACTION);
+                Kicked::Done
+            }
+            None => Kicked::NotConnected,
+        }
+    }
+
+    /// [`Self::kick_local`] on whichever node of the cluster holds the client; the node's id is
+    /// returned with the outcome (`None`: this one).
+    pub async fn kick_anywhere(&self, client_id: &ClientId, end: bool) -> (Kicked, Option<String>) {
+        let here = self.kick_local(client_id, end);
+        let Some(cluster) = self
+            .cluster
+            .as_ref()
+            .filter(|_| here == Kicked::NoSuchClient)
+        else {
+            return (here, None);
+        };
+        let Some(node) = cluster
+            .locate(client_id)
+            .await
+            .filter(|n| **n != *cluster.node_id())
+        else {
+            return (here, None);
+        };
+        let kicked = cluster
+            .kick(&node, client_id, end)
+            .await
+            .unwrap_or(Kicked::NoSuchClient);
+        (kicked, Some(node.to_string()))
+    }
+
+    /// The node of the cluster that holds `client_id`, when it is not this one.
+    pub async fn locate_elsewhere(&self, client_id: &ClientId) -> Option<String> {
+        let cluster = self.cluster.as_ref()?;
+        cluster
+            .locate(client_id)
+            .await
+            .filter(|node| **node != *cluster.node_id())
+            .map(|node| node.to_string())
+    }
+
     /// A newer connection holds `client_id` on another node: the one here goes, with its session.
     fn evict(&self, client_id: &ClientId) {
         if let Some(session) = self.sessions.get(client_id) {
@@ -367,6 +423,13 @@ impl ClusterSink for BrokerSink {
         if let Some(broker) = self.0.upgrade() {
             debug!(%client_id, "publishing a will kept for a client of a dead node");
             broker.publish_kept_will(will);
+        }
+    }
+
+    fn kick(&self, client_id: ClientId, end: bool) -> Kicked {
+        match self.0.upgrade() {
+            Some(broker) => broker.kick_local(&client_id, end),
+            None => Kicked::NoSuchClient,
         }
     }
 

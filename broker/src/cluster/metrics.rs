@@ -17,6 +17,8 @@ pub(super) struct ClusterMetrics {
     peer_routes: IntGaugeVec,
     route_lag: IntGaugeVec,
     table_filters: IntGauge,
+    by_state: IntGaugeVec,
+    sessions_moved: IntCounterVec,
 }
 
 impl ClusterMetrics {
@@ -80,6 +82,23 @@ impl ClusterMetrics {
                 "tern_cluster_route_table_filters",
                 "Distinct topic filters in the cluster's route table, this node's included.",
             ),
+            by_state: {
+                let vec = IntGaugeVec::new(
+                    Opts::new(
+                        "tern_cluster_members_by_state",
+                        "Peers by the state of their link: joined, joining or unreachable.",
+                    ),
+                    &["state"],
+                )
+                .unwrap_or_else(|_| unreachable_metric());
+                let _ = registry.register(Box::new(vec.clone()));
+                vec
+            },
+            sessions_moved: counters(
+                "tern_cluster_sessions_moved_total",
+                "Sessions taken over across nodes: moved here (in) or away (out).",
+                &["direction"],
+            ),
         }
     }
 
@@ -123,6 +142,28 @@ impl ClusterMetrics {
         self.route_lag
             .with_label_values(&[peer])
             .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of peers in each link state.
+    pub(super) fn states(&self, joined: usize, joining: usize, unreachable: usize) {
+        let value = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.by_state.with_label_values(&["joined"]).set(value(joined));
+        self.by_state.with_label_values(&["joining"]).set(value(joining));
+        self.by_state
+            .with_label_values(&["unreachable"])
+            .set(value(unreachable));
+    }
+
+    /// A session moved here (`in`) or away (`out`).
+    pub(super) fn session_moved(&self, direction: &str) {
+        self.sessions_moved.with_label_values(&[direction]).inc();
+    }
+
+    /// Drops the series of a departed peer.
+    pub(super) fn forget_peer(&self, peer: &str) {
+        for vec in [&self.queue, &self.peer_routes, &self.route_lag] {
+            let _ = vec.remove_label_values(&[peer]);
+        }
     }
 
     pub(super) fn table_filters(&self, filters: usize) {

@@ -108,6 +108,17 @@ pub trait ClusterSink: Send + Sync + 'static {
     fn publish_will(&self, client_id: ClientId, will: PendingWill);
     /// The sessions held here, with when their connection was accepted, to register again.
     fn local_sessions(&self) -> Vec<(ClientId, u64)>;
+    /// The admin API of another node asks: disconnect `client_id` here, and end its session too
+    /// if `end`.
+    fn kick(&self, client_id: ClientId, end: bool) -> Kicked;
+}
+
+/// What a kick found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kicked {
+    NoSuchClient,
+    NotConnected,
+    Done,
 }
 
 /// This node's own routes: what it tells its peers.
@@ -415,6 +426,11 @@ impl Cluster {
         }
     }
 
+    /// Counts a session that moved here (`in`) or away (`out`).
+    pub fn session_moved(&self, direction: &'static str) {
+        self.shared.metrics.session_moved(direction);
+    }
+
     /// A retained message was written or deleted on this node: every peer keeps it too.
     pub fn retained_written(&self, write: RetainedWrite) {
         self.shared.retained_written(&write);
@@ -689,6 +705,7 @@ impl Shared {
         peers.by_bit[peer.bit.index()] = None;
         self.table.write().release(peer.bit);
         self.peer_died(peer);
+        self.metrics.forget_peer(&peer.node_id);
         let dropped = peer.outbox.clear();
         if dropped > 0 {
             warn!(peer = %peer.node_id, dropped, "messages queued for a departed peer dropped");
@@ -762,6 +779,15 @@ impl Shared {
             .collect();
         let table = self.table.read();
         self.metrics.table_filters(table.filters());
+        let (mut joined, mut joining, mut unreachable) = (0, 0, 0);
+        for (peer, _) in &peers {
+            match (peer.connected.load(Ordering::Acquire), peer.is_caught_up()) {
+                (true, true) => joined += 1,
+                (true, false) => joining += 1,
+                (false, _) => unreachable += 1,
+            }
+        }
+        self.metrics.states(joined, joining, unreachable);
         for (peer, advertised) in peers {
             self.metrics.peer_sample(
                 &peer.node_id,

@@ -89,6 +89,11 @@ impl OwnerTable {
         }
     }
 
+    /// Who holds `client_id`, as far as this arbiter knows.
+    pub fn holder(&self, client_id: &str) -> Option<Held> {
+        self.owners.get(client_id).cloned()
+    }
+
     /// Forgets every id a departed node held.
     pub fn forget_node(&mut self, node_id: &str) {
         self.owners.retain(|_, held| &*held.node_id != node_id);

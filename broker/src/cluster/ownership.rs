@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::owners::{Held, KeptWill, Registered, rank_first};
 use super::peer::Peer;
 use super::wire::{Claim, Frame, Owner, WillKeep};
-use super::{Cluster, Shared};
+use super::{Cluster, Kicked, Shared};
 use crate::identity::ClientId;
 use crate::message::Delivery;
 use crate::session::{PendingWill, SessionSnapshot};
@@ -43,6 +43,7 @@ type RegisterBatch = (Arc<Peer>, Vec<(String, u64)>);
 pub(super) enum Reply {
     Claimed(Option<Owner>),
     HandedOver(Option<Box<SessionSnapshot>>),
+    Kicked(Kicked),
 }
 
 impl Cluster {
@@ -158,7 +159,10 @@ impl Cluster {
             }
         };
         if tokio::time::timeout(SETTLE_TIMEOUT, settled).await.is_err() {
-            warn!(version, "not every peer acknowledged this node's routes in time");
+            warn!(
+                version,
+                "not every peer acknowledged this node's routes in time"
+            );
         }
     }
 
@@ -178,6 +182,44 @@ impl Cluster {
             peer.outbox.push_control(Frame::MoveEnded {
                 client_id: client_id.to_string(),
             });
+        }
+    }
+
+    /// The node that holds `client_id`, as its arbiter knows it (`None`: no node, or no answer).
+    pub async fn locate(&self, client_id: &ClientId) -> Option<Arc<str>> {
+        let shared = &self.shared;
+        let held = match shared.arbiter(client_id.as_str()) {
+            None => shared
+                .owners
+                .lock()
+                .holder(client_id.as_str())
+                .map(|held| held.node_id),
+            Some(arbiter) => {
+                let frame = |request| Frame::Locate {
+                    request,
+                    client_id: client_id.to_string(),
+                };
+                match shared.ask(&arbiter, frame).await {
+                    Some(Reply::Claimed(owner)) => owner.map(|o| Arc::from(o.node_id)),
+                    _ => None,
+                }
+            }
+        };
+        held.filter(|node| *node == shared.me || shared.peer(node).is_some())
+    }
+
+    /// Asks `node` to disconnect `client_id` (and end its session if `end`); `None` without an
+    /// answer.
+    pub async fn kick(&self, node: &str, client_id: &ClientId, end: bool) -> Option<Kicked> {
+        let peer = self.shared.peer(node)?;
+        let frame = |request| Frame::Kick {
+            request,
+            client_id: client_id.to_string(),
+            end,
+        };
+        match self.shared.ask(&peer, frame).await {
+            Some(Reply::Kicked(kicked)) => Some(kicked),
+            _ => None,
         }
     }
 
@@ -355,6 +397,39 @@ impl Shared {
             }
             Frame::WillDrop { client_id } => {
                 self.wills.lock().drop_will(&client_id, &peer.node_id);
+            }
+            Frame::Locate { request, client_id } => {
+                let held = self.owners.lock().holder(&client_id);
+                peer.outbox.push_control(Frame::ClaimReply {
+                    request,
+                    previous: held.map(|held| Owner {
+                        node_id: held.node_id.to_string(),
+                        stamp: held.stamp,
+                    }),
+                });
+            }
+            Frame::Kick {
+                request,
+                client_id,
+                end,
+            } => {
+                let kicked = self.sink.get().map_or(Kicked::NoSuchClient, |sink| {
+                    sink.kick(ClientId::new(client_id), end)
+                });
+                let outcome = match kicked {
+                    Kicked::NoSuchClient => 0,
+                    Kicked::NotConnected => 1,
+                    Kicked::Done => 2,
+                };
+                peer.outbox.push_control(Frame::Kicked { request, outcome });
+            }
+            Frame::Kicked { request, outcome } => {
+                let kicked = match outcome {
+                    0 => Kicked::NoSuchClient,
+                    1 => Kicked::NotConnected,
+                    _ => Kicked::Done,
+                };
+                self.answer(request, Reply::Kicked(kicked));
             }
             other => return Some(other.name()),
         }

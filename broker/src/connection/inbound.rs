@@ -346,10 +346,14 @@ impl Connection {
             }
         }
         if parsed.share.is_some() && !features.shared_subscriptions {
-            return Ok(SubscribeOutcome::refused(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED));
+            return Ok(SubscribeOutcome::refused(
+                ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+            ));
         }
         if parsed.filter.has_wildcards() && !features.wildcard_subscriptions {
-            return Ok(SubscribeOutcome::refused(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED));
+            return Ok(SubscribeOutcome::refused(
+                ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED,
+            ));
         }
         if parsed.share.is_some() && options.no_local {
             return Err(Close::protocol("No Local on a shared subscription")); // [MQTT-3.8.3-4]

@@ -23,7 +23,8 @@ use subtle::ConstantTimeEq;
 use super::{HttpError, HttpState};
 use crate::auth::{AuthPart, AuthPush, PushError};
 use crate::broker::Revalidation;
-use crate::codec::{QoS, ReasonCode};
+use crate::cluster::Kicked;
+use crate::codec::QoS;
 use crate::identity::ClientId;
 use crate::message::Message;
 use crate::reload::{Reload, ReloadError};
@@ -245,7 +246,15 @@ async fn show_client(
     UrlPath(client_id): UrlPath<String>,
 ) -> Response {
     let Some(session) = find_session(&state, &client_id) else {
-        return error(StatusCode::NOT_FOUND, "no such client");
+        // In a cluster the client may be on another node: say which.
+        return match state
+            .broker
+            .locate_elsewhere(&ClientId::new(&client_id))
+            .await
+        {
+            Some(node) => Json(json!({ "client_id": client_id, "node": node })).into_response(),
+            None => error(StatusCode::NOT_FOUND, "no such client"),
+        };
     };
     let subscriptions: Vec<Value> = session
         .lock()
@@ -256,39 +265,41 @@ async fn show_client(
     Json(json!({ "client": summarize(&session), "subscriptions": subscriptions })).into_response()
 }
 
-/// Disconnects the client (MQTT 5: DISCONNECT 0x98 *Administrative action*); the session stays.
+/// Disconnects the client (MQTT 5: DISCONNECT 0x98 *Administrative action*), on whichever node of a
+/// cluster it is connected to; the session stays.
 async fn kick_client(
     State(state): State<Arc<HttpState>>,
     UrlPath(client_id): UrlPath<String>,
 ) -> Response {
-    let Some(session) = find_session(&state, &client_id) else {
-        return error(StatusCode::NOT_FOUND, "no such client");
-    };
-    let kicked = match &session.lock().connection {
-        Some(connection) => {
-            connection.kick(ReasonCode::ADMINISTRATIVE_ACTION);
-            true
-        }
-        None => false,
-    };
-    if !kicked {
-        return error(StatusCode::CONFLICT, "the client is not connected");
+    let (kicked, node) = state
+        .broker
+        .kick_anywhere(&ClientId::new(&client_id), false)
+        .await;
+    match kicked {
+        Kicked::NoSuchClient => error(StatusCode::NOT_FOUND, "no such client"),
+        Kicked::NotConnected => error(StatusCode::CONFLICT, "the client is not connected"),
+        Kicked::Done => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "kicked": client_id, "node": node })),
+        )
+            .into_response(),
     }
-    (StatusCode::ACCEPTED, Json(json!({ "kicked": client_id }))).into_response()
 }
 
-/// Ends the session outright (disconnecting the client if it is connected).
+/// Ends the session outright (disconnecting the client if it is connected), on whichever node of a
+/// cluster holds it.
 async fn end_session(
     State(state): State<Arc<HttpState>>,
     UrlPath(client_id): UrlPath<String>,
 ) -> Response {
-    let Some(session) = find_session(&state, &client_id) else {
-        return error(StatusCode::NOT_FOUND, "no such client");
-    };
-    state
+    match state
         .broker
-        .end_session(&session, Some(ReasonCode::ADMINISTRATIVE_ACTION), None);
-    StatusCode::NO_CONTENT.into_response()
+        .kick_anywhere(&ClientId::new(&client_id), true)
+        .await
+    {
+        (Kicked::NoSuchClient, _) => error(StatusCode::NOT_FOUND, "no such client"),
+        _ => StatusCode::NO_CONTENT.into_response(),
+    }
 }
 
 fn subscription_json(client_id: &ClientId, filter: &str, record: &SubscriptionRecord) -> Value {

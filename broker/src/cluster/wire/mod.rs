@@ -152,6 +152,23 @@ pub enum Frame {
     WillDrop {
         client_id: String,
     },
+    /// To a client id's arbiter: who holds it? (answered with [`Frame::ClaimReply`]).
+    Locate {
+        request: u64,
+        client_id: String,
+    },
+    /// To the node that holds a client id (the admin API): disconnect the client, or also end its
+    /// session (`end`).
+    Kick {
+        request: u64,
+        client_id: String,
+        end: bool,
+    },
+    /// The answer to [`Frame::Kick`]: 0 no such client, 1 not connected, 2 done.
+    Kicked {
+        request: u64,
+        outcome: u8,
+    },
 }
 
 /// A claim of a client id.
@@ -201,6 +218,9 @@ mod kind {
     pub const EVICT: u8 = 19;
     pub const WILL_KEEP: u8 = 20;
     pub const WILL_DROP: u8 = 21;
+    pub const LOCATE: u8 = 22;
+    pub const KICK: u8 = 23;
+    pub const KICKED: u8 = 24;
 }
 
 impl Frame {
@@ -228,6 +248,9 @@ impl Frame {
             Self::Evict { .. } => "evict",
             Self::WillKeep(_) => "will_keep",
             Self::WillDrop { .. } => "will_drop",
+            Self::Locate { .. } => "locate",
+            Self::Kick { .. } => "kick",
+            Self::Kicked { .. } => "kicked",
         }
     }
 }
@@ -357,6 +380,26 @@ pub fn encode(frame: &Frame, buf: &mut BytesMut) {
         Frame::WillDrop { client_id } => {
             buf.put_u8(kind::WILL_DROP);
             put_str(buf, client_id);
+        }
+        Frame::Locate { request, client_id } => {
+            buf.put_u8(kind::LOCATE);
+            buf.put_u64(*request);
+            put_str(buf, client_id);
+        }
+        Frame::Kick {
+            request,
+            client_id,
+            end,
+        } => {
+            buf.put_u8(kind::KICK);
+            buf.put_u64(*request);
+            put_str(buf, client_id);
+            buf.put_u8(u8::from(*end));
+        }
+        Frame::Kicked { request, outcome } => {
+            buf.put_u8(kind::KICKED);
+            buf.put_u64(*request);
+            buf.put_u8(*outcome);
         }
         Frame::Retained(write) => {
             buf.put_u8(kind::RETAINED);
@@ -512,6 +555,19 @@ fn decode_body(body: &mut Bytes) -> Result<Frame, WireError> {
         })),
         kind::WILL_DROP => Frame::WillDrop {
             client_id: get_str(body)?,
+        },
+        kind::LOCATE => Frame::Locate {
+            request: get_u64(body)?,
+            client_id: get_str(body)?,
+        },
+        kind::KICK => Frame::Kick {
+            request: get_u64(body)?,
+            client_id: get_str(body)?,
+            end: get_u8(body)? != 0,
+        },
+        kind::KICKED => Frame::Kicked {
+            request: get_u64(body)?,
+            outcome: get_u8(body)?,
         },
         kind::RETAINED => {
             let millis = get_u64(body)?;
