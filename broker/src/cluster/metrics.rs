@@ -147,8 +147,12 @@ impl ClusterMetrics {
     /// Sets the number of peers in each link state.
     pub(super) fn states(&self, joined: usize, joining: usize, unreachable: usize) {
         let value = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        self.by_state.with_label_values(&["joined"]).set(value(joined));
-        self.by_state.with_label_values(&["joining"]).set(value(joining));
+        self.by_state
+            .with_label_values(&["joined"])
+            .set(value(joined));
+        self.by_state
+            .with_label_values(&["joining"])
+            .set(value(joining));
         self.by_state
             .with_label_values(&["unreachable"])
             .set(value(unreachable));
