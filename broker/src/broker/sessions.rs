@@ -7,13 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::Broker;
 use crate::codec::ReasonCode;
 use crate::control::ConnectionControl;
 use crate::identity::{ClientId, ClientInfo, Generation, SessionId};
 use crate::session::{NEVER_EXPIRES, PendingWill, Session, unix_seconds_now};
+use crate::stats::DropReason;
 
 /// What a connection asks for when it opens its session.
 #[derive(Debug)]
@@ -202,8 +203,20 @@ impl Broker {
         }
     }
 
+    /// Publishes a will on its client's behalf, with the rights the client has now: a reload since
+    /// CONNECT may have taken away what allowed it then.
     fn publish_will(&self, will: Box<PendingWill>, publisher: SessionId) {
-        let mut message = will.message;
+        let PendingWill {
+            message, client, ..
+        } = *will;
+        if let Err(reason) =
+            self.authorize_publish(&client, &message.topic, message.qos, message.retain)
+        {
+            info!(client_id = %client.client_id, %reason, "will not published: no longer authorized");
+            self.stats.dropped(DropReason::NotAuthorized);
+            return;
+        }
+        let mut message = message;
         message.publisher = Some(publisher);
         // The will's Message Expiry Interval starts when it is published (§3.1.3.2.4).
         let interval = message.properties.message_expiry_interval.take();

@@ -96,8 +96,12 @@ where
         info!(client_id = %client.client_id, %remote_addr, %reason, "authentication failed");
         return refuse(io, &connect, reason, "not authorized").await;
     }
+    if let Err((reason, why)) = authorize_will(broker, &client, &connect) {
+        info!(client_id = %client.client_id, %remote_addr, %reason, why, "will refused");
+        return refuse(io, &connect, reason, why).await;
+    }
     let (expiry, keep_alive) = session_terms(&broker.config().limits, &connect, &mut connack);
-    let will = will_of(&connect);
+    let will = will_of(&connect, &client);
 
     let attachment = broker.open_session(SessionRequest {
         client_id: client.client_id.clone(),
@@ -196,6 +200,41 @@ fn check_will(features: &Features, connect: &Connect) -> Result<(), (ReasonCode,
     Ok(())
 }
 
+/// A will goes out on the client's behalf, so it must pass what the client's own PUBLISH on its
+/// topic would: the topic limits, `$SYS` and the ACL. One that does not refuses the connection, as
+/// a will the server cannot honour does [MQTT-3.2.2-12]: CONNACK 0x87 *Not authorized* (3.1.1:
+/// return code 5), or 0x90 *Topic Name invalid*, the code MQTT 5 gives for a Will Topic the server
+/// does not accept (§3.2.2.2). Accepting the connection and dropping the will would leave the
+/// client believing it has one.
+fn authorize_will(
+    broker: &Broker,
+    client: &ClientInfo,
+    connect: &Connect,
+) -> Result<(), (ReasonCode, &'static str)> {
+    let Some(will) = &connect.will else {
+        return Ok(());
+    };
+    let limits = &broker.config().limits;
+    if let Err(error) = crate::topic::check_limits(
+        &will.topic,
+        limits.max_topic_length,
+        limits.max_topic_levels,
+    ) {
+        let limit = match error {
+            crate::topic::TopicError::TooManyLevels { .. } => LimitKind::TopicLevels,
+            _ => LimitKind::TopicLength,
+        };
+        broker.stats().limit_hit(limit);
+        return Err((
+            ReasonCode::TOPIC_NAME_INVALID,
+            "will topic beyond the topic limits",
+        ));
+    }
+    broker
+        .authorize_publish(client, &will.topic, will.qos, will.retain)
+        .map_err(|reason| (reason, "will not authorized"))
+}
+
 /// Decides whether the client may connect: enhanced authentication when CONNECT names a method,
 /// otherwise the hooks, then the anonymous switch. The inner error is the CONNACK reason code.
 async fn authenticate<S>(
@@ -269,7 +308,7 @@ fn session_terms(
 
 /// The will as a message ready to publish. Its Message Expiry Interval stays a property until the
 /// will is published, because the interval starts then.
-fn will_of(connect: &Connect) -> Option<Box<PendingWill>> {
+fn will_of(connect: &Connect, client: &Arc<ClientInfo>) -> Option<Box<PendingWill>> {
     let will = connect.will.as_ref()?;
     let properties = &will.properties;
     Some(Box::new(PendingWill {
@@ -292,6 +331,7 @@ fn will_of(connect: &Connect) -> Option<Box<PendingWill>> {
             received_at: std::time::Instant::now(),
         },
         delay: properties.will_delay_interval.unwrap_or(0),
+        client: Arc::clone(client),
     }))
 }
 

@@ -161,25 +161,23 @@ impl Connection {
         }
     }
 
-    /// Whether a well-formed PUBLISH may be delivered: authorization, payload format, `$SYS`.
+    /// Whether a well-formed PUBLISH may be delivered: payload format, then the rights every
+    /// publish on a client's behalf is checked against (`Broker::authorize_publish`).
     fn publish_reason(&self, publish: &Publish) -> ReasonCode {
-        if publish.topic == "$SYS" || publish.topic.starts_with("$SYS/") {
-            return ReasonCode::NOT_AUTHORIZED; // only the broker publishes there
-        }
         if publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {
             // A receiver MAY check the payload against its format indicator (§3.3.2.3.2).
             return ReasonCode::PAYLOAD_FORMAT_INVALID;
         }
-        match self.broker.hooks().authorize_publish(
+        match self.broker.authorize_publish(
             &self.client,
             &publish.topic,
             publish.qos,
             publish.retain,
         ) {
-            Access::Deny => ReasonCode::NOT_AUTHORIZED,
-            Access::Allow | Access::AllowUpTo(_) | Access::Continue => ReasonCode::SUCCESS,
+            Ok(()) => ReasonCode::SUCCESS,
+            Err(reason) => reason,
         }
     }
 

@@ -50,6 +50,9 @@ pub struct PendingWill {
     pub message: Message,
     /// Will Delay Interval in seconds (0 for v3).
     pub delay: u32,
+    /// Who set it: the will is published on this client's behalf, with its rights when it fires,
+    /// which a reload may have changed since CONNECT.
+    pub client: Arc<ClientInfo>,
 }
 
 /// Everything about a session that changes, behind one lock.

@@ -105,6 +105,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// Whether a topic name is under `$SYS`, where only the broker itself publishes.
+pub fn is_sys(name: &str) -> bool {
+    name == "$SYS" || name.starts_with("$SYS/")
+}
+
 /// Validates a topic filter without a share prefix: at least one character [MQTT-4.7.3-1], `#` only as
 /// the whole last level [MQTT-4.7.1-1] and `+` only as a whole level [MQTT-4.7.1-2]
 /// (3.1.1: [MQTT-4.7.1-2] and [MQTT-4.7.1-3]).
