@@ -149,6 +149,11 @@ impl Default for AuthConfig {
             acl_file: None,
             reload_poll_secs: 2,
             certificate_identities: CertificateIdentities::Any,
+            failed_logins_per_address: 5,
+            login_backoff_secs: 1,
+            login_backoff_max_secs: 60,
+            max_pending_logins: 64,
+            max_pending_logins_per_address: 4,
         }
     }
 }
@@ -186,6 +191,16 @@ pub struct AuthConfig {
     pub reload_poll_secs: u64,
     /// Which verified client certificates log a client in on a `use_identity_as_username` listener.
     pub certificate_identities: CertificateIdentities,
+    /// Wrong passwords from one address before it must wait between tries; 0 turns this off.
+    pub failed_logins_per_address: u32,
+    /// The first wait, in seconds, doubled with each further failure.
+    pub login_backoff_secs: u64,
+    /// The longest wait, in seconds.
+    pub login_backoff_max_secs: u64,
+    /// Password verifications waiting or running at once, broker-wide.
+    pub max_pending_logins: usize,
+    /// Password verifications waiting or running at once for one address.
+    pub max_pending_logins_per_address: u32,
 }
 
 /// Which verified client certificates identify a user.
@@ -424,6 +439,19 @@ impl Config {
             return Err(invalid(
                 "auth.certificate_identities",
                 "listed needs auth.users_file",
+            ));
+        }
+        let auth = &self.auth;
+        if auth.login_backoff_secs == 0 || auth.login_backoff_secs > auth.login_backoff_max_secs {
+            return Err(invalid(
+                "auth.login_backoff_secs",
+                "must be 1 ..= auth.login_backoff_max_secs",
+            ));
+        }
+        if auth.max_pending_logins == 0 || auth.max_pending_logins_per_address == 0 {
+            return Err(invalid(
+                "auth.max_pending_logins",
+                "max_pending_logins and max_pending_logins_per_address must be at least 1",
             ));
         }
         if self.listeners.is_empty() {

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::hook::{Hook, Hooks};
 use crate::http::{HttpError, HttpServer, ListenerInfo};
 use crate::listener::{BoundListener, ListenerError};
+use crate::stats::Stats;
 
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -69,11 +70,14 @@ impl ServerBuilder {
         }
         let http_config = self.config.http.clone();
         let auth = &self.config.auth;
+        // Made here rather than by the broker so that the users file's guard counts in it too.
+        let stats = Arc::new(Stats::default());
         let file_auth = match (&auth.users_file, &auth.acl_file) {
             (None, None) => None,
             (users, acl) => Some(Arc::new(
                 FileAuth::load(users.as_deref(), acl.as_deref())?
-                    .with_certificate_identities(auth.certificate_identities),
+                    .with_config(auth)
+                    .reporting_to(Arc::clone(&stats)),
             )),
         };
         // The built-in file policy decides first; hooks added by an embedding program follow.
@@ -81,10 +85,11 @@ impl ServerBuilder {
         if let Some(file_auth) = &file_auth {
             hooks.insert(0, file_auth.clone() as Arc<dyn Hook>);
         }
-        let broker = Arc::new(Broker::new(
+        let broker = Arc::new(Broker::with_stats(
             self.config,
             Hooks::new(hooks),
             CancellationToken::new(),
+            stats,
         ));
         if let Some(file_auth) = &file_auth {
             broker.register_reload(file_auth.clone());

@@ -57,10 +57,16 @@ pub enum LimitKind {
     QueueFull,
     /// A publisher paused for a backlogged subscriber (`limits.backlog_high_water`).
     Backlog,
+    /// A login refused without a password check: its address failed too often
+    /// (`auth.failed_logins_per_address`).
+    LoginBackoff,
+    /// A login refused without a password check: too many wait for one (`auth.max_pending_logins`,
+    /// `auth.max_pending_logins_per_address`).
+    PendingLogins,
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 10] = [
+    pub const ALL: [LimitKind; 12] = [
         Self::PacketSize,
         Self::ReceiveMaximum,
         Self::TopicLength,
@@ -71,6 +77,8 @@ impl LimitKind {
         Self::Subscriptions,
         Self::QueueFull,
         Self::Backlog,
+        Self::LoginBackoff,
+        Self::PendingLogins,
     ];
 
     pub fn kind(self) -> &'static str {
@@ -85,6 +93,8 @@ impl LimitKind {
             Self::Subscriptions => "max_subscriptions",
             Self::QueueFull => "max_queued_messages",
             Self::Backlog => "backlog_high_water",
+            Self::LoginBackoff => "login_backoff",
+            Self::PendingLogins => "max_pending_logins",
         }
     }
 }

@@ -75,8 +75,17 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(config: Config, hooks: Hooks, shutdown: CancellationToken) -> Self {
+        Self::with_stats(config, hooks, shutdown, Arc::new(Stats::default()))
+    }
+
+    /// A broker that counts in `stats`, which others (the users file's login guard) count in too.
+    pub fn with_stats(
+        config: Config,
+        hooks: Hooks,
+        shutdown: CancellationToken,
+        stats: Arc<Stats>,
+    ) -> Self {
         let backpressure = Backpressure::new(&config.limits);
-        let stats = Arc::new(Stats::default());
         Self {
             router: Router::new(backpressure.marks(), Arc::clone(&stats)),
             retained: RetainedStore::default(),
