@@ -307,6 +307,10 @@ pub struct Limits {
     pub max_publish_rate: Option<u32>,
     /// Subscriptions one session may hold; more are refused in SUBACK (0x97 *Quota exceeded*).
     pub max_subscriptions_per_client: Option<usize>,
+    /// Retained messages the broker stores; more are refused (MQTT 5: 0x97 *Quota exceeded*).
+    pub max_retained_messages: usize,
+    /// Bytes of message data the retained store holds, refused beyond as above.
+    pub max_retained_bytes: usize,
 }
 
 impl Default for Limits {
@@ -331,9 +335,13 @@ impl Default for Limits {
             max_connection_rate: None,
             max_publish_rate: None,
             max_subscriptions_per_client: None,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 128 * MIB,
         }
     }
 }
+
+const MIB: usize = 1024 * 1024;
 
 /// Optional MQTT features, announced to v5 clients in CONNACK.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

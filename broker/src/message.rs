@@ -61,6 +61,24 @@ impl Message {
         })
     }
 
+    /// The bytes of data the message holds: topic, payload and the properties that carry data.
+    /// What the retained store and session queues count against their byte bounds; the fixed part
+    /// of the struct is not counted.
+    pub fn data_size(&self) -> usize {
+        let properties = &self.properties;
+        let text = |s: &Option<ByteString>| s.as_ref().map_or(0, |s| s.len());
+        self.topic.len()
+            + self.payload.len()
+            + text(&properties.response_topic)
+            + text(&properties.content_type)
+            + properties.correlation_data.as_ref().map_or(0, Bytes::len)
+            + properties
+                .user_properties
+                .iter()
+                .map(|(key, value)| key.len() + value.len())
+                .sum::<usize>()
+    }
+
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }

@@ -21,15 +21,18 @@ pub enum DropReason {
     TooLargeForClient,
     /// Authorization denied the publish.
     NotAuthorized,
+    /// A retained PUBLISH found the retained store full; MQTT 5 publishers were told (0x97).
+    RetainedStoreFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         Self::QueueFull,
         Self::QueueFullOldest,
         Self::Expired,
         Self::TooLargeForClient,
         Self::NotAuthorized,
+        Self::RetainedStoreFull,
     ];
 
     pub fn kind(self) -> &'static str {
@@ -39,6 +42,7 @@ impl DropReason {
             Self::Expired => "expired",
             Self::TooLargeForClient => "too_large_for_client",
             Self::NotAuthorized => "not_authorized",
+            Self::RetainedStoreFull => "retained_store_full",
         }
     }
 }
@@ -63,10 +67,14 @@ pub enum LimitKind {
     /// A login refused without a password check: too many wait for one (`auth.max_pending_logins`,
     /// `auth.max_pending_logins_per_address`).
     PendingLogins,
+    /// The retained store held `limits.max_retained_messages`.
+    RetainedMessages,
+    /// The retained store held `limits.max_retained_bytes`.
+    RetainedBytes,
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 12] = [
+    pub const ALL: [LimitKind; 14] = [
         Self::PacketSize,
         Self::ReceiveMaximum,
         Self::TopicLength,
@@ -79,6 +87,8 @@ impl LimitKind {
         Self::Backlog,
         Self::LoginBackoff,
         Self::PendingLogins,
+        Self::RetainedMessages,
+        Self::RetainedBytes,
     ];
 
     pub fn kind(self) -> &'static str {
@@ -95,6 +105,8 @@ impl LimitKind {
             Self::Backlog => "backlog_high_water",
             Self::LoginBackoff => "login_backoff",
             Self::PendingLogins => "max_pending_logins",
+            Self::RetainedMessages => "max_retained_messages",
+            Self::RetainedBytes => "max_retained_bytes",
         }
     }
 }
@@ -126,6 +138,7 @@ pub struct Stats {
     pub retained: IntGauge,
     pub inflight: IntGauge,
     pub queued: IntGauge,
+    pub retained_bytes: IntGauge,
 }
 
 impl Default for Stats {
@@ -231,6 +244,10 @@ impl Stats {
             queued: gauge(
                 "tern_queued_messages",
                 "Messages waiting in session queues.",
+            ),
+            retained_bytes: gauge(
+                "tern_retained_bytes",
+                "Bytes of message data in the retained store.",
             ),
             registry,
         }

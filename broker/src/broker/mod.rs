@@ -88,7 +88,7 @@ impl Broker {
         let backpressure = Backpressure::new(&config.limits);
         Self {
             router: Router::new(backpressure.marks(), Arc::clone(&stats)),
-            retained: RetainedStore::default(),
+            retained: RetainedStore::new(&config.limits),
             admission: admission::Admission::new(&config.limits),
             config: Arc::new(config),
             backpressure,

@@ -14,7 +14,8 @@ use crate::codec::{QoS, ReasonCode};
 use crate::hook::Access;
 use crate::identity::ClientInfo;
 use crate::message::Message;
-use crate::router::Routed;
+use crate::router::{RetainedFull, Routed};
+use crate::stats::{DropReason, LimitKind};
 use crate::topic;
 
 impl Broker {
@@ -40,17 +41,53 @@ impl Broker {
         }
     }
 
-    /// Accepts a message: hooks, retained store, then every matching session. `from` is the client
-    /// that published it, `None` for the broker's own messages and the inline client's.
+    /// Accepts a message: retained store, hooks, then every matching session. `from` is the client
+    /// that published it, `None` for the broker's own messages and the inline client's. A
+    /// retained message the store has no room for is delivered all the same, not retained (and
+    /// counted): what a publisher that cannot be told (MQTT 3, a will, the admin API) gets.
     pub fn publish(&self, message: Message, from: Option<&ClientInfo>) -> Routed {
         let message = Arc::new(message);
+        self.retain(&message);
+        self.accept(&message, from)
+    }
+
+    /// [`Self::publish`] for a publisher that can be told: a retained message the store has no
+    /// room for is refused whole, with the reason code for its acknowledgement (MQTT 5: 0x97
+    /// *Quota exceeded*), and goes nowhere.
+    pub fn publish_or_refuse(
+        &self,
+        message: Message,
+        from: Option<&ClientInfo>,
+    ) -> Result<Routed, ReasonCode> {
+        let message = Arc::new(message);
+        if !self.retain(&message) {
+            return Err(ReasonCode::QUOTA_EXCEEDED);
+        }
+        Ok(self.accept(&message, from))
+    }
+
+    /// Stores a retained message; false if the store refused it (counted).
+    fn retain(&self, message: &Arc<Message>) -> bool {
+        if !message.retain || !self.config.features.retain_available {
+            return true;
+        }
+        let Err(full) = self.retained.store(message) else {
+            return true;
+        };
+        self.stats.limit_hit(match full {
+            RetainedFull::Messages => LimitKind::RetainedMessages,
+            RetainedFull::Bytes => LimitKind::RetainedBytes,
+        });
+        self.stats.dropped(DropReason::RetainedStoreFull);
+        false
+    }
+
+    /// The hooks hear of an accepted message, then it goes to every matching session.
+    fn accept(&self, message: &Arc<Message>, from: Option<&ClientInfo>) -> Routed {
         for hook in self.hooks.iter() {
-            hook.on_publish(from, &message);
+            hook.on_publish(from, message);
         }
-        if message.retain && self.config.features.retain_available {
-            self.retained.store(&message);
-        }
-        self.deliver_local(&message)
+        self.deliver_local(message)
     }
 
     /// Hands an accepted message to every session on this node with a matching subscription, and

@@ -122,18 +122,14 @@ impl Connection {
             }
             .with_expiry_interval(publish.properties.message_expiry_interval);
             self.broker.stats().message_received(publish.qos);
-            let routed = self.broker.publish(message, Some(&self.client));
-            let exempt = self.resume_quota > 0;
-            self.resume_quota = self.resume_quota.saturating_sub(1);
-            if let Some(subscriber) = routed.backlogged
-                && !exempt
-            {
-                self.wait_for_backlog(subscriber);
-            }
-            routed.sessions
+            self.route(message)
         } else {
             self.broker.stats().dropped(DropReason::NotAuthorized);
-            0
+            Err(reason)
+        };
+        let (matched, reason) = match matched {
+            Ok(sessions) => (sessions, reason),
+            Err(refused) => (0, refused),
         };
         let reason = if reason.is_success() && matched == 0 && self.protocol.is_v5() {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
@@ -159,6 +155,25 @@ impl Connection {
                 self.send(&Packet::PubRec(self.ack(pid(packet_id)?, reason)))
             }
         }
+    }
+
+    /// Publishes an accepted message and says how many sessions it went to, or, for MQTT 5, why
+    /// it was refused after all (a retained message the store has no room for). Waits for a
+    /// subscriber it backed up, unless this client still has messages left from its last wait.
+    fn route(&mut self, message: Message) -> Result<usize, ReasonCode> {
+        let routed = if self.protocol.is_v5() {
+            self.broker.publish_or_refuse(message, Some(&self.client))?
+        } else {
+            self.broker.publish(message, Some(&self.client))
+        };
+        let exempt = self.resume_quota > 0;
+        self.resume_quota = self.resume_quota.saturating_sub(1);
+        if let Some(subscriber) = routed.backlogged
+            && !exempt
+        {
+            self.wait_for_backlog(subscriber);
+        }
+        Ok(routed.sessions)
     }
 
     /// Whether a well-formed PUBLISH may be delivered: payload format, then the rights every

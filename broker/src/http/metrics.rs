@@ -19,6 +19,7 @@ pub(super) async fn render(State(state): State<Arc<HttpState>>) -> impl IntoResp
     stats.subscriptions.set(gauge(broker.subscription_count()));
     stats.routes.set(gauge(broker.route_count()));
     stats.retained.set(gauge(broker.retained().count()));
+    stats.retained_bytes.set(gauge(broker.retained().bytes()));
     (
         [(
             header::CONTENT_TYPE,

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
-pub use retained::RetainedStore;
+pub use retained::{RetainedFull, RetainedStore};
 pub use subscribers::{FilterSubscribers, SharedGroup, Subscriber};
 
 use crate::codec::{QoS, SubscriptionOptions};

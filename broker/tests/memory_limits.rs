@@ -1,0 +1,104 @@
+//! The limits that bound what clients can make the broker hold, against the real binary: retained
+//! messages. Each is seen as the clients see it (reason codes, what arrives) and in the counter
+//! `/metrics` keeps for it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod edge_support;
+mod support;
+
+use edge_support::{EdgeBroker, WAIT, Workdir, free_port};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+use support::{QUIET, v5, v311};
+
+/// A broker with anonymous access, its HTTP endpoint on, and `limits` (YAML lines under
+/// `limits:`, each indented two spaces).
+async fn start(limits: &str) -> (EdgeBroker, u16) {
+    let port = free_port();
+    let listeners = format!("  - name: mqtt\n    bind: 127.0.0.1:{port}\n");
+    let extra = format!("auth:\n  allow_anonymous: true\nlimits:\n{limits}");
+    let broker = EdgeBroker::start(Workdir::new(), &listeners, &extra, port).await;
+    (broker, port)
+}
+
+/// One sample from `/metrics`, 0 when absent.
+async fn metric(broker: &EdgeBroker, name_and_labels: &str) -> f64 {
+    let (status, text) = edge_support::http(broker.http_port, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// PUBACK's reason for one QoS 1 publish.
+async fn puback(
+    client: &rumqttc::v5::AsyncClient,
+    inbox: &mut v5::Inbox,
+    topic: &str,
+    retain: bool,
+) -> PubAckReason {
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, "retained")
+        .await
+        .unwrap();
+    inbox
+        .next_matching("PUBACK", WAIT, |p| match p {
+            Packet::PubAck(ack) => Some(ack.reason),
+            _ => None,
+        })
+        .await
+}
+
+/// With room for two retained messages, an MQTT 5 publisher's third on a new topic gets PUBACK
+/// 0x97 *Quota exceeded* and goes nowhere, neither stored nor delivered (a reason code of 0x80
+/// or more means the PUBLISH was not accepted, §3.4.2.1); replacing a stored topic still works.
+/// An MQTT 3.1.1 publisher, which has no negative acknowledgement, is acknowledged and its
+/// message delivered live but not retained.
+#[tokio::test]
+async fn the_retained_store_is_bounded_and_says_so_to_mqtt5_publishers() {
+    let (broker, port) = start("  max_retained_messages: 2\n").await;
+    let (watcher, mut watcher_inbox) = v5::connect(port, "watcher").await;
+    v5::subscribe(&watcher, &mut watcher_inbox, "r/#", QoS::AtLeastOnce).await;
+    let (publisher, mut inbox) = v5::connect(port, "publisher").await;
+    for topic in ["r/a", "r/b", "r/a"] {
+        let reason = puback(&publisher, &mut inbox, topic, true).await;
+        assert_eq!(reason, PubAckReason::Success, "{topic}");
+        v5::expect_publish(&mut watcher_inbox, WAIT).await;
+    }
+    let reason = puback(&publisher, &mut inbox, "r/c", true).await;
+    assert_eq!(reason, PubAckReason::QuotaExceeded);
+
+    let (old, mut old_inbox) = v311::connect(port, "old").await;
+    v311::publish(
+        &old,
+        &mut old_inbox,
+        "r/d",
+        rumqttc::QoS::AtLeastOnce,
+        true,
+        "live",
+    )
+    .await;
+    let live = v5::expect_publish(&mut watcher_inbox, WAIT).await;
+    assert_eq!(
+        live.topic, "r/d",
+        "the refused MQTT 5 message was not delivered"
+    );
+
+    let (late, mut late_inbox) = v5::connect(port, "late").await;
+    v5::subscribe(&late, &mut late_inbox, "r/#", QoS::AtLeastOnce).await;
+    let mut topics: Vec<_> = v5::expect_publishes(&mut late_inbox, 2, WAIT)
+        .await
+        .into_iter()
+        .map(|p| String::from_utf8(p.topic.to_vec()).unwrap())
+        .collect();
+    topics.sort();
+    assert_eq!(topics, ["r/a", "r/b"]);
+    v5::expect_no_publish(&mut late_inbox, QUIET).await;
+    let refused = r#"tern_limit_hits_total{limit="max_retained_messages"}"#;
+    assert_eq!(metric(&broker, refused).await, 2.0);
+}
