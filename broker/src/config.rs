@@ -269,6 +269,12 @@ pub struct Limits {
     pub max_inflight: u16,
     /// Messages queued per session (online or offline) beyond the inflight window.
     pub max_queued_messages: usize,
+    /// Bytes of message data queued per session (a message shared with other sessions counts
+    /// whole), under the same overflow policy.
+    pub max_queued_bytes: usize,
+    /// Bytes of message data queued across all sessions (a shared message counts about once);
+    /// beyond it new deliveries are dropped whatever the policy.
+    pub max_queued_bytes_total: usize,
     pub queue_overflow: QueueOverflow,
     /// Queued deliveries in a connected subscriber's session at which the publishers feeding it
     /// stop being read until the queue is back to half; 0 turns backpressure off. Capped at
@@ -320,6 +326,8 @@ impl Default for Limits {
             receive_maximum: 1024,
             max_inflight: 1024,
             max_queued_messages: 10_000,
+            max_queued_bytes: 32 * MIB,
+            max_queued_bytes_total: 512 * MIB,
             queue_overflow: QueueOverflow::DropOldest,
             backlog_high_water: 1_000,
             backlog_max_pause_ms: 500,

@@ -103,4 +103,15 @@ pub struct Delivery {
     pub retain: bool,
     /// Identifiers of the matching subscriptions that carry one [MQTT-3.3.4-3].
     pub subscription_ids: Vec<u32>,
+    /// This delivery's part of its message's [`Message::data_size`] in the broker-wide count of
+    /// queued bytes: the sessions a message is routed to share one copy, so each counts its share.
+    pub share: u32,
+}
+
+impl Delivery {
+    /// The share of a message routed to `sessions` sessions, rounded up.
+    pub fn share_of(message: &Message, sessions: usize) -> u32 {
+        let share = message.data_size().div_ceil(sessions.max(1));
+        u32::try_from(share).unwrap_or(u32::MAX)
+    }
 }

@@ -71,10 +71,14 @@ pub enum LimitKind {
     RetainedMessages,
     /// The retained store held `limits.max_retained_bytes`.
     RetainedBytes,
+    /// A session's queue held `limits.max_queued_bytes`.
+    QueuedBytes,
+    /// All queues together held `limits.max_queued_bytes_total`.
+    QueuedBytesTotal,
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 14] = [
+    pub const ALL: [LimitKind; 16] = [
         Self::PacketSize,
         Self::ReceiveMaximum,
         Self::TopicLength,
@@ -89,6 +93,8 @@ impl LimitKind {
         Self::PendingLogins,
         Self::RetainedMessages,
         Self::RetainedBytes,
+        Self::QueuedBytes,
+        Self::QueuedBytesTotal,
     ];
 
     pub fn kind(self) -> &'static str {
@@ -107,6 +113,8 @@ impl LimitKind {
             Self::PendingLogins => "max_pending_logins",
             Self::RetainedMessages => "max_retained_messages",
             Self::RetainedBytes => "max_retained_bytes",
+            Self::QueuedBytes => "max_queued_bytes",
+            Self::QueuedBytesTotal => "max_queued_bytes_total",
         }
     }
 }
@@ -138,6 +146,8 @@ pub struct Stats {
     pub retained: IntGauge,
     pub inflight: IntGauge,
     pub queued: IntGauge,
+    /// Bytes queued across sessions, as counted against `limits.max_queued_bytes_total`.
+    pub queued_bytes: IntGauge,
     pub retained_bytes: IntGauge,
 }
 
@@ -245,6 +255,10 @@ impl Stats {
                 "tern_queued_messages",
                 "Messages waiting in session queues.",
             ),
+            queued_bytes: gauge(
+                "tern_queued_bytes",
+                "Bytes of message data waiting in session queues, a shared message counted once.",
+            ),
             retained_bytes: gauge(
                 "tern_retained_bytes",
                 "Bytes of message data in the retained store.",
@@ -263,6 +277,10 @@ impl Stats {
 
     pub fn dropped(&self, reason: DropReason) {
         self.dropped[reason as usize].inc();
+    }
+
+    pub fn dropped_many(&self, reason: DropReason, times: usize) {
+        self.dropped[reason as usize].inc_by(times as u64);
     }
 
     pub fn limit_hit(&self, limit: LimitKind) {

@@ -1,6 +1,6 @@
 //! The limits that bound what clients can make the broker hold, against the real binary: retained
-//! messages. Each is seen as the clients see it (reason codes, what arrives) and in the counter
-//! `/metrics` keeps for it.
+//! messages and session queues in bytes (per session and broker-wide). Each is seen as the
+//! clients see it (reason codes, what arrives) and in the counter `/metrics` keeps for it.
 
 #![allow(
     clippy::unwrap_used,
@@ -101,4 +101,51 @@ async fn the_retained_store_is_bounded_and_says_so_to_mqtt5_publishers() {
     v5::expect_no_publish(&mut late_inbox, QUIET).await;
     let refused = r#"tern_limit_hits_total{limit="max_retained_messages"}"#;
     assert_eq!(metric(&broker, refused).await, 2.0);
+}
+
+/// An offline session under `max_queued_bytes` keeps what fits, dropping its oldest messages
+/// for new ones (`drop_oldest`); under `max_queued_bytes_total` alone the new ones are dropped
+/// whatever the policy. Four messages of 4,001 bytes each (topic and payload) against budgets of
+/// 10,000 bytes: two fit.
+#[tokio::test]
+async fn queues_are_bounded_in_bytes_per_session_and_broker_wide() {
+    for (limit, kept, counter) in [
+        ("max_queued_bytes", ["3", "4"], "max_queued_bytes"),
+        (
+            "max_queued_bytes_total",
+            ["1", "2"],
+            "max_queued_bytes_total",
+        ),
+    ] {
+        let (broker, port) = start(&format!("  {limit}: 10000\n")).await;
+        let (sleeper, mut inbox, _) = v5::connect_persistent(port, "sleeper", 600).await;
+        v5::subscribe(&sleeper, &mut inbox, "t", QoS::AtLeastOnce).await;
+        v5::disconnect(&sleeper, &mut inbox).await;
+
+        let (publisher, mut publisher_inbox) = v5::connect(port, "publisher").await;
+        for n in 1..=4u8 {
+            let mut payload = vec![b'.'; 4_000];
+            payload[0] = b'0' + n;
+            v5::publish(
+                &publisher,
+                &mut publisher_inbox,
+                "t",
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await;
+        }
+        let (_sleeper, mut inbox, connack) = v5::connect_persistent(port, "sleeper", 600).await;
+        assert!(connack.session_present);
+        let firsts: Vec<_> = v5::expect_publishes(&mut inbox, 2, WAIT)
+            .await
+            .into_iter()
+            .map(|p| (p.payload[0] as char).to_string())
+            .collect();
+        assert_eq!(firsts, kept, "{limit}");
+        v5::expect_no_publish(&mut inbox, QUIET).await;
+        let hits = format!("tern_limit_hits_total{{limit=\"{counter}\"}}");
+        assert!(metric(&broker, &hits).await >= 2.0, "{hits}");
+    }
 }

@@ -42,7 +42,7 @@ use crate::hook::Hooks;
 use crate::identity::ClientId;
 use crate::reload::Reload;
 use crate::router::{RetainedStore, Router};
-use crate::session::{Session, SessionRegistry};
+use crate::session::{QueueLimits, Session, SessionRegistry};
 use crate::stats::Stats;
 
 #[derive(Debug)]
@@ -58,6 +58,9 @@ pub struct Broker {
     backpressure: Backpressure,
     /// Sessions by client identifier. Changed only through [`sessions`].
     sessions: SessionRegistry,
+    /// The bounds of every session's queue, and the broker-wide count of queued bytes, which
+    /// the queues keep themselves.
+    queue_limits: Arc<QueueLimits>,
     admission: admission::Admission,
     reloaders: Mutex<Vec<Arc<dyn Reload>>>,
     /// Cancelled when the server shuts down.
@@ -89,6 +92,7 @@ impl Broker {
         Self {
             router: Router::new(backpressure.marks(), Arc::clone(&stats)),
             retained: RetainedStore::new(&config.limits),
+            queue_limits: QueueLimits::from_limits(&config.limits),
             admission: admission::Admission::new(&config.limits),
             config: Arc::new(config),
             backpressure,
@@ -174,6 +178,11 @@ impl Broker {
 
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Bytes queued across all sessions, as counted against `limits.max_queued_bytes_total`.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue_limits.total_bytes()
     }
 
     /// Subscriptions across all sessions (a session's overlapping filters each count).

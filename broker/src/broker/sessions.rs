@@ -83,12 +83,10 @@ impl Broker {
 
     /// A new, empty session for `client_id` with the configured queue, not yet in the registry.
     pub(crate) fn new_session(&self, client_id: ClientId) -> Session {
-        let limits = &self.config.limits;
         Session::new(
             self.sessions.next_id(),
             client_id,
-            limits.max_queued_messages,
-            limits.queue_overflow,
+            Arc::clone(&self.queue_limits),
         )
     }
 

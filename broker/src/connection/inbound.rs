@@ -296,6 +296,7 @@ impl Connection {
                 self.session.deliver(
                     Delivery {
                         qos: message.qos.min(granted),
+                        share: Delivery::share_of(&message, 1),
                         message,
                         retain: true, // [MQTT-3.3.1-8]
                         subscription_ids: identifier.into_iter().collect(),

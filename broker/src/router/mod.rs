@@ -190,6 +190,11 @@ impl Router {
             targets.sort_unstable_by_key(|t| t.session.id);
         }
         let mut routed = Routed::default();
+        if targets.is_empty() {
+            return routed;
+        }
+        // Every target's session counts an equal part of the one copy they share.
+        let share = Delivery::share_of(message, targets.len());
         let mut iter = targets.into_iter().peekable();
         while let Some(first) = iter.next() {
             let mut delivery = Delivery {
@@ -197,6 +202,7 @@ impl Router {
                 qos: first.qos,
                 retain: first.retain_as_published && message.retain,
                 subscription_ids: first.identifier.into_iter().collect(),
+                share,
             };
             let mut backpressure = first.backpressure;
             while let Some(next) = iter.next_if(|t| t.session.id == first.session.id) {
@@ -238,13 +244,13 @@ mod tests {
     use super::*;
     use crate::config::QueueOverflow;
     use crate::identity::ClientId;
+    use crate::session::QueueLimits;
 
     fn session(id: u64) -> Arc<Session> {
         Arc::new(Session::new(
             SessionId(id),
             ClientId::new(format!("s{id}")),
-            100,
-            QueueOverflow::DropNewest,
+            QueueLimits::new(100, QueueOverflow::DropNewest, usize::MAX, usize::MAX),
         ))
     }
 

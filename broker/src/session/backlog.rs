@@ -63,6 +63,7 @@ mod tests {
     use crate::codec::QoS;
     use crate::config::QueueOverflow;
     use crate::message::{Delivery, Message};
+    use crate::session::QueueLimits;
 
     fn limits(max_queued_messages: usize, backlog_high_water: usize) -> Limits {
         Limits {
@@ -102,7 +103,8 @@ mod tests {
 
     /// A queue of `count` deliveries whose messages arrived `step` apart, the newest now.
     fn queue_spanning(count: u32, step: Duration) -> OutboundQueue {
-        let mut queue = OutboundQueue::new(10_000, QueueOverflow::DropNewest);
+        let limits = QueueLimits::new(10_000, QueueOverflow::DropNewest, usize::MAX, usize::MAX);
+        let mut queue = OutboundQueue::new(limits);
         let newest = std::time::Instant::now();
         for i in (0..count).rev() {
             let mut message = Message::new("t", Bytes::from_static(b"m"), QoS::AtLeastOnce, false);
@@ -112,6 +114,7 @@ mod tests {
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 subscription_ids: Vec::new(),
+                share: 1,
             };
             queue.push(delivery, true);
         }

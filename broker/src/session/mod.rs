@@ -23,11 +23,10 @@ use parking_lot::{Mutex, MutexGuard};
 pub use backlog::{BacklogMarks, MIN_DELAYED};
 pub use deque::LazyDeque;
 pub use inflight::{Inflight, InflightEntry, InflightState};
-pub use queue::{Enqueued, OutboundQueue};
+pub use queue::{Enqueued, OutboundQueue, QueueBound, QueueLimits};
 pub use registry::SessionRegistry;
 
 use crate::codec::{ReasonCode, SubscriptionOptions};
-use crate::config::QueueOverflow;
 use crate::control::ConnectionControl;
 use crate::identity::{ClientId, ClientInfo, Generation, SessionId};
 use crate::message::{Delivery, Message};
@@ -136,17 +135,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
-        id: SessionId,
-        client_id: ClientId,
-        queue_capacity: usize,
-        overflow: QueueOverflow,
-    ) -> Self {
+    pub fn new(id: SessionId, client_id: ClientId, queue: Arc<QueueLimits>) -> Self {
         Self {
             id,
             client_id,
             state: Mutex::new(SessionState {
-                queue: OutboundQueue::new(queue_capacity, overflow),
+                queue: OutboundQueue::new(queue),
                 inflight: Inflight::default(),
                 inbound_qos2: LazyDeque::default(),
                 subscriptions: HashMap::default(),
@@ -241,13 +235,16 @@ impl Session {
             let backlogged = online
                 && backlog.is_some_and(|marks| marks.reached(&state.queue))
                 && self.enter_backlog();
-            if outcome == Enqueued::DroppedDisconnect
+            if matches!(outcome, Enqueued::DroppedDisconnect(_))
                 && let Some(connection) = &state.connection
             {
                 connection.kick(ReasonCode::QUOTA_EXCEEDED);
             }
             // Woken after the lock is released: waking a task may wake a worker thread.
-            let queued = matches!(outcome, Enqueued::Queued | Enqueued::QueuedDroppedOldest);
+            let queued = matches!(
+                outcome,
+                Enqueued::Queued | Enqueued::QueuedDroppedOldest(..)
+            );
             let wake = match &state.connection {
                 Some(connection) if queued && connection.mark_queued() => {
                     Some(Arc::clone(connection))
@@ -256,17 +253,7 @@ impl Session {
             };
             (outcome, wake, backlogged)
         };
-        match outcome {
-            Enqueued::Queued => {}
-            Enqueued::QueuedDroppedOldest => {
-                stats.dropped(DropReason::QueueFullOldest);
-                stats.limit_hit(LimitKind::QueueFull);
-            }
-            Enqueued::Dropped | Enqueued::DroppedDisconnect => {
-                stats.dropped(DropReason::QueueFull);
-                stats.limit_hit(LimitKind::QueueFull);
-            }
-        }
+        count_overflow(outcome, stats);
         if let Some(connection) = wake {
             connection.wake();
         }
@@ -282,6 +269,26 @@ impl Session {
         }
         flags & flag::STALLED == 0
     }
+}
+
+/// Counts what a full queue dropped, and which bound it hit.
+fn count_overflow(outcome: Enqueued, stats: &Stats) {
+    let (reason, bound, times) = match outcome {
+        Enqueued::Queued => return,
+        Enqueued::QueuedDroppedOldest(dropped, bound) => {
+            (DropReason::QueueFullOldest, bound, dropped)
+        }
+        Enqueued::Dropped(bound) | Enqueued::DroppedDisconnect(bound) => {
+            (DropReason::QueueFull, bound, 1)
+        }
+    };
+    let limit = match bound {
+        QueueBound::Messages => LimitKind::QueueFull,
+        QueueBound::Bytes => LimitKind::QueuedBytes,
+        QueueBound::TotalBytes => LimitKind::QueuedBytesTotal,
+    };
+    stats.dropped_many(reason, times);
+    stats.limit_hit(limit);
 }
 
 #[cfg(test)]
