@@ -21,17 +21,21 @@ pub enum DropReason {
     TooLargeForClient,
     /// Authorization denied the publish.
     NotAuthorized,
+    /// A retained message matching a new subscription found its session's queue full: a filter
+    /// may match more retained messages than a queue holds.
+    RetainedQueueFull,
     /// A retained PUBLISH found the retained store full; MQTT 5 publishers were told (0x97).
     RetainedStoreFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         Self::QueueFull,
         Self::QueueFullOldest,
         Self::Expired,
         Self::TooLargeForClient,
         Self::NotAuthorized,
+        Self::RetainedQueueFull,
         Self::RetainedStoreFull,
     ];
 
@@ -42,6 +46,7 @@ impl DropReason {
             Self::Expired => "expired",
             Self::TooLargeForClient => "too_large_for_client",
             Self::NotAuthorized => "not_authorized",
+            Self::RetainedQueueFull => "retained_queue_full",
             Self::RetainedStoreFull => "retained_store_full",
         }
     }

@@ -1,6 +1,7 @@
 //! The limits that bound what clients can make the broker hold, against the real binary: retained
-//! messages and session queues in bytes (per session and broker-wide). Each is seen as the
-//! clients see it (reason codes, what arrives) and in the counter `/metrics` keeps for it.
+//! messages, session queues in bytes (per session and broker-wide) and retained messages sent
+//! on subscribe. Each is seen as the clients see it (reason codes, what arrives) and in the
+//! counter `/metrics` keeps for it.
 
 #![allow(
     clippy::unwrap_used,
@@ -148,4 +149,33 @@ async fn queues_are_bounded_in_bytes_per_session_and_broker_wide() {
         let hits = format!("tern_limit_hits_total{{limit=\"{counter}\"}}");
         assert!(metric(&broker, &hits).await >= 2.0, "{hits}");
     }
+}
+
+/// A subscription whose filter matches more retained messages than the session's queue holds
+/// gets what fits, the first ones, and the rest are counted as not sent rather than pushing one
+/// another out.
+#[tokio::test]
+async fn retained_messages_beyond_the_queue_are_counted_not_churned() {
+    let (broker, port) = start("  max_queued_messages: 5\n").await;
+    let (publisher, mut inbox) = v5::connect(port, "publisher").await;
+    for n in 0..10 {
+        let topic = format!("r/{n}");
+        v5::publish(
+            &publisher,
+            &mut inbox,
+            &topic,
+            QoS::AtLeastOnce,
+            true,
+            "kept",
+        )
+        .await;
+    }
+    let (late, mut late_inbox) = v5::connect(port, "late").await;
+    v5::subscribe(&late, &mut late_inbox, "r/#", QoS::AtLeastOnce).await;
+    v5::expect_publishes(&mut late_inbox, 5, WAIT).await;
+    v5::expect_no_publish(&mut late_inbox, QUIET).await;
+    let unsent = r#"tern_messages_dropped_total{reason="retained_queue_full"}"#;
+    assert_eq!(metric(&broker, unsent).await, 5.0);
+    let churned = r#"tern_messages_dropped_total{reason="queue_full_oldest"}"#;
+    assert_eq!(metric(&broker, churned).await, 0.0);
 }

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::time::Instant;
 
 use bytestring::ByteString;
+use tracing::info;
 
 use super::{Close, Connection};
 use crate::codec::{
@@ -292,21 +293,43 @@ impl Connection {
         // Retained messages follow the SUBACK, through the session queue like any delivery.
         let now = Instant::now();
         for (filter, granted, identifier) in retained {
-            for message in self.broker.retained().matching(&filter, now) {
-                self.session.deliver(
-                    Delivery {
-                        qos: message.qos.min(granted),
-                        share: Delivery::share_of(&message, 1),
-                        message,
-                        retain: true, // [MQTT-3.3.1-8]
-                        subscription_ids: identifier.into_iter().collect(),
-                    },
-                    None,
-                    self.broker.stats(),
-                );
-            }
+            self.queue_retained(&filter, granted, identifier, now);
         }
         Ok(())
+    }
+
+    /// Queues the retained messages matching a new subscription, as many as the session's queue
+    /// has room for: a filter such as `#` may match more than any queue holds, and those beyond
+    /// are not sent rather than pushing out the ones before them. They are counted, and logged.
+    fn queue_retained(
+        &self,
+        filter: &topic::TopicFilter,
+        granted: QoS,
+        identifier: Option<u32>,
+        now: Instant,
+    ) {
+        let matching = self.broker.retained().matching(filter, now);
+        let total = matching.len();
+        for (sent, message) in matching.into_iter().enumerate() {
+            let delivery = Delivery {
+                qos: message.qos.min(granted),
+                share: Delivery::share_of(&message, 1),
+                message,
+                retain: true, // [MQTT-3.3.1-8]
+                subscription_ids: identifier.into_iter().collect(),
+            };
+            if !self.session.offer_retained(delivery, self.broker.stats()) {
+                let unsent = total - sent;
+                self.broker
+                    .stats()
+                    .dropped_many(DropReason::RetainedQueueFull, unsent);
+                info!(
+                    client_id = %self.client.client_id, sent, unsent,
+                    "retained messages beyond the session's queue are not sent"
+                );
+                return;
+            }
+        }
     }
 
     /// One SUBSCRIBE entry: the reason code, and the filter whose retained messages must be sent.

@@ -260,6 +260,30 @@ impl Session {
         backlogged
     }
 
+    /// Queues a retained message for a new subscription if the queue has room for it as it is,
+    /// dropping nothing queued before; returns false, queuing nothing, when it has not. Used on
+    /// subscribe, where a filter may match more retained messages than a queue holds: those
+    /// beyond are not sent (and counted by the caller), rather than pushing out one another.
+    pub fn offer_retained(&self, delivery: Delivery, stats: &Stats) -> bool {
+        let wake = {
+            let mut state = self.state.lock();
+            if state.ended || !state.queue.has_room_for(&delivery.message) {
+                return false;
+            }
+            let online = state.connection.is_some();
+            let outcome = state.queue.push(delivery, online);
+            count_overflow(outcome, stats);
+            match &state.connection {
+                Some(connection) if connection.mark_queued() => Some(Arc::clone(connection)),
+                _ => None,
+            }
+        };
+        if let Some(connection) = wake {
+            connection.wake();
+        }
+        true
+    }
+
     /// Marks the queue as backlogged; returns whether publishers should wait for it (not if one
     /// already waited the longest pause).
     fn enter_backlog(&self) -> bool {
