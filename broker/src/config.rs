@@ -317,6 +317,9 @@ pub struct Limits {
     pub max_retained_messages: usize,
     /// Bytes of message data the retained store holds, refused beyond as above.
     pub max_retained_bytes: usize,
+    /// Bytes all connections together may hold in packets not yet received whole; a connection
+    /// that would take more is closed (MQTT 5: DISCONNECT 0x97 *Quota exceeded*).
+    pub max_partial_packet_bytes: usize,
 }
 
 impl Default for Limits {
@@ -345,6 +348,7 @@ impl Default for Limits {
             max_subscriptions_per_client: None,
             max_retained_messages: 100_000,
             max_retained_bytes: 128 * MIB,
+            max_partial_packet_bytes: 64 * MIB,
         }
     }
 }

@@ -72,18 +72,20 @@ pub enum LimitKind {
     /// A login refused without a password check: too many wait for one (`auth.max_pending_logins`,
     /// `auth.max_pending_logins_per_address`).
     PendingLogins,
-    /// The retained store held `limits.max_retained_messages`.
-    RetainedMessages,
-    /// The retained store held `limits.max_retained_bytes`.
-    RetainedBytes,
     /// A session's queue held `limits.max_queued_bytes`.
     QueuedBytes,
     /// All queues together held `limits.max_queued_bytes_total`.
     QueuedBytesTotal,
+    /// The retained store held `limits.max_retained_messages`.
+    RetainedMessages,
+    /// The retained store held `limits.max_retained_bytes`.
+    RetainedBytes,
+    /// Connections together held `limits.max_partial_packet_bytes` in packets not yet whole.
+    PartialPacketBytes,
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 16] = [
+    pub const ALL: [LimitKind; 17] = [
         Self::PacketSize,
         Self::ReceiveMaximum,
         Self::TopicLength,
@@ -96,10 +98,11 @@ impl LimitKind {
         Self::Backlog,
         Self::LoginBackoff,
         Self::PendingLogins,
-        Self::RetainedMessages,
-        Self::RetainedBytes,
         Self::QueuedBytes,
         Self::QueuedBytesTotal,
+        Self::RetainedMessages,
+        Self::RetainedBytes,
+        Self::PartialPacketBytes,
     ];
 
     pub fn kind(self) -> &'static str {
@@ -116,10 +119,11 @@ impl LimitKind {
             Self::Backlog => "backlog_high_water",
             Self::LoginBackoff => "login_backoff",
             Self::PendingLogins => "max_pending_logins",
-            Self::RetainedMessages => "max_retained_messages",
-            Self::RetainedBytes => "max_retained_bytes",
             Self::QueuedBytes => "max_queued_bytes",
             Self::QueuedBytesTotal => "max_queued_bytes_total",
+            Self::RetainedMessages => "max_retained_messages",
+            Self::RetainedBytes => "max_retained_bytes",
+            Self::PartialPacketBytes => "max_partial_packet_bytes",
         }
     }
 }
@@ -154,6 +158,8 @@ pub struct Stats {
     /// Bytes queued across sessions, as counted against `limits.max_queued_bytes_total`.
     pub queued_bytes: IntGauge,
     pub retained_bytes: IntGauge,
+    /// Bytes held in packets not yet whole, as counted against `limits.max_partial_packet_bytes`.
+    pub partial_packet_bytes: IntGauge,
 }
 
 impl Default for Stats {
@@ -267,6 +273,10 @@ impl Stats {
             retained_bytes: gauge(
                 "tern_retained_bytes",
                 "Bytes of message data in the retained store.",
+            ),
+            partial_packet_bytes: gauge(
+                "tern_partial_packet_bytes",
+                "Bytes held by connections in packets not yet received whole.",
             ),
             registry,
         }

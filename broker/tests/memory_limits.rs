@@ -1,7 +1,7 @@
 //! The limits that bound what clients can make the broker hold, against the real binary: retained
-//! messages, session queues in bytes (per session and broker-wide) and retained messages sent
-//! on subscribe. Each is seen as the clients see it (reason codes, what arrives) and in the
-//! counter `/metrics` keeps for it.
+//! messages, session queues in bytes (per session and broker-wide), retained messages sent on
+//! subscribe, and bytes held in packets not yet whole. Each is seen as the clients see it
+//! (reason codes, what arrives) and in the counter `/metrics` keeps for it.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,10 +12,13 @@
 mod edge_support;
 mod support;
 
-use edge_support::{EdgeBroker, WAIT, Workdir, free_port};
+use edge_support::{EdgeBroker, WAIT, Workdir, free_port, wait_until};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+use support::raw_v5::{self, read_packet, remaining_length, string};
 use support::{QUIET, v5, v311};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 /// A broker with anonymous access, its HTTP endpoint on, and `limits` (YAML lines under
 /// `limits:`, each indented two spaces).
@@ -178,4 +181,61 @@ async fn retained_messages_beyond_the_queue_are_counted_not_churned() {
     assert_eq!(metric(&broker, unsent).await, 5.0);
     let churned = r#"tern_messages_dropped_total{reason="queue_full_oldest"}"#;
     assert_eq!(metric(&broker, churned).await, 0.0);
+}
+
+/// The start of a PUBLISH of `len` bytes of payload on topic `t`, QoS 1, packet id 1: its fixed
+/// header declares the whole packet; the body is cut after `sent` bytes of payload.
+fn partial_publish(len: usize, sent: usize) -> Vec<u8> {
+    let mut head = string(b"t");
+    head.extend([0, 1, 0]); // packet id 1, no properties
+    let mut packet = vec![0x32];
+    packet.extend(remaining_length(head.len() + len));
+    packet.extend(head);
+    packet.extend(std::iter::repeat_n(b'p', sent));
+    packet
+}
+
+async fn connected_raw(port: u16, id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream
+        .write_all(&raw_v5::connect(id, None, &[]))
+        .await
+        .unwrap();
+    let connack = read_packet(&mut stream).await.expect("CONNACK");
+    assert_eq!((connack.kind, connack.reason()), (2, 0));
+    stream
+}
+
+/// Two connections each start a 200,000-byte PUBLISH under a broker-wide budget of 300,000 bytes
+/// of unfinished packets (counted in blocks of 64 KiB): the first holds 150,000 bytes of its
+/// packet, the second would take the total past the budget and gets DISCONNECT 0x97 *Quota
+/// exceeded*; the first finishes its packet and is acknowledged.
+#[tokio::test]
+async fn bytes_in_unfinished_packets_are_bounded_broker_wide() {
+    let (broker, port) =
+        start("  max_partial_packet_bytes: 300000\n  max_packet_size: 1000000\n").await;
+    let mut first = connected_raw(port, "first").await;
+    let whole = partial_publish(200_000, 200_000);
+    let cut = partial_publish(200_000, 150_000).len();
+    first.write_all(&whole[..cut]).await.unwrap();
+    wait_until("the first connection's bytes counted", || async {
+        metric(&broker, "tern_partial_packet_bytes").await >= 150_000.0
+    })
+    .await;
+
+    let mut second = connected_raw(port, "second").await;
+    // The broker may close while this is still being written.
+    let _ = second.write_all(&whole[..cut]).await;
+    let disconnect = read_packet(&mut second).await.expect("DISCONNECT");
+    assert_eq!((disconnect.kind, disconnect.reason()), (14, 0x97));
+
+    first.write_all(&whole[cut..]).await.unwrap();
+    let puback = read_packet(&mut first).await.expect("PUBACK");
+    assert_eq!(puback.kind, 4, "the first connection goes on");
+    let hits = r#"tern_limit_hits_total{limit="max_partial_packet_bytes"}"#;
+    assert_eq!(metric(&broker, hits).await, 1.0);
+    wait_until("the bytes given back", || async {
+        metric(&broker, "tern_partial_packet_bytes").await == 0.0
+    })
+    .await;
 }

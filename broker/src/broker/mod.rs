@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use admission::{ConnectionSlot, ListenerGate, Refusal};
+pub use admission::{ConnectionSlot, ListenerGate, PARTIAL_FREE, Refusal};
 pub use drain::DrainProgress;
 pub use reload::Revalidation;
 pub use sessions::{Attachment, SessionRequest};

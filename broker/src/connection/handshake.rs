@@ -41,6 +41,34 @@ pub(crate) enum Refused {
     Timeout,
     #[error("connection closed")]
     Network,
+    /// Taking in more of CONNECT would take the broker past `limits.max_partial_packet_bytes`.
+    #[error("the broker holds too many bytes of unfinished packets")]
+    PartialBudget,
+}
+
+/// What the handshake holds against `limits.max_partial_packet_bytes` while CONNECT arrives: given
+/// back if the handshake fails, handed to the connection if it succeeds.
+struct HandshakeHold<'a> {
+    broker: &'a Broker,
+    held: u16,
+}
+
+impl HandshakeHold<'_> {
+    fn hold(&mut self, unfinished: usize) -> bool {
+        self.broker.hold_partial(&mut self.held, unfinished)
+    }
+
+    /// What the connection now holds, and gives back itself.
+    fn into_connection(self) -> u16 {
+        let hold = std::mem::ManuallyDrop::new(self);
+        hold.held
+    }
+}
+
+impl Drop for HandshakeHold<'_> {
+    fn drop(&mut self) {
+        self.hold(0);
+    }
 }
 
 /// Reads CONNECT and completes the handshake.
@@ -55,7 +83,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let timeout = Duration::from_secs(broker.config().limits.connect_timeout_secs);
-    let connect = match tokio::time::timeout(timeout, read_connect(broker, io)).await {
+    let mut hold = HandshakeHold { broker, held: 0 };
+    let connect = match tokio::time::timeout(timeout, read_connect(broker, io, &mut hold)).await {
         Ok(result) => result?,
         Err(_) => return Err(Refused::Timeout),
     };
@@ -151,7 +180,7 @@ where
         // At most 65,535 s × 1,500: fits.
         keep_alive_ms: std::num::NonZeroU32::new(u32::from(keep_alive) * 1500),
         last_received: Instant::now(),
-        connect_expiry: expiry,
+        zero_expiry_at_connect: expiry == 0,
         inflight_window: client_receive_maximum.min(limits.max_inflight),
         client_max_packet_size,
         awaiting_acks: false,
@@ -179,6 +208,7 @@ where
             .map(|rate| Box::new(TokenBucket::per_second(rate))),
         backlog_wait: None,
         resume_quota: 0,
+        partial_held: hold.into_connection(),
         _slot: slot,
         will,
         write_buf,
@@ -351,8 +381,13 @@ fn announce_limits(config: &Config, connack: &mut ConnAckProperties) {
     connack.shared_subscription_available = off(features.shared_subscriptions);
 }
 
-/// Reads until a whole first packet is there; it must be CONNECT [MQTT-3.1.0-1].
-async fn read_connect<S>(broker: &Broker, io: &mut Io<S>) -> Result<Box<Connect>, Refused>
+/// Reads until a whole first packet is there; it must be CONNECT [MQTT-3.1.0-1]. What has arrived
+/// of it counts against `limits.max_partial_packet_bytes` as it arrives.
+async fn read_connect<S>(
+    broker: &Broker,
+    io: &mut Io<S>,
+    hold: &mut HandshakeHold<'_>,
+) -> Result<Box<Connect>, Refused>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -360,7 +395,11 @@ where
     loop {
         let hint = codec::sniff_connect_version(&io.read_buf);
         match codec::decode(&mut io.read_buf, ProtocolVersion::V5, max) {
-            Ok(Some(Packet::Connect(connect))) => return Ok(connect),
+            Ok(Some(Packet::Connect(connect))) => {
+                // What came after CONNECT in the same read; the connection takes it over.
+                hold.hold(io.read_buf.len());
+                return Ok(connect);
+            }
             Ok(Some(other)) => return Err(Refused::FirstPacketNotConnect(other.kind())),
             Ok(None) => {}
             Err(error) => {
@@ -375,6 +414,9 @@ where
         match io.fill().await {
             Ok(true) => {}
             Ok(false) | Err(_) => return Err(Refused::Network),
+        }
+        if !hold.hold(io.read_buf.len()) {
+            return Err(Refused::PartialBudget);
         }
     }
 }

@@ -424,7 +424,7 @@ impl Connection {
 
     fn on_disconnect(&mut self, disconnect: Disconnect) -> Close {
         if let Some(expiry) = disconnect.properties.session_expiry_interval {
-            if self.connect_expiry == 0 && expiry != 0 {
+            if self.zero_expiry_at_connect && expiry != 0 {
                 return Close::protocol("session expiry set on DISCONNECT after 0 at CONNECT"); // [MQTT-3.14.2-2]
             }
             let cap = self

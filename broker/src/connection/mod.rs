@@ -194,8 +194,9 @@ pub(crate) struct Connection {
     /// 1.5 × keep alive in milliseconds, or `None` when keep alive is 0 [MQTT-3.1.2-22].
     keep_alive_ms: Option<std::num::NonZeroU32>,
     last_received: Instant,
-    /// Session expiry asked for in CONNECT (after capping); DISCONNECT may not raise it from 0.
-    connect_expiry: u32,
+    /// The session expiry from CONNECT (after capping) was 0, which DISCONNECT may not raise. A
+    /// bool, not the interval: nothing else about it is needed, and this state is paid per client.
+    zero_expiry_at_connect: bool,
     /// Outbound QoS 1/2 window: min(client's Receive Maximum, our max_inflight).
     inflight_window: u16,
     /// The client's Maximum Packet Size (u32::MAX when it set none).
@@ -223,6 +224,9 @@ pub(crate) struct Connection {
     /// race for the room, the first to run take it all, and the rest pause again after one
     /// message each: an uneven share, and a wake-up per message.
     resume_quota: u8,
+    /// Blocks of an unfinished packet this connection counts against
+    /// `limits.max_partial_packet_bytes`; given back when it ends (see `Broker::hold_partial`).
+    partial_held: u16,
     /// Released when the connection ends.
     _slot: ConnectionSlot,
     /// While parked, the place the connection holds in the broker's task tracker, so that shutdown
@@ -283,8 +287,23 @@ impl Connection {
         self.resend_inflight()?;
         // Packets that arrived in the same read as CONNECT are already in the buffer.
         self.process_input(&mut io.read_buf).await?;
+        self.hold_unfinished(io.read_buf.len())?;
         io.release_read_buf();
         Ok(())
+    }
+
+    /// Counts the unfinished packet left in the read buffer against the broker's budget for such
+    /// bytes. A connection that would take it past the budget is closed rather than paused: a
+    /// paused one would keep its bytes, and the budget would stay spent.
+    fn hold_unfinished(&mut self, unfinished: usize) -> Result<(), Close> {
+        if self.broker.hold_partial(&mut self.partial_held, unfinished) {
+            return Ok(());
+        }
+        debug!(client_id = %self.client.client_id, unfinished, "unfinished packet over the broker's budget");
+        Err(Close::Server(
+            ReasonCode::QUOTA_EXCEEDED,
+            Cow::Borrowed("too many bytes of unfinished packets held"),
+        ))
     }
 
     async fn event_loop<S: Transport>(&mut self, io: &mut Io<S>) -> Exit {
@@ -324,6 +343,9 @@ impl Connection {
                 Event::Received | Event::Resumed => {
                     idle.active = true;
                     if let Err(close) = self.process_input(&mut io.read_buf).await {
+                        return Exit::Close(close);
+                    }
+                    if let Err(close) = self.hold_unfinished(io.read_buf.len()) {
                         return Exit::Close(close);
                     }
                     io.release_read_buf();
@@ -697,7 +719,8 @@ impl Connection {
     }
 
     /// Lets go of the session (publishing the will if the close calls for it) and notifies hooks.
-    fn release(self, close: Close) {
+    fn release(mut self, close: Close) {
+        self.broker.hold_partial(&mut self.partial_held, 0);
         let (publish_will, reason) = match &close {
             Close::Client { will } => (*will, None),
             Close::Network => (true, None),

@@ -21,6 +21,9 @@ pub(super) async fn render(State(state): State<Arc<HttpState>>) -> impl IntoResp
     stats.retained.set(gauge(broker.retained().count()));
     stats.retained_bytes.set(gauge(broker.retained().bytes()));
     stats.queued_bytes.set(gauge(broker.queued_bytes()));
+    stats
+        .partial_packet_bytes
+        .set(gauge(broker.partial_packet_bytes()));
     (
         [(
             header::CONTENT_TYPE,
