@@ -345,7 +345,7 @@ impl Default for Limits {
             max_connections: None,
             max_connection_rate: None,
             max_publish_rate: None,
-            max_subscriptions_per_client: None,
+            max_subscriptions_per_client: Some(1_000),
             max_retained_messages: 100_000,
             max_retained_bytes: 128 * MIB,
             max_partial_packet_bytes: 64 * MIB,

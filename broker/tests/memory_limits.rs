@@ -1,7 +1,7 @@
 //! The limits that bound what clients can make the broker hold, against the real binary: retained
 //! messages, session queues in bytes (per session and broker-wide), retained messages sent on
-//! subscribe, and bytes held in packets not yet whole. Each is seen as the clients see it
-//! (reason codes, what arrives) and in the counter `/metrics` keeps for it.
+//! subscribe, subscriptions per client, and bytes held in packets not yet whole. Each is seen as
+//! the clients see it (reason codes, what arrives) and in the counter `/metrics` keeps for it.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,7 +14,7 @@ mod support;
 
 use edge_support::{EdgeBroker, WAIT, Workdir, free_port, wait_until};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, PubAckReason, SubscribeReasonCode};
 use support::raw_v5::{self, read_packet, remaining_length, string};
 use support::{QUIET, v5, v311};
 use tokio::io::AsyncWriteExt;
@@ -181,6 +181,27 @@ async fn retained_messages_beyond_the_queue_are_counted_not_churned() {
     assert_eq!(metric(&broker, unsent).await, 5.0);
     let churned = r#"tern_messages_dropped_total{reason="queue_full_oldest"}"#;
     assert_eq!(metric(&broker, churned).await, 0.0);
+}
+
+/// Without configuration a client may hold 1,000 subscriptions: the 1,001st filter of one
+/// SUBSCRIBE gets 0x97 *Quota exceeded* while the others are granted (§3.9.3).
+#[tokio::test]
+async fn subscriptions_per_client_are_bounded_by_default() {
+    let (_broker, port) = start("  max_queued_messages: 10000\n").await;
+    let (client, mut inbox) = v5::connect(port, "collector").await;
+    let filters = (0..1_001).map(|n| Filter::new(format!("f/{n}"), QoS::AtMostOnce));
+    client.subscribe_many(filters).await.unwrap();
+    let suback = v5::expect_suback(&mut inbox, WAIT).await;
+    assert_eq!(suback.return_codes.len(), 1_001);
+    assert!(
+        suback.return_codes[..1_000]
+            .iter()
+            .all(|code| *code == SubscribeReasonCode::Success(QoS::AtMostOnce))
+    );
+    assert_eq!(
+        suback.return_codes[1_000],
+        SubscribeReasonCode::QuotaExceeded
+    );
 }
 
 /// The start of a PUBLISH of `len` bytes of payload on topic `t`, QoS 1, packet id 1: its fixed
