@@ -64,6 +64,7 @@ impl Message {
     /// The bytes of data the message holds: topic, payload and the properties that carry data.
     /// What the retained store and session queues count against their byte bounds; the fixed part
     /// of the struct is not counted.
+    #[inline]
     pub fn data_size(&self) -> usize {
         let properties = &self.properties;
         let text = |s: &Option<ByteString>| s.as_ref().map_or(0, |s| s.len());

@@ -175,7 +175,10 @@ impl Broker {
                 return false;
             }
         } else if wanted < *held {
-            partial.fetch_sub(usize::from(*held - wanted) * PARTIAL_FREE, Ordering::Relaxed);
+            partial.fetch_sub(
+                usize::from(*held - wanted) * PARTIAL_FREE,
+                Ordering::Relaxed,
+            );
         }
         *held = wanted;
         true

@@ -296,7 +296,9 @@ impl Connection {
     /// bytes. A connection that would take it past the budget is closed rather than paused: a
     /// paused one would keep its bytes, and the budget would stay spent.
     fn hold_unfinished(&mut self, unfinished: usize) -> Result<(), Close> {
-        if self.broker.hold_partial(&mut self.partial_held, unfinished) {
+        // Most reads end on a packet boundary, or close to one: nothing to count.
+        let nothing_held = self.partial_held == 0 && unfinished <= crate::broker::PARTIAL_FREE;
+        if nothing_held || self.broker.hold_partial(&mut self.partial_held, unfinished) {
             return Ok(());
         }
         debug!(client_id = %self.client.client_id, unfinished, "unfinished packet over the broker's budget");

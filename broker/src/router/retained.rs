@@ -89,7 +89,10 @@ impl RetainedStore {
             return Ok(());
         }
         if !topic::is_sys(&message.topic) {
-            let old = stored.messages.get(&message.topic).map(|old| old.data_size());
+            let old = stored
+                .messages
+                .get(&message.topic)
+                .map(|old| old.data_size());
             if old.is_none() && stored.counted >= self.max_messages {
                 return Err(RetainedFull::Messages);
             }

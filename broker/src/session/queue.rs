@@ -90,6 +90,7 @@ impl QueueLimits {
         self.total.load(Ordering::Relaxed)
     }
 
+    #[inline]
     fn total_has_room(&self, share: usize) -> bool {
         self.total.load(Ordering::Relaxed).saturating_add(share) <= self.max_total
     }
@@ -139,16 +140,16 @@ impl OutboundQueue {
     /// Offers a delivery. `online` says whether a connection is attached: the disconnect policy only
     /// makes sense for a client that is there to be disconnected.
     pub fn push(&mut self, delivery: Delivery, online: bool) -> Enqueued {
-        let limits = Arc::clone(&self.limits);
+        let limits = &*self.limits;
         let share = delivery.share as usize;
         if !limits.total_has_room(share) {
             return Enqueued::Dropped(QueueBound::TotalBytes);
         }
         let size = delivery.message.data_size();
         let queued = self.items.get_or_insert_default();
-        let Some(bound) = queued.bound_hit(&limits, size) else {
+        let Some(bound) = queued.bound_hit(limits, size) else {
             queued.push(delivery, size);
-            self.report();
+            queued.report(limits);
             return Enqueued::Queued;
         };
         let hopeless = limits.capacity == 0 || size > limits.max_bytes;
@@ -158,11 +159,11 @@ impl OutboundQueue {
         match limits.policy {
             QueueOverflow::DropOldest => {
                 let mut dropped = 0;
-                while queued.bound_hit(&limits, size).is_some() && queued.pop().is_some() {
+                while queued.bound_hit(limits, size).is_some() && queued.pop().is_some() {
                     dropped += 1;
                 }
                 queued.push(delivery, size);
-                self.report();
+                queued.report(limits);
                 Enqueued::QueuedDroppedOldest(dropped, bound)
             }
             QueueOverflow::DropNewest => Enqueued::Dropped(bound),
@@ -202,8 +203,9 @@ impl OutboundQueue {
     }
 
     pub fn pop(&mut self) -> Option<Delivery> {
-        let delivery = self.items.as_mut()?.pop();
-        self.report();
+        let queued = self.items.as_mut()?;
+        let delivery = queued.pop();
+        queued.report(&self.limits);
         delivery
     }
 
@@ -214,7 +216,7 @@ impl OutboundQueue {
         queued.bytes += size;
         queued.shares += delivery.share as usize;
         queued.items.push_front(delivery);
-        self.report();
+        queued.report(&self.limits);
     }
 
     pub fn clear(&mut self) {
@@ -222,33 +224,32 @@ impl OutboundQueue {
             queued.items.clear();
             queued.bytes = 0;
             queued.shares = 0;
-        }
-        self.report();
-    }
-
-    /// Brings this queue's part of the broker-wide total up to date, in whole steps: up as soon
-    /// as the shares pass what was reported, down once they are two steps below it.
-    fn report(&mut self) {
-        let Some(queued) = &mut self.items else {
-            return;
-        };
-        let due = queued.shares.div_ceil(REPORT_STEP) * REPORT_STEP;
-        if due > queued.reported {
-            self.limits
-                .total
-                .fetch_add(due - queued.reported, Ordering::Relaxed);
-            queued.reported = due;
-        } else if due + 2 * REPORT_STEP <= queued.reported {
-            self.limits
-                .total
-                .fetch_sub(queued.reported - due, Ordering::Relaxed);
-            queued.reported = due;
+            queued.report(&self.limits);
         }
     }
 }
 
 impl Queued {
+    /// Brings this queue's part of the broker-wide total up to date, in whole steps: up as soon
+    /// as the shares pass what was reported, down once they are two steps below it.
+    #[inline]
+    fn report(&mut self, limits: &QueueLimits) {
+        let due = self.shares.div_ceil(REPORT_STEP) * REPORT_STEP;
+        if due > self.reported {
+            limits
+                .total
+                .fetch_add(due - self.reported, Ordering::Relaxed);
+            self.reported = due;
+        } else if due + 2 * REPORT_STEP <= self.reported {
+            limits
+                .total
+                .fetch_sub(self.reported - due, Ordering::Relaxed);
+            self.reported = due;
+        }
+    }
+
     /// The bound that one more message of `size` bytes would break, if any.
+    #[inline]
     fn bound_hit(&self, limits: &QueueLimits, size: usize) -> Option<QueueBound> {
         if self.items.len() >= limits.capacity {
             Some(QueueBound::Messages)
@@ -259,12 +260,14 @@ impl Queued {
         }
     }
 
+    #[inline]
     fn push(&mut self, delivery: Delivery, size: usize) {
         self.bytes += size;
         self.shares += delivery.share as usize;
         self.items.push_back(delivery);
     }
 
+    #[inline]
     fn pop(&mut self) -> Option<Delivery> {
         let delivery = self.items.pop_front()?;
         self.bytes -= delivery.message.data_size();
