@@ -152,7 +152,7 @@ impl Default for AuthConfig {
             failed_logins_per_address: 5,
             login_backoff_secs: 1,
             login_backoff_max_secs: 60,
-            max_pending_logins: 64,
+            max_pending_logins: 16,
             max_pending_logins_per_address: 4,
         }
     }
