@@ -106,6 +106,13 @@ impl LoginGuard {
             state.addresses.get_mut(&address)
         };
         if let Some(record) = record {
+            // Failures older than the longest wait no longer count: a device that mistyped a
+            // password last week starts afresh.
+            let stale = now.saturating_duration_since(record.last_failure) > settings.max_wait;
+            if record.failures > 0 && stale {
+                record.failures = 0;
+                record.wait_until = None;
+            }
             if record.wait_until.is_some_and(|until| now < until) {
                 return Err(LoginRefusal::Backoff);
             }
@@ -244,6 +251,13 @@ mod tests {
             guard.settings.wait_after(40),
             Some(Duration::from_secs(8)),
             "capped at the longest wait"
+        );
+        // Once the longest wait has passed since its last failure, the address starts afresh.
+        let much_later = later + Duration::from_secs(9);
+        fail(&guard, ip(1), much_later);
+        assert!(
+            guard.begin(ip(1), much_later).is_ok(),
+            "one failure, not five"
         );
     }
 
