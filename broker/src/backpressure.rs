@@ -198,6 +198,7 @@ mod tests {
     use crate::control::ConnectionControl;
     use crate::identity::ClientId;
     use crate::message::{Delivery, Message};
+    use crate::session::QueueLimits;
     use crate::stats::Stats;
 
     /// High-water mark 80, low-water mark 40: a waiter is woken per 8 messages of room below 80.
@@ -208,8 +209,7 @@ mod tests {
         let session = Arc::new(Session::new(
             SessionId(1),
             ClientId::new("subscriber"),
-            10_000,
-            QueueOverflow::DropNewest,
+            QueueLimits::new(10_000, QueueOverflow::DropNewest, usize::MAX, usize::MAX),
         ));
         session.lock().connection = Some(Arc::new(ConnectionControl::default()));
         session.set_online(true);
@@ -231,8 +231,10 @@ mod tests {
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 subscription_ids: Vec::new(),
+                share: 1,
             };
-            wait = session.deliver(delivery, backpressure.marks(), &Stats::new());
+            wait = session.deliver(delivery, backpressure.marks(), &Stats::new())
+                != crate::session::Backlog::Clear;
         }
         wait
     }

@@ -2,9 +2,9 @@
 //! network connection (like mochi-mqtt's inline client). Messages go through the same router, retained
 //! store and hooks as a network client's, and subscriptions through the same `Broker::subscribe`.
 //!
-//! The embedding program is trusted: its messages and subscriptions are not authorized by the hooks
-//! (they are told of them: `on_publish` with no client, `on_subscribe` and `on_unsubscribe` with the
-//! inline subscription's identity). Each subscription has a session of its own, outside the session
+//! The embedding program is trusted: its messages (`$SYS` included) and subscriptions are not
+//! authorized by the hooks (they are told of them: `on_publish` with no client, `on_subscribe` and
+//! `on_unsubscribe` with the inline subscription's identity). Each subscription has a session of its own, outside the session
 //! registry: it has no client identifier another client could take over, and a drain, which moves
 //! network clients elsewhere, leaves it alone.
 

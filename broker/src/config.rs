@@ -151,6 +151,11 @@ impl Default for AuthConfig {
             acl_file: None,
             reload_poll_secs: 2,
             certificate_identities: CertificateIdentities::Any,
+            failed_logins_per_address: 5,
+            login_backoff_secs: 1,
+            login_backoff_max_secs: 60,
+            max_pending_logins: 16,
+            max_pending_logins_per_address: 4,
         }
     }
 }
@@ -217,6 +222,16 @@ pub struct AuthConfig {
     pub reload_poll_secs: u64,
     /// Which verified client certificates log a client in on a `use_identity_as_username` listener.
     pub certificate_identities: CertificateIdentities,
+    /// Wrong passwords from one address before it must wait between tries; 0 turns this off.
+    pub failed_logins_per_address: u32,
+    /// The first wait, in seconds, doubled with each further failure.
+    pub login_backoff_secs: u64,
+    /// The longest wait, in seconds.
+    pub login_backoff_max_secs: u64,
+    /// Password verifications waiting or running at once, broker-wide.
+    pub max_pending_logins: usize,
+    /// Password verifications waiting or running at once for one address.
+    pub max_pending_logins_per_address: u32,
 }
 
 /// Which verified client certificates identify a user.
@@ -285,6 +300,12 @@ pub struct Limits {
     pub max_inflight: u16,
     /// Messages queued per session (online or offline) beyond the inflight window.
     pub max_queued_messages: usize,
+    /// Bytes of message data queued per session (a message shared with other sessions counts
+    /// whole), under the same overflow policy.
+    pub max_queued_bytes: usize,
+    /// Bytes of message data queued across all sessions (a shared message counts about once);
+    /// beyond it new deliveries are dropped whatever the policy.
+    pub max_queued_bytes_total: usize,
     pub queue_overflow: QueueOverflow,
     /// Queued deliveries in a connected subscriber's session at which the publishers feeding it
     /// stop being read until the queue is back to half; 0 turns backpressure off. Capped at
@@ -323,6 +344,13 @@ pub struct Limits {
     pub max_publish_rate: Option<u32>,
     /// Subscriptions one session may hold; more are refused in SUBACK (0x97 *Quota exceeded*).
     pub max_subscriptions_per_client: Option<usize>,
+    /// Retained messages the broker stores; more are refused (MQTT 5: 0x97 *Quota exceeded*).
+    pub max_retained_messages: usize,
+    /// Bytes of message data the retained store holds, refused beyond as above.
+    pub max_retained_bytes: usize,
+    /// Bytes all connections together may hold in packets not yet received whole; a connection
+    /// that would take more is closed (MQTT 5: DISCONNECT 0x97 *Quota exceeded*).
+    pub max_partial_packet_bytes: usize,
 }
 
 impl Default for Limits {
@@ -332,6 +360,8 @@ impl Default for Limits {
             receive_maximum: 1024,
             max_inflight: 1024,
             max_queued_messages: 10_000,
+            max_queued_bytes: 32 * MIB,
+            max_queued_bytes_total: 512 * MIB,
             queue_overflow: QueueOverflow::DropOldest,
             backlog_high_water: 1_000,
             backlog_max_pause_ms: 500,
@@ -346,10 +376,15 @@ impl Default for Limits {
             max_connections: None,
             max_connection_rate: None,
             max_publish_rate: None,
-            max_subscriptions_per_client: None,
+            max_subscriptions_per_client: Some(1_000),
+            max_retained_messages: 100_000,
+            max_retained_bytes: 128 * MIB,
+            max_partial_packet_bytes: 64 * MIB,
         }
     }
 }
+
+const MIB: usize = 1024 * 1024;
 
 /// Optional MQTT features, announced to v5 clients in CONNACK.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -468,6 +503,19 @@ impl Config {
             return Err(invalid(
                 "auth.certificate_identities",
                 "listed needs auth.users_file",
+            ));
+        }
+        let auth = &self.auth;
+        if auth.login_backoff_secs == 0 || auth.login_backoff_secs > auth.login_backoff_max_secs {
+            return Err(invalid(
+                "auth.login_backoff_secs",
+                "must be 1 ..= auth.login_backoff_max_secs",
+            ));
+        }
+        if auth.max_pending_logins == 0 || auth.max_pending_logins_per_address == 0 {
+            return Err(invalid(
+                "auth.max_pending_logins",
+                "max_pending_logins and max_pending_logins_per_address must be at least 1",
             ));
         }
         if self.listeners.is_empty() {

@@ -82,6 +82,10 @@ impl PeerAddr {
     pub fn socket_addr(self) -> SocketAddr {
         SocketAddr::new(self.ip, self.port)
     }
+
+    pub fn ip(self) -> IpAddr {
+        self.ip
+    }
 }
 
 impl From<SocketAddr> for PeerAddr {

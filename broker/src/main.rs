@@ -11,6 +11,13 @@ mod drain;
 mod logging;
 mod passwd;
 
+/// jemalloc, with its background thread, returns freed pages to the system about ten seconds after a
+/// burst; glibc kept what 2,000,000 subscriptions or a thousand argon2 checks had taken (see
+/// docs/performance.md, "Memory given back after a burst").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Tern: a Kubernetes-native MQTT 3.1 / 3.1.1 / 5.0 broker.
 #[derive(Debug, Parser)]
 #[command(name = "tern-broker", version, about)]

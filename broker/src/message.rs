@@ -66,6 +66,25 @@ impl Message {
         })
     }
 
+    /// The bytes of data the message holds: topic, payload and the properties that carry data.
+    /// What the retained store and session queues count against their byte bounds; the fixed part
+    /// of the struct is not counted.
+    #[inline]
+    pub fn data_size(&self) -> usize {
+        let properties = &self.properties;
+        let text = |s: &Option<ByteString>| s.as_ref().map_or(0, |s| s.len());
+        self.topic.len()
+            + self.payload.len()
+            + text(&properties.response_topic)
+            + text(&properties.content_type)
+            + properties.correlation_data.as_ref().map_or(0, Bytes::len)
+            + properties
+                .user_properties
+                .iter()
+                .map(|(key, value)| key.len() + value.len())
+                .sum::<usize>()
+    }
+
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
@@ -109,4 +128,15 @@ pub struct Delivery {
     pub retain: bool,
     /// Identifiers of the matching subscriptions that carry one [MQTT-3.3.4-3].
     pub subscription_ids: Vec<u32>,
+    /// This delivery's part of its message's [`Message::data_size`] in the broker-wide count of
+    /// queued bytes: the sessions a message is routed to share one copy, so each counts its share.
+    pub share: u32,
+}
+
+impl Delivery {
+    /// The share of a message routed to `sessions` sessions, rounded up.
+    pub fn share_of(message: &Message, sessions: usize) -> u32 {
+        let share = message.data_size().div_ceil(sessions.max(1));
+        u32::try_from(share).unwrap_or(u32::MAX)
+    }
 }

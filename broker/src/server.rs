@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::hook::{Hook, Hooks};
 use crate::http::{HttpError, HttpServer, ListenerInfo};
 use crate::listener::{BoundListener, ListenerError};
+use crate::stats::Stats;
 
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -67,7 +68,9 @@ impl ServerBuilder {
     /// Loads every file the configuration names, then binds every listener and the HTTP
     /// endpoint. Nothing is accepted until [`Server::run`].
     pub async fn bind(self) -> Result<Server, ServerError> {
-        let files = StartFiles::load(&self.config)?;
+        // Made here rather than by the broker so that the users file's login guard counts in it too.
+        let stats = Arc::new(Stats::default());
+        let files = StartFiles::load(&self.config, &stats)?;
         let mut listeners = Vec::with_capacity(self.config.listeners.len());
         for (listener, tls) in self.config.listeners.iter().zip(files.tls) {
             let bound = BoundListener::bind(listener, tls).await.map_err(|error| {
@@ -87,7 +90,12 @@ impl ServerBuilder {
             hooks.insert(0, file_auth.clone() as Arc<dyn Hook>);
         }
         let cluster_config = self.config.cluster.clone();
-        let mut broker = Broker::new(self.config, Hooks::new(hooks), CancellationToken::new());
+        let mut broker = Broker::with_stats(
+            self.config,
+            Hooks::new(hooks),
+            CancellationToken::new(),
+            Arc::clone(&stats),
+        );
         if let Some(config) = &cluster_config {
             let addrs: Vec<(String, SocketAddr)> = listeners
                 .iter()
@@ -158,7 +166,7 @@ impl Server {
     /// files, the admin token — as a start would, without binding a socket or serving anything:
     /// what `tern-broker --check-config` runs. Ports in use are not found this way.
     pub fn check(config: &Config) -> Result<(), ServerError> {
-        StartFiles::load(config).map(drop)
+        StartFiles::load(config, &Arc::new(Stats::default())).map(drop)
     }
 
     /// The address each listener is bound to, by name (useful with port 0).

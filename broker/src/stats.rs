@@ -21,15 +21,22 @@ pub enum DropReason {
     TooLargeForClient,
     /// Authorization denied the publish.
     NotAuthorized,
+    /// A retained message matching a new subscription found its session's queue full: a filter
+    /// may match more retained messages than a queue holds.
+    RetainedQueueFull,
+    /// A retained PUBLISH found the retained store full; MQTT 5 publishers were told (0x97).
+    RetainedStoreFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 7] = [
         Self::QueueFull,
         Self::QueueFullOldest,
         Self::Expired,
         Self::TooLargeForClient,
         Self::NotAuthorized,
+        Self::RetainedQueueFull,
+        Self::RetainedStoreFull,
     ];
 
     pub fn kind(self) -> &'static str {
@@ -39,6 +46,8 @@ impl DropReason {
             Self::Expired => "expired",
             Self::TooLargeForClient => "too_large_for_client",
             Self::NotAuthorized => "not_authorized",
+            Self::RetainedQueueFull => "retained_queue_full",
+            Self::RetainedStoreFull => "retained_store_full",
         }
     }
 }
@@ -57,10 +66,26 @@ pub enum LimitKind {
     QueueFull,
     /// A publisher paused for a backlogged subscriber (`limits.backlog_high_water`).
     Backlog,
+    /// A login refused without a password check: its address failed too often
+    /// (`auth.failed_logins_per_address`).
+    LoginBackoff,
+    /// A login refused without a password check: too many wait for one (`auth.max_pending_logins`,
+    /// `auth.max_pending_logins_per_address`).
+    PendingLogins,
+    /// A session's queue held `limits.max_queued_bytes`.
+    QueuedBytes,
+    /// All queues together held `limits.max_queued_bytes_total`.
+    QueuedBytesTotal,
+    /// The retained store held `limits.max_retained_messages`.
+    RetainedMessages,
+    /// The retained store held `limits.max_retained_bytes`.
+    RetainedBytes,
+    /// Connections together held `limits.max_partial_packet_bytes` in packets not yet whole.
+    PartialPacketBytes,
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 10] = [
+    pub const ALL: [LimitKind; 17] = [
         Self::PacketSize,
         Self::ReceiveMaximum,
         Self::TopicLength,
@@ -71,6 +96,13 @@ impl LimitKind {
         Self::Subscriptions,
         Self::QueueFull,
         Self::Backlog,
+        Self::LoginBackoff,
+        Self::PendingLogins,
+        Self::QueuedBytes,
+        Self::QueuedBytesTotal,
+        Self::RetainedMessages,
+        Self::RetainedBytes,
+        Self::PartialPacketBytes,
     ];
 
     pub fn kind(self) -> &'static str {
@@ -85,6 +117,13 @@ impl LimitKind {
             Self::Subscriptions => "max_subscriptions",
             Self::QueueFull => "max_queued_messages",
             Self::Backlog => "backlog_high_water",
+            Self::LoginBackoff => "login_backoff",
+            Self::PendingLogins => "max_pending_logins",
+            Self::QueuedBytes => "max_queued_bytes",
+            Self::QueuedBytesTotal => "max_queued_bytes_total",
+            Self::RetainedMessages => "max_retained_messages",
+            Self::RetainedBytes => "max_retained_bytes",
+            Self::PartialPacketBytes => "max_partial_packet_bytes",
         }
     }
 }
@@ -150,6 +189,11 @@ pub struct Stats {
     pub retained: IntGauge,
     pub inflight: IntGauge,
     pub queued: IntGauge,
+    /// Bytes queued across sessions, as counted against `limits.max_queued_bytes_total`.
+    pub queued_bytes: IntGauge,
+    pub retained_bytes: IntGauge,
+    /// Bytes held in packets not yet whole, as counted against `limits.max_partial_packet_bytes`.
+    pub partial_packet_bytes: IntGauge,
 }
 
 impl Default for Stats {
@@ -266,6 +310,18 @@ impl Stats {
                 "tern_queued_messages",
                 "Messages waiting in session queues.",
             ),
+            queued_bytes: gauge(
+                "tern_queued_bytes",
+                "Bytes of message data waiting in session queues, a shared message counted once.",
+            ),
+            retained_bytes: gauge(
+                "tern_retained_bytes",
+                "Bytes of message data in the retained store.",
+            ),
+            partial_packet_bytes: gauge(
+                "tern_partial_packet_bytes",
+                "Bytes held by connections in packets not yet received whole.",
+            ),
             registry,
         }
     }
@@ -280,6 +336,10 @@ impl Stats {
 
     pub fn dropped(&self, reason: DropReason) {
         self.dropped[reason as usize].inc();
+    }
+
+    pub fn dropped_many(&self, reason: DropReason, times: usize) {
+        self.dropped[reason as usize].inc_by(times as u64);
     }
 
     pub fn limit_hit(&self, limit: LimitKind) {

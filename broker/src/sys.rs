@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytestring::ByteString;
-use tracing::debug;
+use sha2::{Digest, Sha256};
+use tracing::{debug, info};
 
 use crate::broker::Broker;
 use crate::codec::QoS;
@@ -52,7 +53,7 @@ pub fn publish_statistics(broker: &Broker) {
         publish_all(broker, "$SYS/broker", values);
         return;
     };
-    let node = escape_topic_level(cluster.node_id());
+    let node = notice_level(cluster.node_id());
     publish_all(broker, &format!("$SYS/broker/nodes/{node}"), values.clone());
     if !cluster.leads() {
         return;
@@ -60,7 +61,7 @@ pub fn publish_statistics(broker: &Broker) {
     let members: Vec<String> = cluster
         .member_ids()
         .iter()
-        .map(|id| escape_topic_level(id))
+        .map(|id| notice_level(id))
         .collect();
     let totals = values
         .into_iter()
@@ -138,8 +139,17 @@ fn sum_over_nodes(broker: &Broker, members: &[String], name: &str) -> u64 {
         .sum()
 }
 
+/// The most bytes of a notice topic's client-id level. A client id may be 65,535 bytes, and so may
+/// a topic: the id whole would leave no room for the rest of the topic, and a topic no client can
+/// be sent closes every subscriber of the notices. A longer id is cut, and a hash of the whole id
+/// keeps it apart from others with the same start.
+const MAX_NOTICE_LEVEL: usize = 128;
+/// Bytes of the escaped id kept before the hash when it is cut.
+const NOTICE_PREFIX: usize = MAX_NOTICE_LEVEL - 17;
+
 /// Publishes `$SYS/broker/clients/{client id}/connected` (or `/disconnected`) with a JSON body.
-/// Characters that would break the topic (`/`, `+`, `#`) and `%` are percent-encoded in the id.
+/// Characters that would break the topic (`/`, `+`, `#`), and `%` and `~`, are percent-encoded
+/// in the id; an id longer than [`MAX_NOTICE_LEVEL`] becomes its start, `~` and a hash.
 pub fn client_notice(broker: &Broker, client: &ClientInfo, connected: bool) {
     if !broker.config().sys.client_notices {
         return;
@@ -164,7 +174,7 @@ pub fn client_notice(broker: &Broker, client: &ClientInfo, connected: bool) {
     });
     let topic = format!(
         "$SYS/broker/clients/{}/{event}",
-        escape_topic_level(client.client_id.as_str())
+        notice_level(client.client_id.as_str())
     );
     debug!(%topic, "client notice");
     broker.publish(
@@ -173,15 +183,45 @@ pub fn client_notice(broker: &Broker, client: &ClientInfo, connected: bool) {
     );
 }
 
-fn escape_topic_level(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
+/// The client id as one topic level of at most [`MAX_NOTICE_LEVEL`] bytes.
+fn notice_level(id: &str) -> String {
+    let escaped = escape_topic_level(id, usize::MAX);
+    if escaped.len() <= MAX_NOTICE_LEVEL {
+        return escaped;
+    }
+    info!(
+        len = id.len(),
+        "client id too long for a $SYS notice topic; the topic carries its start and a hash"
+    );
+    let digest = Sha256::digest(id.as_bytes());
+    let mut level = escape_topic_level(id, NOTICE_PREFIX);
+    level.push('~');
+    for byte in &digest[..8] {
+        level.push_str(&format!("{byte:02x}"));
+    }
+    level
+}
+
+/// The id percent-encoded where it would break a topic level, stopping before `max` bytes. `~`
+/// is encoded too, so it only ever appears before a hash.
+fn escape_topic_level(id: &str, max: usize) -> String {
+    let mut out = String::with_capacity(id.len().min(max));
     for c in id.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '/' => out.push_str("%2F"),
-            '+' => out.push_str("%2B"),
-            '#' => out.push_str("%23"),
-            c => out.push(c),
+        let escaped = match c {
+            '%' => "%25",
+            '/' => "%2F",
+            '+' => "%2B",
+            '#' => "%23",
+            '~' => "%7E",
+            _ => "",
+        };
+        let len = if escaped.is_empty() { c.len_utf8() } else { 3 };
+        if out.len() + len > max {
+            break;
+        }
+        match escaped {
+            "" => out.push(c),
+            escaped => out.push_str(escaped),
         }
     }
     if out.is_empty() { "%00".into() } else { out }
@@ -189,11 +229,31 @@ fn escape_topic_level(id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_topic_level;
+    use super::*;
 
     #[test]
     fn client_ids_become_one_safe_topic_level() {
-        assert_eq!(escape_topic_level("a/b+c#d%e"), "a%2Fb%2Bc%23d%25e");
-        assert_eq!(escape_topic_level("plain-id"), "plain-id");
+        assert_eq!(notice_level("a/b+c#d%e~f"), "a%2Fb%2Bc%23d%25e%7Ef");
+        assert_eq!(notice_level("plain-id"), "plain-id");
+        assert_eq!(notice_level(""), "%00");
+    }
+
+    /// Any client id, up to the 65,535 bytes a CONNECT can carry, gives a notice topic that is a
+    /// valid topic name [MQTT-4.7.3-3] and short; two long ids that start alike stay apart, and
+    /// the same id always gives the same topic, so its connected and disconnected notices match.
+    #[test]
+    fn a_long_client_id_becomes_its_start_and_a_hash() {
+        let long = "é/".repeat(21_845);
+        assert_eq!(long.len(), 65_535);
+        let level = notice_level(&long);
+        assert!(level.len() <= MAX_NOTICE_LEVEL, "{} bytes", level.len());
+        assert!(level.starts_with("é%2F"), "{level}");
+        let topic = format!("$SYS/broker/clients/{level}/disconnected");
+        crate::topic::validate_topic_name(&topic).expect("a valid topic name");
+        let other = format!("{}x", &long[..long.len() - 1]);
+        assert_ne!(notice_level(&other), level);
+        assert_eq!(notice_level(&long), level);
+        let just_fits = "a".repeat(MAX_NOTICE_LEVEL);
+        assert_eq!(notice_level(&just_fits), just_fits);
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use parking_lot::{Mutex, RwLock};
@@ -17,11 +18,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tracing::{debug, info};
 
+use super::guard::{LoginGuard, LoginRefusal};
 use super::{AclFile, AuthFileError, AuthPart, Decision, PushError, Subject, UsersFile};
 use crate::codec::{QoS, ReasonCode};
-use crate::config::CertificateIdentities;
+use crate::config::{AuthConfig, CertificateIdentities};
 use crate::hook::{Access, AuthDecision, BoxFuture, ClientInfo, ConnectRequest, Hook};
 use crate::reload::{Reload, ReloadError};
+use crate::stats::{LimitKind, Stats};
 
 /// Users and ACL from files, or pushed in their place.
 #[derive(Debug)]
@@ -38,6 +41,11 @@ pub struct FileAuth {
     /// Password verification is CPU-heavy by design; at most this many run at once so a burst of
     /// connections cannot starve the message path.
     verifications: Arc<Semaphore>,
+    /// Refuses, without hashing, verifications beyond the bounds and the failure budget of their
+    /// address, so that a burst of guesses cannot queue in front of correct passwords.
+    guard: LoginGuard,
+    /// Where the guard's refusals are counted.
+    stats: Arc<Stats>,
     /// Whether a certificate identity must be a listed user (`auth.certificate_identities`).
     certificate_identities: CertificateIdentities,
 }
@@ -103,8 +111,26 @@ impl FileAuth {
             revoked: RwLock::new(HashSet::new()),
             pushed_over: Mutex::new(PushedOver::default()),
             verifications: Arc::new(Semaphore::new(workers)),
+            guard: LoginGuard::new(&AuthConfig::default()),
+            stats: Arc::new(Stats::default()),
             certificate_identities: CertificateIdentities::Any,
         })
+    }
+
+    /// Applies the `auth` section: which certificate identities log in, and the bounds on
+    /// password verification.
+    #[must_use]
+    pub fn with_config(mut self, auth: &AuthConfig) -> Self {
+        self.certificate_identities = auth.certificate_identities;
+        self.guard = LoginGuard::new(auth);
+        self
+    }
+
+    /// Counts the logins the guard refuses in `stats` (the broker's).
+    #[must_use]
+    pub fn reporting_to(mut self, stats: Arc<Stats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Sets which certificate identities log in (`auth.certificate_identities`).
@@ -198,6 +224,19 @@ impl FileAuth {
         }
     }
 
+    /// Answers a login the guard refused, without hashing: an address in its backoff gets *Not
+    /// authorized* (as a wrong password would, so a guesser learns nothing), a full queue *Server
+    /// busy*, which tells a client with the right password to come back.
+    fn refuse(&self, refusal: LoginRefusal, client: &ClientInfo) -> AuthDecision {
+        let (limit, reason) = match refusal {
+            LoginRefusal::Backoff => (LimitKind::LoginBackoff, ReasonCode::NOT_AUTHORIZED),
+            LoginRefusal::Busy => (LimitKind::PendingLogins, ReasonCode::SERVER_BUSY),
+        };
+        self.stats.limit_hit(limit);
+        debug!(client_id = %client.client_id, remote = %client.remote_addr, ?refusal, "login refused without a password check");
+        AuthDecision::Deny(reason)
+    }
+
     fn subject<'a>(client: &'a ClientInfo) -> Subject<'a> {
         Subject {
             username: client.username.as_deref(),
@@ -282,6 +321,11 @@ impl Hook for FileAuth {
                 }
                 return AuthDecision::Continue;
             }
+            let address = request.client.remote_addr.ip();
+            let ticket = match self.guard.begin(address, Instant::now()) {
+                Ok(ticket) => ticket,
+                Err(refusal) => return self.refuse(refusal, request.client),
+            };
             let username = username.to_string();
             let password = request.password.unwrap_or_default().to_vec();
             let Ok(_permit) = self.verifications.acquire().await else {
@@ -290,6 +334,7 @@ impl Hook for FileAuth {
             let verified = tokio::task::spawn_blocking(move || users.verify(&username, &password))
                 .await
                 .unwrap_or(false);
+            ticket.finish(verified, Instant::now());
             if verified {
                 AuthDecision::Allow
             } else {

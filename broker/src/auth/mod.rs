@@ -8,11 +8,13 @@
 
 pub mod acl;
 mod files;
+mod guard;
 pub mod password;
 pub mod users;
 
 pub use acl::{AclFile, Decision, Subject};
 pub use files::{Applied, AuthPush, FileAuth};
+pub use guard::{LoginGuard, LoginRefusal, LoginTicket};
 pub use password::{PasswordHash, hash_new};
 pub use users::UsersFile;
 

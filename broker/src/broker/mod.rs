@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use admission::{ConnectionSlot, ListenerGate, Refusal};
+pub use admission::{ConnectionSlot, ListenerGate, PARTIAL_FREE, Refusal};
 pub use cluster::BrokerSink;
 pub use drain::DrainProgress;
 pub use reload::Revalidation;
@@ -45,7 +45,7 @@ use crate::hook::Hooks;
 use crate::identity::ClientId;
 use crate::reload::Reload;
 use crate::router::{RetainedStore, Router};
-use crate::session::{Session, SessionRegistry};
+use crate::session::{QueueLimits, Session, SessionRegistry};
 use crate::stats::Stats;
 
 #[derive(Debug)]
@@ -61,6 +61,9 @@ pub struct Broker {
     backpressure: Backpressure,
     /// Sessions by client identifier. Changed only through [`sessions`].
     sessions: SessionRegistry,
+    /// The bounds of every session's queue, and the broker-wide count of queued bytes, which
+    /// the queues keep themselves.
+    queue_limits: Arc<QueueLimits>,
     admission: admission::Admission,
     /// The other nodes, when this one is part of a cluster.
     cluster: Option<Cluster>,
@@ -84,11 +87,21 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(config: Config, hooks: Hooks, shutdown: CancellationToken) -> Self {
+        Self::with_stats(config, hooks, shutdown, Arc::new(Stats::default()))
+    }
+
+    /// A broker that counts in `stats`, which others (the users file's login guard) count in too.
+    pub fn with_stats(
+        config: Config,
+        hooks: Hooks,
+        shutdown: CancellationToken,
+        stats: Arc<Stats>,
+    ) -> Self {
         let backpressure = Backpressure::new(&config.limits);
-        let stats = Arc::new(Stats::default());
         Self {
             router: Router::new(backpressure.marks(), Arc::clone(&stats)),
-            retained: RetainedStore::default(),
+            retained: RetainedStore::new(&config.limits),
+            queue_limits: QueueLimits::from_limits(&config.limits),
             admission: admission::Admission::new(&config.limits),
             cluster: None,
             origin: Arc::from(""),
@@ -191,6 +204,11 @@ impl Broker {
 
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Bytes queued across all sessions, as counted against `limits.max_queued_bytes_total`.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue_limits.total_bytes()
     }
 
     /// Subscriptions across all sessions (a session's overlapping filters each count).

@@ -7,13 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::Broker;
 use crate::codec::ReasonCode;
 use crate::control::ConnectionControl;
 use crate::identity::{ClientId, ClientInfo, Generation, SessionId};
 use crate::session::{NEVER_EXPIRES, PendingWill, Session, unix_seconds_now};
+use crate::stats::DropReason;
 
 /// How long a CONNECT waits for the connection it takes a session from to let go: it acts on what
 /// its socket already holds and closes, normally within milliseconds; one stuck in a slow hook is
@@ -134,12 +135,10 @@ impl Broker {
 
     /// A new, empty session for `client_id` with the configured queue, not yet in the registry.
     pub(crate) fn new_session(&self, client_id: ClientId) -> Session {
-        let limits = &self.config.limits;
         Session::new(
             self.sessions.next_id(),
             client_id,
-            limits.max_queued_messages,
-            limits.queue_overflow,
+            Arc::clone(&self.queue_limits),
         )
     }
 
@@ -260,7 +259,7 @@ impl Broker {
 
     /// Publishes a will another node kept for a client of a node that died.
     pub(super) fn publish_kept_will(&self, will: PendingWill) {
-        self.publish_will_message(will.message, None);
+        self.publish_will_message(will, None);
     }
 
     fn publish_will(&self, will: Box<PendingWill>, session: &Session) {
@@ -268,14 +267,23 @@ impl Broker {
             // Published here: the node that kept it in case this one died lets it go.
             cluster.drop_will(&session.client_id);
         }
-        self.publish_will_message(will.message, Some(session.id));
+        self.publish_will_message(*will, Some(session.id));
     }
 
-    fn publish_will_message(
-        &self,
-        mut message: crate::message::Message,
-        publisher: Option<SessionId>,
-    ) {
+    /// Publishes a will on its client's behalf, with the rights the client has now: a reload since
+    /// CONNECT may have taken away what allowed it then.
+    fn publish_will_message(&self, will: PendingWill, publisher: Option<SessionId>) {
+        let PendingWill {
+            message, client, ..
+        } = will;
+        if let Err(reason) =
+            self.authorize_publish(&client, &message.topic, message.qos, message.retain)
+        {
+            info!(client_id = %client.client_id, %reason, "will not published: no longer authorized");
+            self.stats.dropped(DropReason::NotAuthorized);
+            return;
+        }
+        let mut message = message;
         message.publisher = publisher;
         // The will's Message Expiry Interval starts when it is published (§3.1.3.2.4).
         let interval = message.properties.message_expiry_interval.take();

@@ -41,6 +41,34 @@ pub(crate) enum Refused {
     Timeout,
     #[error("connection closed")]
     Network,
+    /// Taking in more of CONNECT would take the broker past `limits.max_partial_packet_bytes`.
+    #[error("the broker holds too many bytes of unfinished packets")]
+    PartialBudget,
+}
+
+/// What the handshake holds against `limits.max_partial_packet_bytes` while CONNECT arrives: given
+/// back if the handshake fails, handed to the connection if it succeeds.
+struct HandshakeHold<'a> {
+    broker: &'a Broker,
+    held: u16,
+}
+
+impl HandshakeHold<'_> {
+    fn hold(&mut self, unfinished: usize) -> bool {
+        self.broker.hold_partial(&mut self.held, unfinished)
+    }
+
+    /// What the connection now holds, and gives back itself.
+    fn into_connection(self) -> u16 {
+        let hold = std::mem::ManuallyDrop::new(self);
+        hold.held
+    }
+}
+
+impl Drop for HandshakeHold<'_> {
+    fn drop(&mut self) {
+        self.hold(0);
+    }
 }
 
 /// Reads CONNECT and completes the handshake.
@@ -55,7 +83,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let timeout = Duration::from_secs(broker.config().limits.connect_timeout_secs);
-    let connect = match tokio::time::timeout(timeout, read_connect(broker, io)).await {
+    let mut hold = HandshakeHold { broker, held: 0 };
+    let connect = match tokio::time::timeout(timeout, read_connect(broker, io, &mut hold)).await {
         Ok(result) => result?,
         Err(_) => return Err(Refused::Timeout),
     };
@@ -96,8 +125,12 @@ where
         info!(client_id = %client.client_id, %remote_addr, %reason, "authentication failed");
         return refuse(io, &connect, reason, "not authorized").await;
     }
+    if let Err((reason, why)) = authorize_will(broker, &client, &connect) {
+        info!(client_id = %client.client_id, %remote_addr, %reason, why, "will refused");
+        return refuse(io, &connect, reason, why).await;
+    }
     let (expiry, keep_alive) = session_terms(&broker.config().limits, &connect, &mut connack);
-    let will = will_of(&connect);
+    let will = will_of(&connect, &client);
 
     let attachment = broker
         .open_session(SessionRequest {
@@ -153,7 +186,7 @@ where
         // At most 65,535 s × 1,500: fits.
         keep_alive_ms: std::num::NonZeroU32::new(u32::from(keep_alive) * 1500),
         last_received: Instant::now(),
-        connect_expiry: expiry,
+        zero_expiry_at_connect: expiry == 0,
         inflight_window: client_receive_maximum.min(limits.max_inflight),
         client_max_packet_size,
         awaiting_acks: false,
@@ -181,6 +214,7 @@ where
             .map(|rate| Box::new(TokenBucket::per_second(rate))),
         backlog_wait: None,
         resume_quota: 0,
+        partial_held: hold.into_connection(),
         _slot: slot,
         will,
         write_buf,
@@ -200,6 +234,41 @@ fn check_will(features: &Features, connect: &Connect) -> Result<(), (ReasonCode,
         return Err((ReasonCode::RETAIN_NOT_SUPPORTED, "retain not supported"));
     }
     Ok(())
+}
+
+/// A will goes out on the client's behalf, so it must pass what the client's own PUBLISH on its
+/// topic would: the topic limits, `$SYS` and the ACL. One that does not refuses the connection, as
+/// a will the server cannot honour does [MQTT-3.2.2-12]: CONNACK 0x87 *Not authorized* (3.1.1:
+/// return code 5), or 0x90 *Topic Name invalid*, the code MQTT 5 gives for a Will Topic the server
+/// does not accept (§3.2.2.2). Accepting the connection and dropping the will would leave the
+/// client believing it has one.
+fn authorize_will(
+    broker: &Broker,
+    client: &ClientInfo,
+    connect: &Connect,
+) -> Result<(), (ReasonCode, &'static str)> {
+    let Some(will) = &connect.will else {
+        return Ok(());
+    };
+    let limits = &broker.config().limits;
+    if let Err(error) = crate::topic::check_limits(
+        &will.topic,
+        limits.max_topic_length,
+        limits.max_topic_levels,
+    ) {
+        let limit = match error {
+            crate::topic::TopicError::TooManyLevels { .. } => LimitKind::TopicLevels,
+            _ => LimitKind::TopicLength,
+        };
+        broker.stats().limit_hit(limit);
+        return Err((
+            ReasonCode::TOPIC_NAME_INVALID,
+            "will topic beyond the topic limits",
+        ));
+    }
+    broker
+        .authorize_publish(client, &will.topic, will.qos, will.retain)
+        .map_err(|reason| (reason, "will not authorized"))
 }
 
 /// Decides whether the client may connect: enhanced authentication when CONNECT names a method,
@@ -275,7 +344,7 @@ fn session_terms(
 
 /// The will as a message ready to publish. Its Message Expiry Interval stays a property until the
 /// will is published, because the interval starts then.
-fn will_of(connect: &Connect) -> Option<Box<PendingWill>> {
+fn will_of(connect: &Connect, client: &Arc<ClientInfo>) -> Option<Box<PendingWill>> {
     let will = connect.will.as_ref()?;
     let properties = &will.properties;
     Some(Box::new(PendingWill {
@@ -299,6 +368,7 @@ fn will_of(connect: &Connect) -> Option<Box<PendingWill>> {
             id: 0,
         },
         delay: properties.will_delay_interval.unwrap_or(0),
+        client: Arc::clone(client),
     }))
 }
 
@@ -318,8 +388,13 @@ fn announce_limits(config: &Config, connack: &mut ConnAckProperties) {
     connack.shared_subscription_available = off(features.shared_subscriptions);
 }
 
-/// Reads until a whole first packet is there; it must be CONNECT [MQTT-3.1.0-1].
-async fn read_connect<S>(broker: &Broker, io: &mut Io<S>) -> Result<Box<Connect>, Refused>
+/// Reads until a whole first packet is there; it must be CONNECT [MQTT-3.1.0-1]. What has arrived
+/// of it counts against `limits.max_partial_packet_bytes` as it arrives.
+async fn read_connect<S>(
+    broker: &Broker,
+    io: &mut Io<S>,
+    hold: &mut HandshakeHold<'_>,
+) -> Result<Box<Connect>, Refused>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -327,7 +402,11 @@ where
     loop {
         let hint = codec::sniff_connect_version(&io.read_buf);
         match codec::decode(&mut io.read_buf, ProtocolVersion::V5, max) {
-            Ok(Some(Packet::Connect(connect))) => return Ok(connect),
+            Ok(Some(Packet::Connect(connect))) => {
+                // What came after CONNECT in the same read; the connection takes it over.
+                hold.hold(io.read_buf.len());
+                return Ok(connect);
+            }
             Ok(Some(other)) => return Err(Refused::FirstPacketNotConnect(other.kind())),
             Ok(None) => {}
             Err(error) => {
@@ -342,6 +421,9 @@ where
         match io.fill().await {
             Ok(true) => {}
             Ok(false) | Err(_) => return Err(Refused::Network),
+        }
+        if !hold.hold(io.read_buf.len()) {
+            return Err(Refused::PartialBudget);
         }
     }
 }

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::time::Instant;
 
 use bytestring::ByteString;
+use tracing::info;
 
 use super::{Close, Connection, Wait};
 use crate::codec::{
@@ -123,19 +124,14 @@ impl Connection {
             }
             .with_expiry_interval(publish.properties.message_expiry_interval);
             self.broker.stats().message_received(publish.qos);
-            let routed = self.broker.publish(message, Some(&self.client));
-            let exempt = self.resume_quota > 0;
-            self.resume_quota = self.resume_quota.saturating_sub(1);
-            if let Some(subscriber) = routed.backlogged
-                && !exempt
-            {
-                self.wait_for_backlog(subscriber);
-            }
-            // Subscribers on other nodes of a cluster count as matching too.
-            routed.sessions + routed.remote
+            self.route(message)
         } else {
             self.broker.stats().dropped(DropReason::NotAuthorized);
-            0
+            Err(reason)
+        };
+        let (matched, reason) = match matched {
+            Ok(sessions) => (sessions, reason),
+            Err(refused) => (0, refused),
         };
         let reason = if reason.is_success() && matched == 0 && self.protocol.is_v5() {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
@@ -163,25 +159,43 @@ impl Connection {
         }
     }
 
-    /// Whether a well-formed PUBLISH may be delivered: authorization, payload format, `$SYS`.
-    fn publish_reason(&self, publish: &Publish) -> ReasonCode {
-        if publish.topic == "$SYS" || publish.topic.starts_with("$SYS/") {
-            return ReasonCode::NOT_AUTHORIZED; // only the broker publishes there
+    /// Publishes an accepted message and says how many sessions it went to, or, for MQTT 5, why
+    /// it was refused after all (a retained message the store has no room for). Waits for a
+    /// subscriber it backed up, unless this client still has messages left from its last wait.
+    fn route(&mut self, message: Message) -> Result<usize, ReasonCode> {
+        let routed = if self.protocol.is_v5() {
+            self.broker.publish_or_refuse(message, Some(&self.client))?
+        } else {
+            self.broker.publish(message, Some(&self.client))
+        };
+        let exempt = self.resume_quota > 0 && !routed.backlog_full;
+        self.resume_quota = self.resume_quota.saturating_sub(1);
+        if let Some(subscriber) = routed.backlogged
+            && !exempt
+        {
+            self.wait_for_backlog(subscriber);
         }
+        // Subscribers on other nodes of a cluster count as matching too.
+        Ok(routed.sessions + routed.remote)
+    }
+
+    /// Whether a well-formed PUBLISH may be delivered: payload format, then the rights every
+    /// publish on a client's behalf is checked against (`Broker::authorize_publish`).
+    fn publish_reason(&self, publish: &Publish) -> ReasonCode {
         if publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {
             // A receiver MAY check the payload against its format indicator (§3.3.2.3.2).
             return ReasonCode::PAYLOAD_FORMAT_INVALID;
         }
-        match self.broker.hooks().authorize_publish(
+        match self.broker.authorize_publish(
             &self.client,
             &publish.topic,
             publish.qos,
             publish.retain,
         ) {
-            Access::Deny => ReasonCode::NOT_AUTHORIZED,
-            Access::Allow | Access::AllowUpTo(_) | Access::Continue => ReasonCode::SUCCESS,
+            Ok(()) => ReasonCode::SUCCESS,
+            Err(reason) => reason,
         }
     }
 
@@ -301,20 +315,43 @@ impl Connection {
         // Retained messages follow the SUBACK, through the session queue like any delivery.
         let now = Instant::now();
         for (filter, granted, identifier) in answer.retained {
-            for message in self.broker.retained().matching(&filter, now) {
-                self.session.deliver(
-                    Delivery {
-                        qos: message.qos.min(granted),
-                        message,
-                        retain: true, // [MQTT-3.3.1-8]
-                        subscription_ids: identifier.into_iter().collect(),
-                    },
-                    None,
-                    self.broker.stats(),
-                );
-            }
+            self.queue_retained(&filter, granted, identifier, now);
         }
         Ok(())
+    }
+
+    /// Queues the retained messages matching a new subscription, as many as the session's queue
+    /// has room for: a filter such as `#` may match more than any queue holds, and those beyond
+    /// are not sent rather than pushing out the ones before them. They are counted, and logged.
+    fn queue_retained(
+        &self,
+        filter: &topic::TopicFilter,
+        granted: QoS,
+        identifier: Option<u32>,
+        now: Instant,
+    ) {
+        let matching = self.broker.retained().matching(filter, now);
+        let total = matching.len();
+        for (sent, message) in matching.into_iter().enumerate() {
+            let delivery = Delivery {
+                qos: message.qos.min(granted),
+                share: Delivery::share_of(&message, 1),
+                message,
+                retain: true, // [MQTT-3.3.1-8]
+                subscription_ids: identifier.into_iter().collect(),
+            };
+            if !self.session.offer_retained(delivery, self.broker.stats()) {
+                let unsent = total - sent;
+                self.broker
+                    .stats()
+                    .dropped_many(DropReason::RetainedQueueFull, unsent);
+                info!(
+                    client_id = %self.client.client_id, sent, unsent,
+                    "retained messages beyond the session's queue are not sent"
+                );
+                return;
+            }
+        }
     }
 
     /// One SUBSCRIBE entry: the reason code, the filter whose retained messages must be sent, and
@@ -416,7 +453,7 @@ impl Connection {
 
     fn on_disconnect(&mut self, disconnect: Disconnect) -> Close {
         if let Some(expiry) = disconnect.properties.session_expiry_interval {
-            if self.connect_expiry == 0 && expiry != 0 {
+            if self.zero_expiry_at_connect && expiry != 0 {
                 return Close::protocol("session expiry set on DISCONNECT after 0 at CONNECT"); // [MQTT-3.14.2-2]
             }
             let cap = self

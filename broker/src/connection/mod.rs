@@ -196,8 +196,9 @@ pub(crate) struct Connection {
     /// 1.5 × keep alive in milliseconds, or `None` when keep alive is 0 [MQTT-3.1.2-22].
     keep_alive_ms: Option<std::num::NonZeroU32>,
     last_received: Instant,
-    /// Session expiry asked for in CONNECT (after capping); DISCONNECT may not raise it from 0.
-    connect_expiry: u32,
+    /// The session expiry from CONNECT (after capping) was 0, which DISCONNECT may not raise. A
+    /// bool, not the interval: nothing else about it is needed, and this state is paid per client.
+    zero_expiry_at_connect: bool,
     /// Outbound QoS 1/2 window: min(client's Receive Maximum, our max_inflight).
     inflight_window: u16,
     /// The client's Maximum Packet Size (u32::MAX when it set none).
@@ -225,6 +226,9 @@ pub(crate) struct Connection {
     /// race for the room, the first to run take it all, and the rest pause again after one
     /// message each: an uneven share, and a wake-up per message.
     resume_quota: u8,
+    /// Blocks of an unfinished packet this connection counts against
+    /// `limits.max_partial_packet_bytes`; given back when it ends (see `Broker::hold_partial`).
+    partial_held: u16,
     /// Released when the connection ends.
     _slot: ConnectionSlot,
     /// While parked, the place the connection holds in the broker's task tracker, so that shutdown
@@ -257,18 +261,24 @@ impl Connection {
     )]
     fn run<S: Transport>(mut self, mut io: Io<S>, start: Start) -> impl Future<Output = ()> {
         async move {
+            // Input applied before the loop keeps the connection out of the lot for one interval,
+            // as input read in the loop does.
+            let active = matches!(start, Start::Resumed) && !io.read_buf.is_empty();
             let started = match start {
                 Start::Fresh => self.start(&mut io).await,
                 // Input read while resuming (see `resume`) is applied before anything else.
                 Start::Resumed if !io.read_buf.is_empty() => {
-                    let applied = self.process_input(&mut io.read_buf).await;
+                    let applied = match self.process_input(&mut io.read_buf).await {
+                        Ok(()) => self.hold_unfinished(io.read_buf.len()),
+                        Err(close) => Err(close),
+                    };
                     io.release_read_buf();
                     applied
                 }
                 Start::Resumed => Ok(()),
             };
             let exit = match started {
-                Ok(()) => self.event_loop(&mut io).await,
+                Ok(()) => self.event_loop(&mut io, active).await,
                 Err(close) => Exit::Close(close),
             };
             match exit {
@@ -291,12 +301,30 @@ impl Connection {
         self.resend_inflight()?;
         // Packets that arrived in the same read as CONNECT are already in the buffer.
         self.process_input(&mut io.read_buf).await?;
+        self.hold_unfinished(io.read_buf.len())?;
         io.release_read_buf();
         Ok(())
     }
 
-    async fn event_loop<S: Transport>(&mut self, io: &mut Io<S>) -> Exit {
+    /// Counts the unfinished packet left in the read buffer against the broker's budget for such
+    /// bytes. A connection that would take it past the budget is closed rather than paused: a
+    /// paused one would keep its bytes, and the budget would stay spent.
+    fn hold_unfinished(&mut self, unfinished: usize) -> Result<(), Close> {
+        // Most reads end on a packet boundary, or close to one: nothing to count.
+        let nothing_held = self.partial_held == 0 && unfinished <= crate::broker::PARTIAL_FREE;
+        if nothing_held || self.broker.hold_partial(&mut self.partial_held, unfinished) {
+            return Ok(());
+        }
+        debug!(client_id = %self.client.client_id, unfinished, "unfinished packet over the broker's budget");
+        Err(Close::Server(
+            ReasonCode::QUOTA_EXCEEDED,
+            Cow::Borrowed("too many bytes of unfinished packets held"),
+        ))
+    }
+
+    async fn event_loop<S: Transport>(&mut self, io: &mut Io<S>, active: bool) -> Exit {
         let mut idle = IdleCheck::new(S::PARKABLE, self.broker.config().limits.park_after_idle_ms);
+        idle.active = active;
         // One timer for the keep-alive deadline and the idle check, checked lazily: it fires at the
         // earliest possible deadline and re-arms from the last packet, so a busy connection never
         // touches the timer wheel.
@@ -332,6 +360,9 @@ impl Connection {
                 Event::Received | Event::Resumed => {
                     idle.active = true;
                     if let Err(close) = self.process_input(&mut io.read_buf).await {
+                        return Exit::Close(close);
+                    }
+                    if let Err(close) = self.hold_unfinished(io.read_buf.len()) {
                         return Exit::Close(close);
                     }
                     io.release_read_buf();
@@ -737,9 +768,10 @@ impl Connection {
         self.gone(reason);
     }
 
-    /// Lets go of the session, publishing the will if the close calls for it; returns the reason
-    /// the server gave, if it closed the connection.
+    /// Lets go of the session, publishing the will if the close calls for it, and of the bytes
+    /// its unfinished packet held; returns the reason the server gave, if it closed the connection.
     fn let_go(&mut self, close: &Close) -> Option<ReasonCode> {
+        self.broker.hold_partial(&mut self.partial_held, 0);
         let (publish_will, reason) = match close {
             Close::Client { will } => (*will, None),
             Close::Network => (true, None),

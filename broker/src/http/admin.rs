@@ -439,6 +439,14 @@ async fn publish(
     if let Err(e) = topic::validate_topic_name(&request.topic) {
         return error(StatusCode::BAD_REQUEST, &format!("topic: {e}"));
     }
+    // The token holder has every right but one: `$SYS` carries what the broker itself says, and
+    // a statistic or notice written through here would be read as the broker's.
+    if topic::is_sys(&request.topic) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "topic: only the broker publishes under $SYS",
+        );
+    }
     let Some(qos) = QoS::from_bits(request.qos) else {
         return error(StatusCode::BAD_REQUEST, "qos: must be 0, 1 or 2");
     };

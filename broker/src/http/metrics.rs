@@ -1,5 +1,5 @@
 //! `/metrics`: the counters kept on the hot path, plus gauges sampled from the broker's state at scrape
-//! time (sessions, subscriptions, routes, retained messages, inflight and queued messages).
+//! time (sessions, subscriptions, routes, retained messages, inflight and queued messages and bytes).
 
 use std::sync::Arc;
 
@@ -22,6 +22,11 @@ pub(super) async fn render(State(state): State<Arc<HttpState>>) -> impl IntoResp
         cluster.sample_metrics();
     }
     stats.retained.set(gauge(broker.retained().count()));
+    stats.retained_bytes.set(gauge(broker.retained().bytes()));
+    stats.queued_bytes.set(gauge(broker.queued_bytes()));
+    stats
+        .partial_packet_bytes
+        .set(gauge(broker.partial_packet_bytes()));
     (
         [(
             header::CONTENT_TYPE,

@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
-pub use retained::RetainedStore;
+pub use retained::{RetainedFull, RetainedStore};
 pub use subscribers::{FilterSubscribers, SharedGroup, Subscriber};
 
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::identity::SessionId;
 use crate::message::{Delivery, Message};
-use crate::session::{BacklogMarks, Session};
+use crate::session::{Backlog, BacklogMarks, Session};
 use crate::stats::Stats;
 use crate::topic::{FilterTrie, SubscriptionFilter};
 
@@ -99,6 +99,9 @@ pub struct Routed {
     /// A connected subscriber, other than the publisher, whose queue reached the backlog's
     /// high-water mark with this message: the publisher should wait for it.
     pub backlogged: Option<Arc<Session>>,
+    /// A subscriber's queue is past `BacklogMarks::full`: the publisher must wait even with a share
+    /// left to publish.
+    pub backlog_full: bool,
 }
 
 /// One session chosen for a message, before overlapping subscriptions are merged; borrowed from
@@ -224,6 +227,11 @@ impl Router {
             targets.sort_unstable_by_key(|t| t.session.id);
         }
         let mut routed = Routed::default();
+        if targets.is_empty() {
+            return routed;
+        }
+        // Every target's session counts an equal part of the one copy they share.
+        let share = Delivery::share_of(message, targets.len());
         let mut iter = targets.into_iter().peekable();
         while let Some(first) = iter.next() {
             let mut delivery = Delivery {
@@ -231,6 +239,7 @@ impl Router {
                 qos: first.qos,
                 retain: first.retain_as_published && message.retain,
                 subscription_ids: first.identifier.into_iter().collect(),
+                share,
             };
             let mut backpressure = first.backpressure;
             while let Some(next) = iter.next_if(|t| t.session.id == first.session.id) {
@@ -239,13 +248,15 @@ impl Router {
                 delivery.subscription_ids.extend(next.identifier);
                 backpressure |= next.backpressure;
             }
-            let backlogged = first.session.deliver(delivery, self.backlog, &self.stats);
-            if backlogged
+            let backlog = first.session.deliver(delivery, self.backlog, &self.stats);
+            if backlog != Backlog::Clear
                 && backpressure
-                && routed.backlogged.is_none()
                 && message.publisher != Some(first.session.id)
             {
-                routed.backlogged = Some(Arc::clone(first.session));
+                if routed.backlogged.is_none() {
+                    routed.backlogged = Some(Arc::clone(first.session));
+                }
+                routed.backlog_full |= backlog == Backlog::Full;
             }
             routed.sessions += 1;
         }
@@ -272,13 +283,13 @@ mod tests {
     use super::*;
     use crate::config::QueueOverflow;
     use crate::identity::ClientId;
+    use crate::session::QueueLimits;
 
     fn session(id: u64) -> Arc<Session> {
         Arc::new(Session::new(
             SessionId(id),
             ClientId::new(format!("s{id}")),
-            100,
-            QueueOverflow::DropNewest,
+            QueueLimits::new(100, QueueOverflow::DropNewest, usize::MAX, usize::MAX),
         ))
     }
 

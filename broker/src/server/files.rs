@@ -13,6 +13,7 @@ use crate::config::{AuthConfig, Config, ListenerConfig};
 use crate::http::{AdminToken, HttpError};
 use crate::listener::transport::TlsError;
 use crate::listener::transport::tls::TlsTerminator;
+use crate::stats::Stats;
 
 /// What was wrong with one file; the message names the file and the cause.
 #[derive(Debug, Error)]
@@ -34,14 +35,14 @@ pub(super) struct StartFiles {
 }
 
 impl StartFiles {
-    pub fn load(config: &Config) -> Result<Self, ServerError> {
+    pub fn load(config: &Config, stats: &Arc<Stats>) -> Result<Self, ServerError> {
         let tls = config
             .listeners
             .iter()
             .enumerate()
             .map(|(index, listener)| load_tls(index, listener))
             .collect::<Result<_, _>>()?;
-        let auth = load_auth(&config.auth)?;
+        let auth = load_auth(&config.auth, stats)?;
         let admin_token = match config
             .http
             .as_ref()
@@ -90,14 +91,14 @@ fn load_tls(
     }
 }
 
-fn load_auth(auth: &AuthConfig) -> Result<Option<Arc<FileAuth>>, ServerError> {
+fn load_auth(auth: &AuthConfig, stats: &Arc<Stats>) -> Result<Option<Arc<FileAuth>>, ServerError> {
     let (users, acl) = (auth.users_file.as_deref(), auth.acl_file.as_deref());
     if users.is_none() && acl.is_none() {
         return Ok(None);
     }
     match FileAuth::load(users, acl) {
         Ok(loaded) => Ok(Some(Arc::new(
-            loaded.with_certificate_identities(auth.certificate_identities),
+            loaded.with_config(auth).reporting_to(Arc::clone(stats)),
         ))),
         Err(error) => {
             // A read error does not say which of the two files it was; the path does.

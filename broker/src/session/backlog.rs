@@ -15,6 +15,10 @@ pub struct BacklogMarks {
     pub high: usize,
     /// They go on once it is down to this many (and, with `max_delay`, half as old).
     pub low: usize,
+    /// Halfway from `high` to the queue's capacity: publishers wait at this length even while they
+    /// may otherwise publish a share without pausing (see `Connection::resume_quota`), so that
+    /// many woken at once cannot overflow the queue.
+    pub full: usize,
     /// Publishers also wait once the queue spans this much time, oldest message to newest, and
     /// holds at least [`MIN_DELAYED`]. A queue that takes long to drain backs up in time before it
     /// does in length: a subscriber taking 700 messages a second is 1.4 s behind at 1,000.
@@ -33,9 +37,15 @@ impl BacklogMarks {
         (high > 0).then_some(Self {
             high,
             low: high / 2,
+            full: high + (limits.max_queued_messages - high) / 2,
             max_delay: (limits.backlog_max_delay_ms > 0)
                 .then(|| Duration::from_millis(limits.backlog_max_delay_ms)),
         })
+    }
+
+    /// Whether a queue is so long that its publishers wait whatever share they were given.
+    pub fn full(&self, queue: &OutboundQueue) -> bool {
+        queue.len() >= self.full
     }
 
     /// Whether a queue this long and this old makes its publishers wait.
@@ -63,6 +73,7 @@ mod tests {
     use crate::codec::QoS;
     use crate::config::QueueOverflow;
     use crate::message::{Delivery, Message};
+    use crate::session::QueueLimits;
 
     fn limits(max_queued_messages: usize, backlog_high_water: usize) -> Limits {
         Limits {
@@ -80,6 +91,7 @@ mod tests {
             Some(BacklogMarks {
                 high: 1_000,
                 low: 500,
+                full: 5_500,
                 max_delay: Some(Duration::from_millis(100)),
             })
         );
@@ -102,7 +114,8 @@ mod tests {
 
     /// A queue of `count` deliveries whose messages arrived `step` apart, the newest now.
     fn queue_spanning(count: u32, step: Duration) -> OutboundQueue {
-        let mut queue = OutboundQueue::new(10_000, QueueOverflow::DropNewest);
+        let limits = QueueLimits::new(10_000, QueueOverflow::DropNewest, usize::MAX, usize::MAX);
+        let mut queue = OutboundQueue::new(limits);
         let newest = std::time::Instant::now();
         for i in (0..count).rev() {
             let mut message = Message::new("t", Bytes::from_static(b"m"), QoS::AtLeastOnce, false);
@@ -112,10 +125,22 @@ mod tests {
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 subscription_ids: Vec::new(),
+                share: 1,
             };
             queue.push(delivery, true);
         }
         queue
+    }
+
+    #[test]
+    fn a_queue_is_full_halfway_from_the_high_mark_to_its_capacity() {
+        let marks = BacklogMarks::from_limits(&limits(10_000, 1_000)).expect("on");
+        let no_delay = Duration::ZERO;
+        assert!(!marks.full(&queue_spanning(5_499, no_delay)));
+        assert!(marks.full(&queue_spanning(5_500, no_delay)));
+        // With the high mark capped at the capacity, reaching it is being full.
+        let capped = BacklogMarks::from_limits(&limits(100, 1_000)).expect("on");
+        assert_eq!(capped.full, 100);
     }
 
     #[test]

@@ -178,6 +178,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: Vec::new(),
+            share: 1,
         }
     }
 

@@ -24,12 +24,11 @@ use parking_lot::{Mutex, MutexGuard};
 pub use backlog::{BacklogMarks, MIN_DELAYED};
 pub use deque::LazyDeque;
 pub use inflight::{Inflight, InflightEntry, InflightState};
-pub use queue::{Enqueued, OutboundQueue};
+pub use queue::{Enqueued, OutboundQueue, QueueBound, QueueLimits};
 pub use registry::SessionRegistry;
 pub use snapshot::SessionSnapshot;
 
 use crate::codec::{ReasonCode, SubscriptionOptions};
-use crate::config::QueueOverflow;
 use crate::control::ConnectionControl;
 use crate::identity::{ClientId, ClientInfo, Generation, SessionId};
 use crate::message::{Delivery, Message};
@@ -52,6 +51,9 @@ pub struct PendingWill {
     pub message: Message,
     /// Will Delay Interval in seconds (0 for v3).
     pub delay: u32,
+    /// Who set it: the will is published on this client's behalf, with its rights when it fires,
+    /// which a reload may have changed since CONNECT.
+    pub client: Arc<ClientInfo>,
 }
 
 /// Everything about a session that changes, behind one lock.
@@ -187,6 +189,16 @@ mod flag {
     pub const AWAITED: u8 = 8;
 }
 
+/// Whether a delivery left its session's queue backed up, and how far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backlog {
+    Clear,
+    /// At the high-water mark (or the delay): publishers should wait.
+    Reached,
+    /// Past [`BacklogMarks::full`]: publishers must wait, whatever share they were given.
+    Full,
+}
+
 /// A session: identity plus locked state.
 #[derive(Debug)]
 pub struct Session {
@@ -198,17 +210,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
-        id: SessionId,
-        client_id: ClientId,
-        queue_capacity: usize,
-        overflow: QueueOverflow,
-    ) -> Self {
+    pub fn new(id: SessionId, client_id: ClientId, queue: Arc<QueueLimits>) -> Self {
         Self {
             id,
             client_id,
             state: Mutex::new(SessionState {
-                queue: OutboundQueue::new(queue_capacity, overflow),
+                queue: OutboundQueue::new(queue),
                 inflight: Inflight::default(),
                 inbound_qos2: LazyDeque::default(),
                 subscriptions: HashMap::default(),
@@ -292,24 +299,34 @@ impl Session {
         delivery: Delivery,
         backlog: Option<BacklogMarks>,
         stats: &Stats,
-    ) -> bool {
+    ) -> Backlog {
         let (outcome, wake, backlogged) = {
             let mut state = self.state.lock();
             if state.ended || !state.first_arrival(delivery.message.id) {
-                return false;
+                return Backlog::Clear;
             }
             let online = state.connection.is_some();
             let outcome = state.queue.push(delivery, online);
-            let backlogged = online
-                && backlog.is_some_and(|marks| marks.reached(&state.queue))
-                && self.enter_backlog();
-            if outcome == Enqueued::DroppedDisconnect
+            let backlogged = match backlog {
+                Some(marks) if online && marks.reached(&state.queue) && self.enter_backlog() => {
+                    if marks.full(&state.queue) {
+                        Backlog::Full
+                    } else {
+                        Backlog::Reached
+                    }
+                }
+                _ => Backlog::Clear,
+            };
+            if matches!(outcome, Enqueued::DroppedDisconnect(_))
                 && let Some(connection) = &state.connection
             {
                 connection.kick(ReasonCode::QUOTA_EXCEEDED);
             }
             // Woken after the lock is released: waking a task may wake a worker thread.
-            let queued = matches!(outcome, Enqueued::Queued | Enqueued::QueuedDroppedOldest);
+            let queued = matches!(
+                outcome,
+                Enqueued::Queued | Enqueued::QueuedDroppedOldest(..)
+            );
             let wake = match &state.connection {
                 Some(connection) if queued && connection.mark_queued() => {
                     Some(Arc::clone(connection))
@@ -318,21 +335,35 @@ impl Session {
             };
             (outcome, wake, backlogged)
         };
-        match outcome {
-            Enqueued::Queued => {}
-            Enqueued::QueuedDroppedOldest => {
-                stats.dropped(DropReason::QueueFullOldest);
-                stats.limit_hit(LimitKind::QueueFull);
-            }
-            Enqueued::Dropped | Enqueued::DroppedDisconnect => {
-                stats.dropped(DropReason::QueueFull);
-                stats.limit_hit(LimitKind::QueueFull);
-            }
-        }
+        count_overflow(outcome, stats);
         if let Some(connection) = wake {
             connection.wake();
         }
         backlogged
+    }
+
+    /// Queues a retained message for a new subscription if the queue has room for it as it is,
+    /// dropping nothing queued before; returns false, queuing nothing, when it has not. Used on
+    /// subscribe, where a filter may match more retained messages than a queue holds: those
+    /// beyond are not sent (and counted by the caller), rather than pushing out one another.
+    pub fn offer_retained(&self, delivery: Delivery, stats: &Stats) -> bool {
+        let wake = {
+            let mut state = self.state.lock();
+            if state.ended || !state.queue.has_room_for(&delivery.message) {
+                return false;
+            }
+            let online = state.connection.is_some();
+            let outcome = state.queue.push(delivery, online);
+            count_overflow(outcome, stats);
+            match &state.connection {
+                Some(connection) if connection.mark_queued() => Some(Arc::clone(connection)),
+                _ => None,
+            }
+        };
+        if let Some(connection) = wake {
+            connection.wake();
+        }
+        true
     }
 
     /// Marks the queue as backlogged; returns whether publishers should wait for it (not if one
@@ -344,6 +375,26 @@ impl Session {
         }
         flags & flag::STALLED == 0
     }
+}
+
+/// Counts what a full queue dropped, and which bound it hit.
+fn count_overflow(outcome: Enqueued, stats: &Stats) {
+    let (reason, bound, times) = match outcome {
+        Enqueued::Queued => return,
+        Enqueued::QueuedDroppedOldest(dropped, bound) => {
+            (DropReason::QueueFullOldest, bound, dropped)
+        }
+        Enqueued::Dropped(bound) | Enqueued::DroppedDisconnect(bound) => {
+            (DropReason::QueueFull, bound, 1)
+        }
+    };
+    let limit = match bound {
+        QueueBound::Messages => LimitKind::QueueFull,
+        QueueBound::Bytes => LimitKind::QueuedBytes,
+        QueueBound::TotalBytes => LimitKind::QueuedBytesTotal,
+    };
+    stats.dropped_many(reason, times);
+    stats.limit_hit(limit);
 }
 
 #[cfg(test)]

@@ -114,13 +114,13 @@ impl SessionRegistry {
 mod tests {
     use super::*;
     use crate::config::QueueOverflow;
+    use crate::session::QueueLimits;
 
     fn session(id: u64, client_id: &str) -> Arc<Session> {
         Arc::new(Session::new(
             SessionId(id),
             ClientId::new(client_id),
-            10,
-            QueueOverflow::DropOldest,
+            QueueLimits::new(10, QueueOverflow::DropOldest, usize::MAX, usize::MAX),
         ))
     }
 

@@ -105,6 +105,37 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// An arena of at least this many nodes is compacted once more than half of it is vacant.
+const COMPACT_FROM: usize = 1024;
+
+/// The new index of each node of an arena of `len` nodes once the vacant ones (`free`) are dropped
+/// and the others keep their order (`usize::MAX` for a vacant one), and how many are left; `None`
+/// while compacting is not worth it. The arenas ([`FilterTrie`], [`TopicTree`]) reuse vacant
+/// nodes but never give them back on their own, so after a burst of subscriptions or retained
+/// messages has gone the memory would stay with the broker for good.
+fn compaction(len: usize, free: &[usize]) -> Option<(Vec<usize>, usize)> {
+    if len < COMPACT_FROM || free.len() * 2 <= len {
+        return None;
+    }
+    let mut renumbered = vec![0; len];
+    for &id in free {
+        renumbered[id] = usize::MAX;
+    }
+    let mut live = 0;
+    for slot in &mut renumbered {
+        if *slot == 0 {
+            *slot = live;
+            live += 1;
+        }
+    }
+    Some((renumbered, live))
+}
+
+/// Whether a topic name is under `$SYS`, where only the broker itself publishes.
+pub fn is_sys(name: &str) -> bool {
+    name == "$SYS" || name.starts_with("$SYS/")
+}
+
 /// Validates a topic filter without a share prefix: at least one character [MQTT-4.7.3-1], `#` only as
 /// the whole last level [MQTT-4.7.1-1] and `+` only as a whole level [MQTT-4.7.1-2]
 /// (3.1.1: [MQTT-4.7.1-2] and [MQTT-4.7.1-3]).

@@ -511,6 +511,35 @@ fn trie_prunes_only_what_leads_nowhere() {
     assert_eq!(trie_matches(&trie, "x/y/z"), ["x/y/z"]);
 }
 
+/// After a burst of subscriptions has gone, the arena gives its nodes back rather than keeping
+/// them for reuse, and the filters left (literal, `+` and `#` ones) match as before.
+#[test]
+fn trie_gives_back_the_nodes_of_removed_filters() {
+    let many: Vec<String> = (0..5_000).map(|n| format!("s/{}/{n}", n % 50)).collect();
+    let kept = ["s/+/7", "s/7/#", "t/u"];
+    let mut trie = trie_of(&kept);
+    for f in &many {
+        *trie.entry_or_default(&filter(f)) = f.clone();
+    }
+    assert!(trie.arena_nodes() > 5_000);
+    for f in &many {
+        assert!(trie.remove_if(&filter(f), |_| true), "{f}");
+    }
+    assert_eq!(trie.len(), kept.len());
+    assert!(
+        trie.arena_nodes() < COMPACT_FROM,
+        "{} nodes",
+        trie.arena_nodes()
+    );
+    assert_eq!(trie_matches(&trie, "s/7/7"), ["s/+/7", "s/7/#"]);
+    assert_eq!(trie_matches(&trie, "s/8/7"), ["s/+/7"]);
+    assert_eq!(trie_matches(&trie, "t/u"), ["t/u"]);
+    for f in kept {
+        assert!(trie.remove_if(&filter(f), |_| true), "{f}");
+    }
+    assert_eq!(trie.live_nodes(), 1);
+}
+
 #[test]
 fn trie_lists_filters_with_their_text() {
     let filters = [
@@ -585,6 +614,28 @@ fn tree_insert_get_replace_remove() {
     assert_eq!(tree.remove("a/b"), Some(2));
     assert!(tree.is_empty());
     assert_eq!(tree.live_nodes(), 1);
+}
+
+/// Retained messages that have gone give their nodes back too, by deletion and by expiry.
+#[test]
+fn tree_gives_back_the_nodes_of_removed_topics() {
+    let many: Vec<String> = (0..5_000).map(|n| format!("r/{}/{n}", n % 50)).collect();
+    let mut tree = tree_of(&["r/7/keep", "other"]);
+    for t in &many {
+        tree.insert(t, t.clone());
+    }
+    for t in &many[..2_500] {
+        assert_eq!(tree.remove(t).as_ref(), Some(t));
+    }
+    tree.retain(|topic, _| !topic.starts_with("r/") || topic.ends_with("keep"));
+    assert_eq!(tree.len(), 2);
+    assert!(
+        tree.arena_nodes() < COMPACT_FROM,
+        "{} nodes",
+        tree.arena_nodes()
+    );
+    assert_eq!(tree_matches(&tree, "r/+/+"), ["r/7/keep"]);
+    assert_eq!(tree_matches(&tree, "#"), ["other", "r/7/keep"]);
 }
 
 #[test]

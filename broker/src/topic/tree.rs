@@ -9,7 +9,7 @@ use std::fmt;
 use foldhash::HashMap;
 
 use super::trie::Pending;
-use super::{MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, TopicFilter, split_first_level};
+use super::{MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, TopicFilter, compaction, split_first_level};
 
 /// The root node's index; the root always exists, is never freed and never holds a value (a topic
 /// name has at least one level).
@@ -85,6 +85,7 @@ impl<T> TopicTree<T> {
         let (_, value) = self.nodes[id].entry.take()?;
         self.len -= 1;
         self.prune(id, topic);
+        self.compact_if_sparse();
         Some(value)
     }
 
@@ -152,12 +153,41 @@ impl<T> TopicTree<T> {
         for (id, topic) in dropped {
             self.prune(id, &topic);
         }
+        self.compact_if_sparse();
+    }
+
+    /// Drops the vacant nodes once they are most of a large arena, renumbering the others, so
+    /// that memory held for retained messages that have gone is given back (see
+    /// `FilterTrie::compact_if_sparse`).
+    fn compact_if_sparse(&mut self) {
+        let Some((renumbered, live)) = compaction(self.nodes.len(), &self.free) else {
+            return;
+        };
+        let mut nodes = Vec::with_capacity(live);
+        for (id, mut node) in std::mem::take(&mut self.nodes).into_iter().enumerate() {
+            if renumbered[id] == usize::MAX {
+                continue;
+            }
+            node.parent = node.parent.map(|parent| renumbered[parent]);
+            for child in node.children.values_mut() {
+                *child = renumbered[*child];
+            }
+            nodes.push(node);
+        }
+        self.nodes = nodes;
+        self.free = Vec::new();
     }
 
     /// Nodes in use, the root included (for tests of pruning).
     #[cfg(test)]
     pub(super) fn live_nodes(&self) -> usize {
         self.nodes.len() - self.free.len()
+    }
+
+    /// Nodes the arena holds, vacant ones included (for tests of compaction).
+    #[cfg(test)]
+    pub(super) fn arena_nodes(&self) -> usize {
+        self.nodes.len()
     }
 
     /// Number of topics holding a value.

@@ -10,7 +10,7 @@ use std::fmt;
 
 use foldhash::HashMap;
 
-use super::{MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, TopicFilter, split_first_level};
+use super::{MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, TopicFilter, compaction, split_first_level};
 
 /// The root node's index; the root always exists and is never freed.
 const ROOT: usize = 0;
@@ -164,6 +164,7 @@ impl<T> FilterTrie<T> {
         if let (Some(levels), _) = locate(filter.as_str()) {
             self.prune(id, levels);
         }
+        self.compact_if_sparse();
         true
     }
 
@@ -215,6 +216,12 @@ impl<T> FilterTrie<T> {
     #[cfg(test)]
     pub(super) fn live_nodes(&self) -> usize {
         self.nodes.len() - self.free.len()
+    }
+
+    /// Nodes the arena holds, vacant ones included (for tests of compaction).
+    #[cfg(test)]
+    pub(super) fn arena_nodes(&self) -> usize {
+        self.nodes.len()
     }
 
     /// Number of filters holding data.
@@ -306,6 +313,29 @@ impl<T> FilterTrie<T> {
                 self.nodes.len() - 1
             }
         }
+    }
+
+    /// Drops the vacant nodes once they are most of a large arena, renumbering the others, so
+    /// that memory held for subscriptions that have gone is given back. Each compaction costs the
+    /// nodes left, and comes only after as many have been freed: constant per removal on average.
+    fn compact_if_sparse(&mut self) {
+        let Some((renumbered, live)) = compaction(self.nodes.len(), &self.free) else {
+            return;
+        };
+        let mut nodes = Vec::with_capacity(live);
+        for (id, mut node) in std::mem::take(&mut self.nodes).into_iter().enumerate() {
+            if renumbered[id] == usize::MAX {
+                continue;
+            }
+            node.parent = node.parent.map(|parent| renumbered[parent]);
+            node.plus = node.plus.map(|child| renumbered[child]);
+            for child in node.children.values_mut() {
+                *child = renumbered[*child];
+            }
+            nodes.push(node);
+        }
+        self.nodes = nodes;
+        self.free = Vec::new();
     }
 
     /// Frees `id` and then each ancestor that is left vacant; `levels` is the path to `id`.

@@ -2,6 +2,7 @@
 //! subscriber's subscriptions decided about it), subscription options, a will, and a whole
 //! [`SessionSnapshot`] moving between nodes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -10,8 +11,8 @@ use super::{
     WireError, get_bytestring, get_len, get_message, get_u8, get_u16, get_u32, put_len,
     put_message, put_str,
 };
-use crate::codec::{PacketId, QoS, RetainHandling, SubscriptionOptions};
-use crate::identity::ClientId;
+use crate::codec::{PacketId, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+use crate::identity::{ClientId, ClientInfo};
 use crate::message::Delivery;
 use crate::session::{
     InflightEntry, InflightState, PendingWill, SessionSnapshot, SubscriptionRecord,
@@ -38,6 +39,8 @@ pub(super) fn get_delivery(body: &mut Bytes) -> Result<Delivery, WireError> {
         subscription_ids.push(get_u32(body)?);
     }
     Ok(Delivery {
+        // Counted whole against the one session it goes to.
+        share: Delivery::share_of(&message, 1),
         message,
         qos,
         retain,
@@ -74,7 +77,51 @@ fn options_from(byte: u8) -> Result<SubscriptionOptions, WireError> {
     })
 }
 
+/// Who a client is: its will is published with its rights, wherever that happens.
+fn put_client(buf: &mut BytesMut, client: &ClientInfo) {
+    put_str(buf, client.client_id.as_str());
+    match &client.username {
+        Some(username) => {
+            buf.put_u8(1);
+            put_str(buf, username);
+        }
+        None => buf.put_u8(0),
+    }
+    buf.put_u8(client.protocol.level());
+    put_str(buf, &client.remote_addr.to_string());
+    put_str(buf, &client.listener);
+    buf.put_u8(u8::from(client.certificate_identity));
+}
+
+fn get_client(body: &mut Bytes) -> Result<ClientInfo, WireError> {
+    let client_id = ClientId::new(get_bytestring(body)?);
+    let username = match get_u8(body)? {
+        0 => None,
+        _ => Some(Arc::from(&*get_bytestring(body)?)),
+    };
+    let protocol = match get_u8(body)? {
+        3 => ProtocolVersion::V3_1,
+        4 => ProtocolVersion::V3_1_1,
+        5 => ProtocolVersion::V5,
+        other => return Err(WireError::Message(format!("protocol level {other}"))),
+    };
+    let remote_addr: SocketAddr = get_bytestring(body)?
+        .parse()
+        .map_err(|_| WireError::Message("a client address".into()))?;
+    let listener = Arc::from(&*get_bytestring(body)?);
+    let certificate_identity = get_u8(body)? != 0;
+    Ok(ClientInfo {
+        client_id,
+        username,
+        protocol,
+        remote_addr: remote_addr.into(),
+        listener,
+        certificate_identity,
+    })
+}
+
 pub(super) fn put_will(buf: &mut BytesMut, will: &PendingWill) {
+    put_client(buf, &will.client);
     buf.put_u32(will.delay);
     // The will's expiry interval stays a property until it is published (it starts then).
     buf.put_u8(u8::from(
@@ -85,13 +132,18 @@ pub(super) fn put_will(buf: &mut BytesMut, will: &PendingWill) {
 }
 
 pub(super) fn get_will(body: &mut Bytes) -> Result<PendingWill, WireError> {
+    let client = Arc::new(get_client(body)?);
     let delay = get_u32(body)?;
     let has_expiry = get_u8(body)? != 0;
     let expiry = get_u32(body)?;
     let mut message = get_message(body)?;
     message.expires_at = None;
     message.properties.message_expiry_interval = has_expiry.then_some(expiry);
-    Ok(PendingWill { message, delay })
+    Ok(PendingWill {
+        message,
+        delay,
+        client,
+    })
 }
 
 pub(super) fn put_snapshot(buf: &mut BytesMut, snapshot: &SessionSnapshot) {
@@ -218,6 +270,7 @@ mod tests {
             Arc::new(m)
         };
         let delivery = |text| Delivery {
+            share: 0,
             message: message(text),
             qos: QoS::AtLeastOnce,
             retain: false,
@@ -256,6 +309,14 @@ mod tests {
             pending_will: Some(Box::new(PendingWill {
                 message: will,
                 delay: 20,
+                client: Arc::new(ClientInfo {
+                    client_id: ClientId::new("mover"),
+                    username: Some(Arc::from("alice")),
+                    protocol: crate::codec::ProtocolVersion::V5,
+                    remote_addr: std::net::SocketAddr::from(([10, 1, 2, 3], 40000)).into(),
+                    listener: Arc::from("mqtts"),
+                    certificate_identity: false,
+                }),
             })),
         };
         let mut buf = BytesMut::new();
@@ -278,5 +339,7 @@ mod tests {
         let will = back.pending_will.expect("the will moves too");
         assert_eq!((will.delay, will.message.retain), (20, true));
         assert_eq!(will.message.properties.message_expiry_interval, Some(30));
+        assert_eq!(will.client.username.as_deref(), Some("alice"));
+        assert_eq!(will.client.remote_addr.to_string(), "10.1.2.3:40000");
     }
 }
