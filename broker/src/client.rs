@@ -59,7 +59,7 @@ impl InlineClient {
     /// Publishes a fully specified message (properties, expiry).
     pub fn publish_message(&self, message: Message) -> Result<usize, InlineError> {
         topic::validate_topic_name(&message.topic)?;
-        Ok(self.broker.publish(message, None).sessions)
+        Ok(self.broker.publish(message, None).routed.sessions)
     }
 
     /// Subscribes to a filter (shared filters included). Messages arrive on the returned

@@ -792,6 +792,22 @@ pub struct ClusterConfig {
     /// four times as much before they are dropped too, each counted and logged).
     #[serde(default = "default_peer_queue")]
     pub peer_queue_messages: usize,
+    /// When a publisher's QoS 1 or 2 message that other nodes need is acknowledged.
+    #[serde(default)]
+    pub acknowledge: ClusterAcknowledge,
+}
+
+/// When a QoS 1 or 2 message bound for other nodes is acknowledged to its publisher (PUBACK,
+/// PUBREC); see `docs/cluster.md`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterAcknowledge {
+    /// Once this node has accepted it: delivered to its own subscribers' queues and queued for the
+    /// peers that need it.
+    #[default]
+    Local,
+    /// Once every peer that needs it holds it too (or has been declared dead).
+    Cluster,
 }
 
 /// Certificates for the peer links: each node presents its own and requires one signed by `ca_file`.
@@ -1058,5 +1074,25 @@ mod tests {
             .expect_err("a space is not allowed")
             .to_string();
         assert!(error.contains("cluster.node_id"), "{error}");
+    }
+
+    #[test]
+    fn acknowledgement_is_local_unless_the_cluster_is_asked_for() {
+        let section = "cluster:\n  name: demo\n  node_id: demo-0\n  bind: 127.0.0.2:4370\n";
+        let cluster = |extra: &str| parse(&format!("{section}{extra}")).map(|c| c.cluster);
+        assert_eq!(
+            cluster("").expect("valid").map(|c| c.acknowledge),
+            Some(ClusterAcknowledge::Local)
+        );
+        assert_eq!(
+            cluster("  acknowledge: cluster\n")
+                .expect("valid")
+                .map(|c| c.acknowledge),
+            Some(ClusterAcknowledge::Cluster)
+        );
+        let error = cluster("  acknowledge: peers\n")
+            .expect_err("not a choice")
+            .to_string();
+        assert!(error.contains("cluster.acknowledge"), "{error}");
     }
 }

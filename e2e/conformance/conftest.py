@@ -17,6 +17,7 @@ every running broker's log is attached to the report.
 ``TERN_TEST_CLUSTER=N`` (Tern only) runs every broker as a cluster of N nodes on their own
 loopback addresses (127.B.C.1 … N, one port for all), and spreads each test's connections over the
 nodes in turn: the suite then checks that the cluster behaves to clients as one broker.
+``TERN_TEST_CLUSTER_ACKNOWLEDGE=cluster`` runs those nodes with ``cluster.acknowledge: cluster``.
 
 ``--covered-out FILE`` writes ``statement-id<TAB>test-node-id`` lines, taken
 from the ``[MQTT-x.y.z-n]`` citations in test docstrings (see ``citations``).
@@ -63,6 +64,8 @@ LOG_TAIL_LINES = 60
 
 # Cluster mode: the number of nodes per broker (0: a single broker).
 CLUSTER_SIZE = int(os.environ.get("TERN_TEST_CLUSTER", "0") or 0)
+# `cluster.acknowledge` of the nodes in cluster mode: `local` (the default) or `cluster`.
+CLUSTER_ACKNOWLEDGE = os.environ.get("TERN_TEST_CLUSTER_ACKNOWLEDGE", "local")
 _next_block = [150 * 256]
 
 
@@ -187,7 +190,7 @@ class Broker:
             "http": {"bind": f"{ip}:{self.port + 1}"},
             "cluster": {"name": self.name, "node_id": f"{self.name}-{index}",
                         "bind": f"{ip}:{gossip_port}", "seeds": seeds,
-                        "gossip_interval_ms": 100},
+                        "gossip_interval_ms": 100, "acknowledge": CLUSTER_ACKNOWLEDGE},
         }, copy.deepcopy(self.extra))
         # Listeners a test adds bind to this node's address (they name 127.0.0.1).
         for listener in config.get("listeners", []):

@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 pub use admission::{ConnectionSlot, ListenerGate, PARTIAL_FREE, Refusal};
 pub use cluster::BrokerSink;
 pub use drain::DrainProgress;
+pub use publish::Published;
 pub use reload::Revalidation;
 pub use sessions::{Attachment, SessionRequest};
 pub use subscriptions::{Subscribed, Unsubscribed};

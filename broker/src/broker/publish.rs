@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use super::Broker;
+use crate::cluster::Receipt;
 use crate::codec::{QoS, ReasonCode};
 use crate::hook::Access;
 use crate::identity::ClientInfo;
@@ -17,6 +18,15 @@ use crate::message::Message;
 use crate::router::{RetainedFull, RouteScope, Routed};
 use crate::stats::{DropReason, LimitKind};
 use crate::topic;
+
+/// What became of a published message.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub routed: Routed,
+    /// Under `cluster.acknowledge: cluster`, for a QoS 1 or 2 message other nodes need: done once
+    /// they hold it, which the publisher's acknowledgement waits for.
+    pub receipt: Option<Arc<Receipt>>,
+}
 
 impl Broker {
     /// Whether `client` may publish on `topic`: `$SYS/...` is the broker's own, and the hooks (the
@@ -45,7 +55,7 @@ impl Broker {
     /// that published it, `None` for the broker's own messages and the inline client's. A
     /// retained message the store has no room for is delivered all the same, not retained (and
     /// counted): what a publisher that cannot be told (MQTT 3, a will, the admin API) gets.
-    pub fn publish(&self, message: Message, from: Option<&ClientInfo>) -> Routed {
+    pub fn publish(&self, message: Message, from: Option<&ClientInfo>) -> Published {
         let message = Arc::new(identified(message));
         self.retain(&message);
         self.accept(&message, from)
@@ -58,7 +68,7 @@ impl Broker {
         &self,
         message: Message,
         from: Option<&ClientInfo>,
-    ) -> Result<Routed, ReasonCode> {
+    ) -> Result<Published, ReasonCode> {
         let message = Arc::new(identified(message));
         if !self.retain(&message) {
             return Err(ReasonCode::QUOTA_EXCEEDED);
@@ -89,7 +99,7 @@ impl Broker {
     }
 
     /// The hooks hear of an accepted message, then it goes to every matching session.
-    fn accept(&self, message: &Arc<Message>, from: Option<&ClientInfo>) -> Routed {
+    fn accept(&self, message: &Arc<Message>, from: Option<&ClientInfo>) -> Published {
         for hook in self.hooks.iter() {
             hook.on_publish(from, message);
         }
@@ -100,12 +110,15 @@ impl Broker {
     /// says which subscriber backs up (for a publishing connection to wait for). In a cluster the
     /// message is also queued for each peer with a matching route, and each matching shared group
     /// gets it on one node only.
-    pub fn deliver_local(&self, message: &Arc<Message>) -> Routed {
+    pub fn deliver_local(&self, message: &Arc<Message>) -> Published {
         let Some(cluster) = &self.cluster else {
-            return self.router.route(message, RouteScope::Everything);
+            return Published {
+                routed: self.router.route(message, RouteScope::Everything),
+                receipt: None,
+            };
         };
         let plan = cluster.plan(&message.topic);
-        cluster.forward(message, &plan);
+        let receipt = cluster.forward(message, &plan);
         let mut routed = self.router.route(
             message,
             RouteScope::Cluster {
@@ -114,7 +127,7 @@ impl Broker {
             },
         );
         routed.remote = plan.peers().count_ones() as usize;
-        routed
+        Published { routed, receipt }
     }
 
     /// Deletes a topic's retained message (the admin API), on every node of a cluster; returns

@@ -3,9 +3,11 @@
 //! dials, with backoff; the other accepts. Each link task lives as long as gossip says its peer is
 //! alive, and reconnects whenever the connection drops.
 //!
-//! On every (re)connection each side first sends a snapshot of its routes, then deltas; frames it
-//! receives are applied to the route table or handed to the broker (`ClusterSink`). Writes are
-//! batched: everything waiting in the outbox goes out in as few writes as it fits.
+//! On every (re)connection each side first sends a snapshot of its routes and retained messages,
+//! then the QoS 1 and 2 messages the last connection may have lost, then what else waits; frames it
+//! receives are applied to the route table or handed to the broker (`ClusterSink`), and what was
+//! applied is acknowledged. Writes are batched: everything waiting in the outbox goes out in as
+//! few writes as it fits.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -87,6 +89,12 @@ pub(super) async fn run(
         backoff = MIN_BACKOFF;
         info!(peer = %peer.node_id, "peer link up");
         peer.connected.store(true, Ordering::Release);
+        // Copies the last link may have lost go again, behind the snapshot that goes first.
+        let resent = peer.resend_unacked();
+        if resent > 0 {
+            info!(peer = %peer.node_id, resent, "sending again what the last link may have lost");
+            shared.metrics.resent(&peer.node_id, resent);
+        }
         shared.send_snapshot(&peer);
         let (reader, writer) = tokio::io::split(stream);
         let ended = tokio::select! {
@@ -264,11 +272,15 @@ async fn read_frames(
                 return why;
             }
         }
-        // The routes applied from this read are acknowledged once, whatever their number.
+        // The routes and messages applied from this read are acknowledged once, whatever their
+        // number.
         let held = peer.route_version.load(Ordering::Acquire);
         if peer.is_synced() && held != acknowledged {
             acknowledged = held;
             peer.outbox.push_control(Frame::RoutesAck { version: held });
+        }
+        if let Some(ack) = peer.forward_ack() {
+            peer.outbox.push_control(ack);
         }
         match reader.read_buf(&mut buf).await {
             Ok(0) => return "closed by the peer",
@@ -292,9 +304,10 @@ async fn write_frames(
         for outgoing in taken.drain(..) {
             match outgoing {
                 Outgoing::Sync(frame) | Outgoing::Control(frame) => wire::encode(&frame, &mut buf),
-                Outgoing::Forward(forward) => {
+                Outgoing::Forward(copy) => {
                     messages += 1;
-                    wire::encode(&Frame::Forward(forward), &mut buf);
+                    wire::encode_forward(&copy.forward, &mut buf);
+                    peer.written(copy);
                 }
             }
         }

@@ -14,6 +14,8 @@ pub(super) struct ClusterMetrics {
     received_messages: IntCounterVec,
     dropped: IntCounterVec,
     queue: IntGaugeVec,
+    unacked: IntGaugeVec,
+    resent: IntCounterVec,
     peer_routes: IntGaugeVec,
     route_lag: IntGaugeVec,
     table_filters: IntGauge,
@@ -69,6 +71,15 @@ impl ClusterMetrics {
             queue: gauges(
                 "tern_cluster_peer_queue_messages",
                 "Messages waiting for the link to a peer.",
+            ),
+            unacked: gauges(
+                "tern_cluster_peer_unacked_messages",
+                "QoS 1 and 2 messages written to the link to a peer that it has not acknowledged yet.",
+            ),
+            resent: counters(
+                "tern_cluster_resent_messages_total",
+                "QoS 1 and 2 messages sent to a peer again on a new link, because the link they were written to broke before the peer acknowledged them.",
+                &["peer"],
             ),
             peer_routes: gauges(
                 "tern_cluster_peer_routes",
@@ -133,9 +144,16 @@ impl ClusterMetrics {
             .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
     }
 
-    pub(super) fn peer_sample(&self, peer: &str, queued: usize, routes: usize, lag: u64) {
+    pub(super) fn peer_sample(&self, peer: &str, link: LinkSample) {
         let value = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let LinkSample {
+            queued,
+            unacked,
+            routes,
+            lag,
+        } = link;
         self.queue.with_label_values(&[peer]).set(value(queued));
+        self.unacked.with_label_values(&[peer]).set(value(unacked));
         self.peer_routes
             .with_label_values(&[peer])
             .set(value(routes));
@@ -158,6 +176,12 @@ impl ClusterMetrics {
             .set(value(unreachable));
     }
 
+    pub(super) fn resent(&self, peer: &str, messages: usize) {
+        self.resent
+            .with_label_values(&[peer])
+            .inc_by(u64::try_from(messages).unwrap_or(u64::MAX));
+    }
+
     /// A session moved here (`in`) or away (`out`).
     pub(super) fn session_moved(&self, direction: &str) {
         self.sessions_moved.with_label_values(&[direction]).inc();
@@ -165,7 +189,12 @@ impl ClusterMetrics {
 
     /// Drops the series of a departed peer.
     pub(super) fn forget_peer(&self, peer: &str) {
-        for vec in [&self.queue, &self.peer_routes, &self.route_lag] {
+        for vec in [
+            &self.queue,
+            &self.unacked,
+            &self.peer_routes,
+            &self.route_lag,
+        ] {
             let _ = vec.remove_label_values(&[peer]);
         }
     }
@@ -174,6 +203,15 @@ impl ClusterMetrics {
         self.table_filters
             .set(i64::try_from(filters).unwrap_or(i64::MAX));
     }
+}
+
+/// What is sampled about one peer's link.
+pub(super) struct LinkSample {
+    pub queued: usize,
+    pub unacked: usize,
+    pub routes: usize,
+    /// Route changes announced and not applied yet.
+    pub lag: u64,
 }
 
 fn qos_label(qos: QoS) -> &'static str {

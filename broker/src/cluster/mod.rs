@@ -20,6 +20,7 @@ mod metrics;
 mod owners;
 mod ownership;
 mod peer;
+mod receipt;
 mod routes;
 mod tls;
 pub mod wire;
@@ -39,20 +40,21 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use receipt::Receipt;
 pub use routes::{MAX_NODES, Plan};
 pub use tls::PeerTlsError;
 pub use wire::Forward;
 
 use link::LinkStream;
 use members::Member;
-use metrics::ClusterMetrics;
-use peer::{Peer, Refused};
+use metrics::{ClusterMetrics, LinkSample};
+use peer::{ForwardCopy, Peer, Refused};
 use routes::{NodeBit, RouteTable, nodes_in};
 use tls::PeerTls;
 use wire::Frame;
 
 use crate::codec::QoS;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterAcknowledge, ClusterConfig};
 use crate::hook::BoxFuture;
 use crate::identity::ClientId;
 use crate::message::{Delivery, Message, RetainedWrite};
@@ -223,6 +225,8 @@ pub struct MemberView {
     pub ready: bool,
     pub routes: usize,
     pub queued: usize,
+    /// QoS 1 and 2 messages written to its link that it has not acknowledged yet.
+    pub unacked: usize,
     pub listeners: String,
 }
 
@@ -397,11 +401,12 @@ impl Cluster {
         self.shared.table.read().plan(topic)
     }
 
-    /// Queues `message` for every peer `plan` names.
-    pub fn forward(&self, message: &Arc<Message>, plan: &Plan) {
+    /// Queues `message` for every peer `plan` names. Under `cluster.acknowledge: cluster` a QoS 1
+    /// or 2 message comes with a receipt, which its publisher's acknowledgement waits for.
+    pub fn forward(&self, message: &Arc<Message>, plan: &Plan) -> Option<Arc<Receipt>> {
         let peers = plan.peers();
         if peers == 0 {
-            return;
+            return None;
         }
         let targets: Vec<Arc<Peer>> = {
             let known = self.shared.peers.read();
@@ -409,13 +414,22 @@ impl Cluster {
                 .filter_map(|bit| known.by_bit.get(bit.index()).cloned().flatten())
                 .collect()
         };
+        let receipt = (self.shared.config.acknowledge == ClusterAcknowledge::Cluster
+            && message.qos != QoS::AtMostOnce
+            && !targets.is_empty())
+        .then(|| Arc::new(Receipt::new(targets.len())));
         for peer in targets {
-            let forward = Forward {
-                message: Arc::clone(message),
-                direct: plan.has_direct(peer.bit),
-                groups: plan.groups_for(peer.bit),
+            let copy = ForwardCopy {
+                forward: Forward {
+                    stream: 0,
+                    seq: 0,
+                    message: Arc::clone(message),
+                    direct: plan.has_direct(peer.bit),
+                    groups: plan.groups_for(peer.bit),
+                },
+                receipt: receipt.clone(),
             };
-            if let Err(Refused::Full) = peer.outbox.push_forward(forward) {
+            if let Err(Refused::Full) = peer.outbox.push_forward(copy) {
                 self.shared
                     .metrics
                     .dropped(&peer.node_id, "queue_full", message.qos);
@@ -424,6 +438,7 @@ impl Cluster {
                 }
             }
         }
+        receipt.filter(|receipt| !receipt.is_done())
     }
 
     /// Counts a session that moved here (`in`) or away (`out`).
@@ -586,10 +601,14 @@ impl Shared {
             }
             Frame::Forward(forward) => {
                 self.metrics.received(&peer.node_id);
-                if let Some(sink) = self.sink.get() {
+                // A copy sent again after a link broke, which arrived the first time, is dropped.
+                if peer.arrived(&forward)
+                    && let Some(sink) = self.sink.get()
+                {
                     sink.deliver(forward);
                 }
             }
+            Frame::ForwardAck { stream, seq } => peer.acknowledged(stream, seq),
             other => {
                 if let Some(unknown) = self.apply_ownership(peer, other) {
                     warn!(peer = %peer.node_id, frame = unknown, "unexpected frame from a peer");
@@ -707,6 +726,10 @@ impl Shared {
         self.peer_died(peer);
         self.metrics.forget_peer(&peer.node_id);
         let dropped = peer.outbox.clear();
+        let unacked = peer.release_unacked();
+        if unacked > 0 {
+            warn!(peer = %peer.node_id, unacked, "QoS 1 and 2 messages sent to a departed peer were not acknowledged; it may not have had them");
+        }
         if dropped > 0 {
             warn!(peer = %peer.node_id, dropped, "messages queued for a departed peer dropped");
             self.metrics
@@ -736,6 +759,7 @@ impl Shared {
             ready,
             routes: local_routes,
             queued: 0,
+            unacked: 0,
             listeners: String::new(),
         }];
         for (peer, member) in peers {
@@ -752,6 +776,7 @@ impl Shared {
                 ready: member.ready,
                 routes: table.count(peer.bit),
                 queued: peer.outbox.depth(),
+                unacked: peer.unacked(),
                 listeners: member.listeners,
             });
         }
@@ -791,9 +816,12 @@ impl Shared {
         for (peer, advertised) in peers {
             self.metrics.peer_sample(
                 &peer.node_id,
-                peer.outbox.depth(),
-                table.count(peer.bit),
-                advertised.saturating_sub(peer.route_version.load(Ordering::Acquire)),
+                LinkSample {
+                    queued: peer.outbox.depth(),
+                    unacked: peer.unacked(),
+                    routes: table.count(peer.bit),
+                    lag: advertised.saturating_sub(peer.route_version.load(Ordering::Acquire)),
+                },
             );
         }
     }

@@ -3,8 +3,12 @@
 //!
 //! The outbox is bounded: beyond `cluster.peer_queue_messages` waiting messages a QoS 0 message is
 //! dropped, and beyond four times that a QoS 1 or 2 message is too; each drop is counted (and QoS 1
-//! and 2 drops logged). State frames (routes, retained messages) are never dropped: a snapshot replaces the ones still
-//! waiting.
+//! and 2 drops logged). State frames (routes, retained messages) are never dropped: a snapshot
+//! replaces the ones still waiting.
+//!
+//! Forwarded messages are numbered, and a QoS 1 or 2 copy written to a link is kept until the peer
+//! acknowledges it: when a link breaks, what the peer may not have read goes again, first, on the
+//! next one, and the peer drops the copies it already had by their numbers.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -15,6 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::receipt::Receipt;
 use super::routes::NodeBit;
 use super::wire::{Forward, Frame};
 use crate::codec::QoS;
@@ -25,8 +30,25 @@ use crate::codec::QoS;
 #[derive(Debug)]
 pub(super) enum Outgoing {
     Sync(Frame),
-    Forward(Forward),
+    Forward(ForwardCopy),
     Control(Frame),
+}
+
+/// A message on its way to one peer, with the receipt its publisher's acknowledgement waits on
+/// (`cluster.acknowledge: cluster`).
+#[derive(Debug)]
+pub(super) struct ForwardCopy {
+    pub forward: Forward,
+    pub receipt: Option<Arc<Receipt>>,
+}
+
+impl ForwardCopy {
+    /// This peer is done with the copy: it holds it, dropped it, or died.
+    fn done(self) {
+        if let Some(receipt) = self.receipt {
+            receipt.peer_done();
+        }
+    }
 }
 
 /// Why a message was not queued for a peer.
@@ -41,6 +63,8 @@ struct Queue {
     frames: VecDeque<Outgoing>,
     /// Forwards among `frames`.
     messages: usize,
+    /// The number the last forwarded message got.
+    last_seq: u64,
 }
 
 /// The frames waiting for one peer's link, in the order they must be sent.
@@ -49,6 +73,8 @@ pub(super) struct Outbox {
     queue: Mutex<Queue>,
     ready: Notify,
     capacity: usize,
+    /// The stream this node numbers its messages to the peer in (see `Forward::stream`).
+    stream: u64,
 }
 
 impl Outbox {
@@ -57,25 +83,48 @@ impl Outbox {
             queue: Mutex::default(),
             ready: Notify::new(),
             capacity,
+            stream: fastrand::u64(1..),
         }
     }
 
-    /// Queues a message for the peer unless the outbox is full for its QoS.
-    pub(super) fn push_forward(&self, forward: Forward) -> Result<(), Refused> {
-        let limit = match forward.message.qos {
+    /// Numbers a message and queues it for the peer, unless the outbox is full for its QoS (then
+    /// the peer is done with it, and its receipt is told).
+    pub(super) fn push_forward(&self, copy: ForwardCopy) -> Result<(), Refused> {
+        let mut copy = copy;
+        let limit = match copy.forward.message.qos {
             QoS::AtMostOnce => self.capacity,
             QoS::AtLeastOnce | QoS::ExactlyOnce => self.capacity.saturating_mul(4),
         };
         {
             let mut queue = self.queue.lock();
             if queue.messages >= limit {
+                drop(queue);
+                copy.done();
                 return Err(Refused::Full);
             }
+            queue.last_seq += 1;
+            copy.forward.stream = self.stream;
+            copy.forward.seq = queue.last_seq;
             queue.messages += 1;
-            queue.frames.push_back(Outgoing::Forward(forward));
+            queue.frames.push_back(Outgoing::Forward(copy));
         }
         self.ready.notify_one();
         Ok(())
+    }
+
+    /// Puts copies that were written to a link that broke back at the front, in their order.
+    fn resend(&self, copies: VecDeque<ForwardCopy>) {
+        if copies.is_empty() {
+            return;
+        }
+        {
+            let mut queue = self.queue.lock();
+            queue.messages += copies.len();
+            for copy in copies.into_iter().rev() {
+                queue.frames.push_front(Outgoing::Forward(copy));
+            }
+        }
+        self.ready.notify_one();
     }
 
     /// Queues a state frame (a route delta, a retained write).
@@ -133,10 +182,29 @@ impl Outbox {
 
     /// Drops everything waiting (the peer is gone); returns how many messages that was.
     pub(super) fn clear(&self) -> usize {
-        let mut queue = self.queue.lock();
-        queue.frames.clear();
-        std::mem::take(&mut queue.messages)
+        let (frames, messages) = {
+            let mut queue = self.queue.lock();
+            (
+                std::mem::take(&mut queue.frames),
+                std::mem::take(&mut queue.messages),
+            )
+        };
+        for outgoing in frames {
+            if let Outgoing::Forward(copy) = outgoing {
+                copy.done();
+            }
+        }
+        messages
     }
+}
+
+/// Where this node is in the messages the peer forwards to it.
+#[derive(Debug, Default)]
+struct Received {
+    stream: u64,
+    seq: u64,
+    /// A QoS 1 or 2 message arrived since the last [`Frame::ForwardAck`].
+    ack_due: bool,
 }
 
 /// A live peer.
@@ -159,6 +227,9 @@ pub(super) struct Peer {
     pub route_version: AtomicU64,
     /// The version of this node's routes it has acknowledged holding.
     pub acked: AtomicU64,
+    /// QoS 1 and 2 copies written to a link and not yet acknowledged, oldest first.
+    unacked: Mutex<VecDeque<ForwardCopy>>,
+    received: Mutex<Received>,
     /// Cancelled when the peer is forgotten: ends its link task.
     pub gone: CancellationToken,
 }
@@ -182,8 +253,88 @@ impl Peer {
             caught_up: AtomicBool::new(false),
             route_version: AtomicU64::new(0),
             acked: AtomicU64::new(0),
+            unacked: Mutex::default(),
+            received: Mutex::default(),
             gone: CancellationToken::new(),
         }
+    }
+
+    /// A copy was just encoded for the link: a QoS 1 or 2 one is kept until the peer acknowledges
+    /// it; a QoS 0 one is done.
+    pub(super) fn written(&self, copy: ForwardCopy) {
+        if copy.forward.message.qos == QoS::AtMostOnce {
+            copy.done();
+        } else {
+            self.unacked.lock().push_back(copy);
+        }
+    }
+
+    /// The peer holds this node's messages of `stream` up to `seq`.
+    pub(super) fn acknowledged(&self, stream: u64, seq: u64) {
+        if stream != self.outbox.stream {
+            return;
+        }
+        let mut held = Vec::new();
+        {
+            let mut unacked = self.unacked.lock();
+            while unacked.front().is_some_and(|copy| copy.forward.seq <= seq) {
+                held.extend(unacked.pop_front());
+            }
+        }
+        for copy in held {
+            copy.done();
+        }
+    }
+
+    /// A new link is up: the copies the last one may have lost go first. Returns how many.
+    pub(super) fn resend_unacked(&self) -> usize {
+        let copies = std::mem::take(&mut *self.unacked.lock());
+        let resent = copies.len();
+        self.outbox.resend(copies);
+        resent
+    }
+
+    /// The peer is gone: no copy still waiting for it will be held.
+    pub(super) fn release_unacked(&self) -> usize {
+        let copies = std::mem::take(&mut *self.unacked.lock());
+        let released = copies.len();
+        for copy in copies {
+            copy.done();
+        }
+        released
+    }
+
+    /// Copies written and not yet acknowledged.
+    pub(super) fn unacked(&self) -> usize {
+        self.unacked.lock().len()
+    }
+
+    /// A forwarded message arrived: whether it is new (not one sent again after a broken link).
+    pub(super) fn arrived(&self, forward: &Forward) -> bool {
+        let mut received = self.received.lock();
+        if forward.stream != received.stream {
+            // The peer started numbering afresh (it forgot this node and found it again).
+            *received = Received {
+                stream: forward.stream,
+                ..Received::default()
+            };
+        }
+        // A copy it already had is acknowledged again: the ack it sent may be what was lost.
+        received.ack_due |= forward.message.qos != QoS::AtMostOnce;
+        if forward.seq <= received.seq {
+            return false;
+        }
+        received.seq = forward.seq;
+        true
+    }
+
+    /// The acknowledgement to send for what arrived since the last one, if any is due.
+    pub(super) fn forward_ack(&self) -> Option<Frame> {
+        let mut received = self.received.lock();
+        std::mem::take(&mut received.ack_due).then_some(Frame::ForwardAck {
+            stream: received.stream,
+            seq: received.seq,
+        })
     }
 
     pub(super) fn is_synced(&self) -> bool {
@@ -201,12 +352,45 @@ mod tests {
     use super::*;
     use crate::message::Message;
 
-    fn forward(qos: QoS) -> Forward {
-        Forward {
-            message: Arc::new(Message::new("t", "m", qos, false)),
-            direct: true,
-            groups: Vec::new(),
+    fn forward(qos: QoS) -> ForwardCopy {
+        with_receipt(qos, None)
+    }
+
+    fn with_receipt(qos: QoS, receipt: Option<&Arc<Receipt>>) -> ForwardCopy {
+        ForwardCopy {
+            forward: Forward {
+                stream: 0,
+                seq: 0,
+                message: Arc::new(Message::new("t", "m", qos, false)),
+                direct: true,
+                groups: Vec::new(),
+            },
+            receipt: receipt.cloned(),
         }
+    }
+
+    fn peer() -> Peer {
+        Peer::new(
+            Arc::from("n1"),
+            1,
+            "127.0.0.1:4370".parse().unwrap(),
+            NodeBit::LOCAL,
+            10,
+        )
+    }
+
+    /// Takes what waits in the outbox and "writes" it, as the link's writer does.
+    async fn write_all(peer: &Peer) -> Vec<u64> {
+        let mut taken = Vec::new();
+        peer.outbox.take(100, &mut taken).await;
+        let mut seqs = Vec::new();
+        for outgoing in taken {
+            if let Outgoing::Forward(copy) = outgoing {
+                seqs.push(copy.forward.seq);
+                peer.written(copy);
+            }
+        }
+        seqs
     }
 
     #[tokio::test]
@@ -221,9 +405,14 @@ mod tests {
         for _ in 0..6 {
             assert!(outbox.push_forward(forward(QoS::AtLeastOnce)).is_ok());
         }
+        let receipt = Arc::new(Receipt::new(1));
         assert_eq!(
-            outbox.push_forward(forward(QoS::ExactlyOnce)),
+            outbox.push_forward(with_receipt(QoS::ExactlyOnce, Some(&receipt))),
             Err(Refused::Full)
+        );
+        assert!(
+            receipt.is_done(),
+            "a dropped copy does not hold its publisher up"
         );
         assert_eq!(outbox.depth(), 8);
         let mut taken = Vec::new();
@@ -247,5 +436,70 @@ mod tests {
             })
             .collect();
         assert_eq!(names, ["routes_begin", "routes_end", "forward"]);
+    }
+
+    /// QoS 1 copies written to a link that broke go again, first and in order, on the next one;
+    /// QoS 0 ones do not; an acknowledgement releases what it covers and tells the receipts.
+    #[tokio::test]
+    async fn unacknowledged_copies_go_again_on_the_next_link() {
+        let peer = peer();
+        let receipt = Arc::new(Receipt::new(1));
+        peer.outbox
+            .push_forward(with_receipt(QoS::AtLeastOnce, Some(&receipt)))
+            .unwrap();
+        peer.outbox.push_forward(forward(QoS::AtMostOnce)).unwrap();
+        peer.outbox.push_forward(forward(QoS::ExactlyOnce)).unwrap();
+        assert_eq!(write_all(&peer).await, [1, 2, 3]);
+        assert_eq!(peer.unacked(), 2);
+        // The link breaks; another message is queued meanwhile; the next link comes up.
+        peer.outbox.push_forward(forward(QoS::AtLeastOnce)).unwrap();
+        peer.resend_unacked();
+        assert_eq!(write_all(&peer).await, [1, 3, 4]);
+        assert!(!receipt.is_done());
+        peer.acknowledged(peer.outbox.stream, 3);
+        assert!(receipt.is_done());
+        assert_eq!(peer.unacked(), 1, "4 still waits");
+        // An acknowledgement of another stream (an earlier incarnation of this peer) is ignored.
+        peer.acknowledged(peer.outbox.stream.wrapping_add(1), 9);
+        assert_eq!(peer.unacked(), 1);
+        assert_eq!(peer.release_unacked(), 1);
+    }
+
+    #[test]
+    fn a_copy_that_arrives_again_is_dropped_and_acknowledged_again() {
+        let peer = peer();
+        let copy = |stream, seq, qos| Forward {
+            stream,
+            seq,
+            ..with_receipt(qos, None).forward
+        };
+        assert!(peer.arrived(&copy(7, 1, QoS::AtLeastOnce)));
+        assert!(peer.arrived(&copy(7, 2, QoS::AtMostOnce)));
+        assert!(matches!(
+            peer.forward_ack(),
+            Some(Frame::ForwardAck { stream: 7, seq: 2 })
+        ));
+        assert!(peer.forward_ack().is_none(), "nothing new since");
+        assert!(
+            !peer.arrived(&copy(7, 1, QoS::AtLeastOnce)),
+            "a copy sent again"
+        );
+        assert!(matches!(
+            peer.forward_ack(),
+            Some(Frame::ForwardAck { stream: 7, seq: 2 })
+        ));
+        // The sender forgot this node and numbers afresh.
+        assert!(peer.arrived(&copy(8, 1, QoS::AtLeastOnce)));
+    }
+
+    #[test]
+    fn a_departed_peer_releases_every_receipt() {
+        let peer = peer();
+        let receipt = Arc::new(Receipt::new(1));
+        peer.outbox
+            .push_forward(with_receipt(QoS::AtLeastOnce, Some(&receipt)))
+            .unwrap();
+        assert_eq!(peer.outbox.clear(), 1);
+        assert!(receipt.is_done());
     }
 }

@@ -3,12 +3,15 @@
 //! codec cannot (aliases, receive maximum, packet ids, features) and answers into the write buffer.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytestring::ByteString;
 use tracing::info;
 
 use super::{Close, Connection, Wait};
+use crate::broker::Published;
+use crate::cluster::Receipt;
 use crate::codec::{
     Ack, AckProperties, Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -92,7 +95,7 @@ impl Connection {
                 // A retransmission of a message we already have: acknowledge, do not deliver again
                 // [MQTT-4.3.3-10].
                 drop(state);
-                return self.send(&Packet::PubRec(Ack::success(pid(packet_id)?)));
+                return self.send_publish_ack(Packet::PubRec(Ack::success(pid(packet_id)?)), None);
             }
             if state.inbound_qos2.len() >= usize::from(limits.receive_maximum) {
                 self.broker.stats().limit_hit(LimitKind::ReceiveMaximum);
@@ -129,9 +132,9 @@ impl Connection {
             self.broker.stats().dropped(DropReason::NotAuthorized);
             Err(reason)
         };
-        let (matched, reason) = match matched {
-            Ok(sessions) => (sessions, reason),
-            Err(refused) => (0, refused),
+        let (matched, receipt, reason) = match matched {
+            Ok((sessions, receipt)) => (sessions, receipt, reason),
+            Err(refused) => (0, None, refused),
         };
         let reason = if reason.is_success() && matched == 0 && self.protocol.is_v5() {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
@@ -146,7 +149,9 @@ impl Connection {
         };
         match publish.qos {
             QoS::AtMostOnce => Ok(()),
-            QoS::AtLeastOnce => self.send(&Packet::PubAck(self.ack(pid(packet_id)?, reason))),
+            QoS::AtLeastOnce => {
+                self.send_publish_ack(Packet::PubAck(self.ack(pid(packet_id)?, reason)), receipt)
+            }
             QoS::ExactlyOnce => {
                 if reason.is_success() {
                     self.session
@@ -154,16 +159,17 @@ impl Connection {
                         .inbound_qos2
                         .push_back(packet_id.map_or(0, PacketId::get));
                 }
-                self.send(&Packet::PubRec(self.ack(pid(packet_id)?, reason)))
+                self.send_publish_ack(Packet::PubRec(self.ack(pid(packet_id)?, reason)), receipt)
             }
         }
     }
 
-    /// Publishes an accepted message and says how many sessions it went to, or, for MQTT 5, why
-    /// it was refused after all (a retained message the store has no room for). Waits for a
-    /// subscriber it backed up, unless this client still has messages left from its last wait.
-    fn route(&mut self, message: Message) -> Result<usize, ReasonCode> {
-        let routed = if self.protocol.is_v5() {
+    /// Publishes an accepted message and says how many sessions it went to and what its
+    /// acknowledgement waits for, or, for MQTT 5, why it was refused after all (a retained message
+    /// the store has no room for). Waits for a subscriber it backed up, unless this client still
+    /// has messages left from its last wait.
+    fn route(&mut self, message: Message) -> Result<(usize, Option<Arc<Receipt>>), ReasonCode> {
+        let Published { routed, receipt } = if self.protocol.is_v5() {
             self.broker.publish_or_refuse(message, Some(&self.client))?
         } else {
             self.broker.publish(message, Some(&self.client))
@@ -176,7 +182,7 @@ impl Connection {
             self.wait_for_backlog(subscriber);
         }
         // Subscribers on other nodes of a cluster count as matching too.
-        Ok(routed.sessions + routed.remote)
+        Ok((routed.sessions + routed.remote, receipt))
     }
 
     /// Whether a well-formed PUBLISH may be delivered: payload format, then the rights every

@@ -15,6 +15,7 @@
 
 mod aliases;
 mod handshake;
+mod held_acks;
 mod inbound;
 mod io;
 mod outbound;
@@ -129,6 +130,8 @@ enum Event {
     Received,
     /// A backlog this client's messages fed has drained (or was waited for long enough).
     Resumed,
+    /// The cluster holds a message whose acknowledgement was held for it.
+    Confirmed,
     /// The network connection closed or failed.
     Closed,
     Queued,
@@ -244,6 +247,8 @@ struct Extras {
     outbound_aliases: OutboundAliases,
     /// Set if CONNECT named an authentication method.
     enhanced_auth: Option<EnhancedAuthState>,
+    /// PUBACKs and PUBRECs waiting for the cluster (`cluster.acknowledge: cluster`).
+    held_acks: held_acks::HeldAcks,
 }
 
 /// The authentication method from CONNECT and a re-authentication in progress (MQTT 5, 4.12.1).
@@ -368,6 +373,11 @@ impl Connection {
                     io.release_read_buf();
                 }
                 Event::Queued => idle.active = true,
+                Event::Confirmed => {
+                    if let Err(close) = self.release_acks() {
+                        return Exit::Close(close);
+                    }
+                }
                 Event::Wrote => {}
                 Event::Closed => return Exit::Close(Close::Network),
                 Event::KeepAliveExpired => {
@@ -402,6 +412,7 @@ impl Connection {
             && !flushing
             && io.read_buf.is_empty()
             && self.backlog_wait.is_none()
+            && self.extras.as_ref().is_none_or(|e| e.held_acks.is_empty())
             && !self.broker.shutdown_token().is_cancelled()
             && self
                 .keep_alive_deadline()
@@ -467,6 +478,11 @@ impl Connection {
         control.register(cx.waker());
         if control.is_kicked() {
             return Poll::Ready(Event::Kicked);
+        }
+        if let Some(extras) = &self.extras
+            && extras.held_acks.poll_first(cx).is_ready()
+        {
+            return Poll::Ready(Event::Confirmed);
         }
         // While QoS 1/2 deliveries await acks, reads are polled even after a write made progress:
         // a connection that always has deliveries to write must still read the acks that reopen
@@ -689,6 +705,40 @@ impl Connection {
             .stats()
             .limit_hit(crate::stats::LimitKind::PublishRate);
         Some(wait)
+    }
+
+    /// Sends the PUBACK or PUBREC for a client's message, or holds it until `receipt` is done, and
+    /// holds it too while one sent earlier is held (see [`held_acks`]).
+    fn send_publish_ack(
+        &mut self,
+        ack: Packet,
+        receipt: Option<Arc<crate::cluster::Receipt>>,
+    ) -> Result<(), Close> {
+        let waits = receipt.as_ref().is_some_and(|r| !r.is_done())
+            || self
+                .extras
+                .as_ref()
+                .is_some_and(|e| !e.held_acks.is_empty());
+        if !waits {
+            return self.send(&ack);
+        }
+        self.extras
+            .get_or_insert_with(Box::default)
+            .held_acks
+            .push(receipt, ack);
+        Ok(())
+    }
+
+    /// Sends the held acknowledgements whose messages the cluster now holds.
+    fn release_acks(&mut self) -> Result<(), Close> {
+        let ready = match &mut self.extras {
+            Some(extras) => extras.held_acks.take_ready(),
+            None => return Ok(()),
+        };
+        for ack in &ready {
+            self.send(ack)?;
+        }
+        Ok(())
     }
 
     /// Encodes a control packet into the write buffer. Reason strings and user properties are dropped

@@ -470,6 +470,7 @@ async fn publish(
             Message::new(request.topic, payload, qos, request.retain),
             None,
         )
+        .routed
         .sessions;
     Json(json!({ "delivered_to": delivered })).into_response()
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use super::link_proxy::LinkProxy;
 use super::{WAIT, tern_binary};
 
 const MQTT_PORT: u16 = 1883;
@@ -40,6 +41,8 @@ pub struct TestCluster {
     block: u8,
     nodes: Vec<Node>,
     extra_yaml: String,
+    /// A node whose gossip and peer links pass through a [`LinkProxy`], which it advertises.
+    proxied: Option<usize>,
     dir: TempDir,
 }
 
@@ -66,24 +69,64 @@ impl TestCluster {
         extra_yaml: &str,
         extra_seeds: Vec<String>,
     ) -> Self {
+        let mut cluster = Self::new(name, extra_yaml, extra_seeds, None);
+        cluster.spawn_all(size).await;
+        cluster
+    }
+
+    /// Like [`Self::start_with`], with node `proxied`'s gossip and peer links passing through the
+    /// returned proxy, so that a test can break them.
+    pub async fn start_proxied(
+        size: usize,
+        name: &str,
+        extra_yaml: &str,
+        proxied: usize,
+    ) -> (Self, LinkProxy) {
+        let mut cluster = Self::new(name, extra_yaml, Vec::new(), Some(proxied));
+        let proxy = LinkProxy::start(
+            cluster.advertised(proxied),
+            SocketAddr::new(cluster.ip(proxied), CLUSTER_PORT),
+        )
+        .await;
+        cluster.spawn_all(size).await;
+        (cluster, proxy)
+    }
+
+    fn new(name: &str, extra_yaml: &str, extra_seeds: Vec<String>, proxied: Option<usize>) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         fs::write(dir.path().join("token"), TOKEN).expect("write token");
-        let mut cluster = Self {
+        Self {
             name: name.to_owned(),
             extra_seeds,
             block: next_block(),
             nodes: Vec::new(),
             extra_yaml: extra_yaml.to_owned(),
+            proxied,
             dir,
-        };
+        }
+    }
+
+    async fn spawn_all(&mut self, size: usize) {
         for i in 0..size {
-            let node = cluster.spawn(i);
-            cluster.nodes.push(node);
+            let node = self.spawn(i);
+            self.nodes.push(node);
         }
         for i in 0..size {
-            cluster.wait_ready(i).await;
+            self.wait_ready(i).await;
         }
-        cluster
+    }
+
+    /// What node `i` advertises to its peers: its own address, or its proxy's.
+    fn advertised(&self, i: usize) -> SocketAddr {
+        if self.proxied == Some(i) {
+            let host = u8::try_from(101 + i).expect("a small cluster");
+            SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(127, self.block, 0, host)),
+                CLUSTER_PORT,
+            )
+        } else {
+            SocketAddr::new(self.ip(i), CLUSTER_PORT)
+        }
     }
 
     pub fn size(&self) -> usize {
@@ -123,12 +166,13 @@ impl TestCluster {
              auth:\n  allow_anonymous: true\n\
              log:\n  level: info,tern_broker::cluster=debug\n\
              http:\n  bind: {ip}:{HTTP_PORT}\n  admin_token_file: {token}\n\
-             cluster:\n  name: {name}\n  node_id: {id}\n  bind: {ip}:{CLUSTER_PORT}\n  seeds: [{seeds}]\n\
+             cluster:\n  name: {name}\n  node_id: {id}\n  bind: {ip}:{CLUSTER_PORT}\n  advertise: {advertise}\n  seeds: [{seeds}]\n\
              {extra}\n",
             ip = self.ip(i),
             token = self.dir.path().join("token").display(),
             name = self.name,
             id = self.node_id(i),
+            advertise = self.advertised(i),
             seeds = seeds.join(", "),
             extra = self.extra_yaml,
         )

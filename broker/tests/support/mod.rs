@@ -20,6 +20,7 @@ pub mod client;
 pub mod cluster;
 pub mod embedded;
 pub mod expect;
+pub mod link_proxy;
 pub mod pubsub;
 pub mod raw_v5;
 pub mod v311;

@@ -21,7 +21,7 @@ use crate::topic::SubscriptionFilter;
 mod session;
 
 /// The version of this format; a peer speaking another is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The largest frame accepted: an MQTT packet's maximum plus room for the frame's own fields.
 pub const MAX_FRAME: usize = codec::MAX_REMAINING_LENGTH + 64 * 1024;
 
@@ -72,6 +72,11 @@ pub struct Hello {
 /// A message forwarded to a node that has a matching route.
 #[derive(Debug, Clone)]
 pub struct Forward {
+    /// The sender's numbering of what it forwards to this peer: `seq` counts up within `stream`,
+    /// which the sender picks afresh whenever it starts following the peer. A copy sent again
+    /// after a link broke carries its old number, and the receiver drops what it already had.
+    pub stream: u64,
+    pub seq: u64,
     pub message: Arc<Message>,
     /// Deliver to the node's direct subscribers with a matching filter.
     pub direct: bool,
@@ -108,6 +113,11 @@ pub enum Frame {
     /// The receiver has applied the sender's routes up to `version`.
     RoutesAck {
         version: u64,
+    },
+    /// The receiver holds the sender's forwarded messages of `stream` up to `seq`.
+    ForwardAck {
+        stream: u64,
+        seq: u64,
     },
     /// To a client id's arbiter: this node has a CONNECT for it.
     Claim(Claim),
@@ -221,6 +231,7 @@ mod kind {
     pub const LOCATE: u8 = 22;
     pub const KICK: u8 = 23;
     pub const KICKED: u8 = 24;
+    pub const FORWARD_ACK: u8 = 25;
 }
 
 impl Frame {
@@ -237,6 +248,7 @@ impl Frame {
             Self::Retained(_) => "retained",
             Self::SyncEnd => "sync_end",
             Self::RoutesAck { .. } => "routes_ack",
+            Self::ForwardAck { .. } => "forward_ack",
             Self::Claim(_) => "claim",
             Self::ClaimReply { .. } => "claim_reply",
             Self::TakeOver { .. } => "take_over",
@@ -257,6 +269,9 @@ impl Frame {
 
 /// Appends `frame` to `buf`.
 pub fn encode(frame: &Frame, buf: &mut BytesMut) {
+    if let Frame::Forward(forward) = frame {
+        return encode_forward(forward, buf);
+    }
     let start = buf.len();
     buf.put_u32(0); // length, filled in below
     match frame {
@@ -290,19 +305,16 @@ pub fn encode(frame: &Frame, buf: &mut BytesMut) {
             put_str(buf, &route.to_string());
         }
         Frame::RoutesRequest => buf.put_u8(kind::ROUTES_REQUEST),
-        Frame::Forward(forward) => {
-            buf.put_u8(kind::FORWARD);
-            buf.put_u8(u8::from(forward.direct));
-            put_len(buf, forward.groups.len());
-            for group in &forward.groups {
-                put_str(buf, &group.to_string());
-            }
-            put_message(buf, &forward.message);
-        }
+        Frame::Forward(_) => {} // encoded above
         Frame::SyncEnd => buf.put_u8(kind::SYNC_END),
         Frame::RoutesAck { version } => {
             buf.put_u8(kind::ROUTES_ACK);
             buf.put_u64(*version);
+        }
+        Frame::ForwardAck { stream, seq } => {
+            buf.put_u8(kind::FORWARD_ACK);
+            buf.put_u64(*stream);
+            buf.put_u64(*seq);
         }
         Frame::Claim(claim) => {
             buf.put_u8(kind::CLAIM);
@@ -421,6 +433,24 @@ pub fn encode(frame: &Frame, buf: &mut BytesMut) {
     buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
+/// Appends a [`Frame::Forward`] frame for `forward` to `buf` (without building the frame).
+pub fn encode_forward(forward: &Forward, buf: &mut BytesMut) {
+    let start = buf.len();
+    buf.put_u32(0); // length, filled in below
+    buf.put_u8(kind::FORWARD);
+    buf.put_u64(forward.stream);
+    buf.put_u64(forward.seq);
+    buf.put_u8(u8::from(forward.direct));
+    put_len(buf, forward.groups.len());
+    for group in &forward.groups {
+        put_str(buf, &group.to_string());
+    }
+    put_message(buf, &forward.message);
+    let len = buf.len() - start - 4;
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
 /// Takes one whole frame off the front of `buf`: `Ok(None)` until one has arrived.
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
     if buf.len() < 4 {
@@ -475,6 +505,8 @@ fn decode_body(body: &mut Bytes) -> Result<Frame, WireError> {
         },
         kind::ROUTES_REQUEST => Frame::RoutesRequest,
         kind::FORWARD => {
+            let stream = get_u64(body)?;
+            let seq = get_u64(body)?;
             let direct = get_u8(body)? != 0;
             let count = get_len(body)?;
             if count > body.remaining() / 4 {
@@ -486,6 +518,8 @@ fn decode_body(body: &mut Bytes) -> Result<Frame, WireError> {
             }
             let message = Arc::new(get_message(body)?);
             Frame::Forward(Forward {
+                stream,
+                seq,
                 message,
                 direct,
                 groups,
@@ -494,6 +528,10 @@ fn decode_body(body: &mut Bytes) -> Result<Frame, WireError> {
         kind::SYNC_END => Frame::SyncEnd,
         kind::ROUTES_ACK => Frame::RoutesAck {
             version: get_u64(body)?,
+        },
+        kind::FORWARD_ACK => Frame::ForwardAck {
+            stream: get_u64(body)?,
+            seq: get_u64(body)?,
         },
         kind::CLAIM => Frame::Claim(Claim {
             request: get_u64(body)?,

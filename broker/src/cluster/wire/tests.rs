@@ -45,6 +45,13 @@ fn control_frames_survive_the_wire() {
         } => assert_eq!((version, added, back), (42, false, route("$share/g/x"))),
         other => panic!("got {other:?}"),
     }
+    match roundtrip(&Frame::ForwardAck {
+        stream: u64::MAX,
+        seq: 9,
+    }) {
+        Frame::ForwardAck { stream, seq } => assert_eq!((stream, seq), (u64::MAX, 9)),
+        other => panic!("got {other:?}"),
+    }
 }
 
 #[test]
@@ -57,6 +64,8 @@ fn a_forwarded_message_keeps_what_subscribers_see() {
     };
     let message = message.with_expiry_interval(Some(60));
     let frame = Frame::Forward(Forward {
+        stream: 0xfeed_beef,
+        seq: 17,
         message: std::sync::Arc::new(message),
         direct: true,
         groups: vec![route("$share/g/t/+")],
@@ -64,6 +73,7 @@ fn a_forwarded_message_keeps_what_subscribers_see() {
     let Frame::Forward(back) = roundtrip(&frame) else {
         panic!("not a forward");
     };
+    assert_eq!((back.stream, back.seq), (0xfeed_beef, 17));
     assert!(back.direct);
     assert_eq!(back.groups, [route("$share/g/t/+")]);
     let m = back.message;

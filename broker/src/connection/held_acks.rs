@@ -1,0 +1,51 @@
+//! Acknowledgements of a client's QoS 1 and 2 messages held until the other nodes of the cluster
+//! hold the message (`cluster.acknowledge: cluster`). PUBACKs and PUBRECs go in the order their
+//! PUBLISHes arrived [MQTT-4.6.0-2], so once one is held, every later one waits behind it.
+//!
+//! The client is read from meanwhile: its Receive Maximum bounds how many acknowledgements it
+//! awaits, so a publisher fills its window and pauses itself, and a slow peer costs it latency
+//! rather than a stall at every message.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::cluster::Receipt;
+use crate::codec::Packet;
+
+#[derive(Default)]
+pub(super) struct HeldAcks {
+    acks: VecDeque<(Option<Arc<Receipt>>, Packet)>,
+}
+
+impl HeldAcks {
+    pub(super) fn is_empty(&self) -> bool {
+        self.acks.is_empty()
+    }
+
+    pub(super) fn push(&mut self, receipt: Option<Arc<Receipt>>, ack: Packet) {
+        self.acks.push_back((receipt, ack));
+    }
+
+    /// Ready when the first held acknowledgement may go; wakes `cx` when it may.
+    pub(super) fn poll_first(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.acks.front() {
+            None => Poll::Pending,
+            Some((None, _)) => Poll::Ready(()),
+            Some((Some(receipt), _)) => receipt.poll_done(cx),
+        }
+    }
+
+    /// Takes the acknowledgements that may go now, oldest first.
+    pub(super) fn take_ready(&mut self) -> Vec<Packet> {
+        let mut ready = Vec::new();
+        while self
+            .acks
+            .front()
+            .is_some_and(|(receipt, _)| receipt.as_ref().is_none_or(|r| r.is_done()))
+        {
+            ready.extend(self.acks.pop_front().map(|(_, ack)| ack));
+        }
+        ready
+    }
+}
