@@ -495,6 +495,71 @@ async fn the_will_of_a_client_of_a_dead_node_is_published_once() {
 
 /// The admin API of any node finds a client connected to another node and disconnects it there
 /// (MQTT 5: DISCONNECT 0x98 Administrative action).
+/// Connects `id` to node `i` with a persistent session and a will on `status/{id}` published
+/// `delay` seconds after its connection is lost.
+async fn device_with_will(
+    cluster: &TestCluster,
+    i: usize,
+    id: &str,
+    delay: u32,
+) -> (AsyncClient, Inbox) {
+    let (host, port) = cluster.mqtt(i);
+    let mut options = MqttOptions::new(id, host, port);
+    options.set_keep_alive(std::time::Duration::from_secs(30));
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(3600));
+    let properties = rumqttc::v5::mqttbytes::v5::LastWillProperties {
+        delay_interval: Some(delay),
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+    };
+    options.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+        format!("status/{id}"),
+        "offline",
+        QoS::AtLeastOnce,
+        false,
+        Some(properties),
+    ));
+    let (client, inbox, _) = v5::start(options).await;
+    (client, inbox)
+}
+
+/// Two devices with a delayed will are connected to a node that dies; one connects again, to
+/// another node, within its will delay: its will is not published [MQTT-3.1.3-9]. The other's
+/// will, with the same delay, is, and tells the test when the first one's would have been.
+#[tokio::test]
+async fn the_kept_will_of_a_client_that_came_back_elsewhere_is_not_published() {
+    let mut cluster = TestCluster::start(3).await;
+    let (watcher, mut watcher_inbox) = client(&cluster, 0, "watcher").await;
+    subscribe_everywhere(
+        &cluster,
+        0,
+        &watcher,
+        &mut watcher_inbox,
+        "status/#",
+        QoS::AtLeastOnce,
+        1,
+    )
+    .await;
+    const DELAY: u32 = 2;
+    let _gone = device_with_will(&cluster, 2, "gone", DELAY).await;
+    let _back = device_with_will(&cluster, 2, "back", DELAY).await;
+    cluster.wait_kept_wills(2).await;
+
+    cluster.kill(2);
+    let _back_again = device_with_will(&cluster, 1, "back", DELAY).await;
+    let will = v5::expect_publish(&mut watcher_inbox, FAILURE_WINDOW).await;
+    assert_eq!(
+        (v5::topic(&will), v5::payload(&will)),
+        ("status/gone", "offline")
+    );
+    v5::expect_no_publish(&mut watcher_inbox, QUIET * 4).await;
+}
+
 #[tokio::test]
 async fn the_admin_api_finds_and_kicks_a_client_on_another_node() {
     let cluster = TestCluster::start(3).await;

@@ -718,7 +718,7 @@ impl Shared {
     }
 
     /// Drops a peer: its link ends, its routes and its queued messages go.
-    fn forget(&self, peers: &mut Peers, peer: &Arc<Peer>) {
+    fn forget(self: &Arc<Self>, peers: &mut Peers, peer: &Arc<Peer>) {
         warn!(peer = %peer.node_id, generation = peer.generation, "peer left or died; its routes are dropped");
         peer.gone.cancel();
         peers.by_bit[peer.bit.index()] = None;

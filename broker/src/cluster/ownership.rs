@@ -32,6 +32,12 @@ use crate::session::{PendingWill, SessionSnapshot};
 
 /// How long a question to another node may take before the asker goes on without the answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the link to the node asked may stay down before the asker gives up on the answer: a
+/// node that crashed drops its links at once but is declared dead only seconds later, and a
+/// client reconnecting after the crash should not wait for the whole timeout (or give up first).
+const LINK_DOWN_GRACE: Duration = Duration::from_millis(500);
+/// How often a question waiting for its answer looks at the link.
+const LINK_CHECK: Duration = Duration::from_millis(50);
 /// How long a new owner waits for every node to hold its routes before ending a move anyway.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -187,25 +193,7 @@ impl Cluster {
 
     /// The node that holds `client_id`, as its arbiter knows it (`None`: no node, or no answer).
     pub async fn locate(&self, client_id: &ClientId) -> Option<Arc<str>> {
-        let shared = &self.shared;
-        let held = match shared.arbiter(client_id.as_str()) {
-            None => shared
-                .owners
-                .lock()
-                .holder(client_id.as_str())
-                .map(|held| held.node_id),
-            Some(arbiter) => {
-                let frame = |request| Frame::Locate {
-                    request,
-                    client_id: client_id.to_string(),
-                };
-                match shared.ask(&arbiter, frame).await {
-                    Some(Reply::Claimed(owner)) => owner.map(|o| Arc::from(o.node_id)),
-                    _ => None,
-                }
-            }
-        };
-        held.filter(|node| *node == shared.me || shared.peer(node).is_some())
+        self.shared.locate(client_id).await
     }
 
     /// Asks `node` to disconnect `client_id` (and end its session if `end`); `None` without an
@@ -239,7 +227,43 @@ impl Cluster {
     }
 }
 
+/// Returns once the link to `peer` has been down for [`LINK_DOWN_GRACE`] in a row.
+async fn link_stays_down(peer: &Peer) {
+    let mut down_for = Duration::ZERO;
+    while down_for < LINK_DOWN_GRACE {
+        tokio::time::sleep(LINK_CHECK).await;
+        if peer.connected.load(Ordering::Acquire) {
+            down_for = Duration::ZERO;
+        } else {
+            down_for += LINK_CHECK;
+        }
+    }
+}
+
 impl Shared {
+    /// The node that holds `client_id`, as its arbiter knows it (`None`: no node, or no answer).
+    async fn locate(&self, client_id: &ClientId) -> Option<Arc<str>> {
+        let shared = self;
+        let held = match shared.arbiter(client_id.as_str()) {
+            None => shared
+                .owners
+                .lock()
+                .holder(client_id.as_str())
+                .map(|held| held.node_id),
+            Some(arbiter) => {
+                let frame = |request| Frame::Locate {
+                    request,
+                    client_id: client_id.to_string(),
+                };
+                match shared.ask(&arbiter, frame).await {
+                    Some(Reply::Claimed(owner)) => owner.map(|o| Arc::from(o.node_id)),
+                    _ => None,
+                }
+            }
+        };
+        held.filter(|node| *node == shared.me || shared.peer(node).is_some())
+    }
+
     /// The live peer that arbitrates `client_id`, or `None` when this node does.
     fn arbiter(&self, client_id: &str) -> Option<Arc<Peer>> {
         let peers = self.live_peers();
@@ -270,15 +294,19 @@ impl Shared {
             .collect()
     }
 
-    /// Sends a question to `peer` and waits (bounded) for its answer.
+    /// Sends a question to `peer` and waits (bounded) for its answer: up to [`REQUEST_TIMEOUT`],
+    /// or [`LINK_DOWN_GRACE`] once the link to it is down.
     async fn ask(&self, peer: &Peer, frame: impl FnOnce(u64) -> Frame) -> Option<Reply> {
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (answer, answered) = oneshot::channel();
         self.requests.lock().insert(request, answer);
         peer.outbox.push_control(frame(request));
-        let reply = tokio::time::timeout(REQUEST_TIMEOUT, answered).await;
+        let reply = tokio::select! {
+            reply = tokio::time::timeout(REQUEST_TIMEOUT, answered) => reply.ok().and_then(Result::ok),
+            () = link_stays_down(peer) => None,
+        };
         self.requests.lock().remove(&request);
-        reply.ok().and_then(Result::ok)
+        reply
     }
 
     fn answer(&self, request: u64, reply: Reply) {
@@ -535,7 +563,7 @@ impl Shared {
 
     /// A peer died: its client ids are free again, and the wills kept for its clients are
     /// published (each after its delay).
-    pub(super) fn peer_died(&self, peer: &Peer) {
+    pub(super) fn peer_died(self: &Arc<Self>, peer: &Peer) {
         self.owners.lock().forget_node(&peer.node_id);
         // Wills this node had that peer keep go to their new keepers when the members are
         // registered again (`reregister`).
@@ -546,15 +574,22 @@ impl Shared {
         for (client_id, will) in wills {
             info!(%client_id, node = %peer.node_id, delay = will.delay, "publishing the will of a client whose node died");
             let sink = Arc::clone(sink);
-            let shutdown = self.shutdown.clone();
+            let shared = Arc::clone(self);
             self.tasks.spawn(async move {
+                let client_id = ClientId::new(client_id);
                 if will.delay > 0 {
                     tokio::select! {
-                        () = shutdown.cancelled() => return,
+                        () = shared.shutdown.cancelled() => return,
                         () = tokio::time::sleep(Duration::from_secs(u64::from(will.delay))) => {}
                     }
+                    // A client that connected again within the delay, on any node, keeps its will
+                    // unsent [MQTT-3.1.3-9].
+                    if let Some(node) = shared.locate(&client_id).await {
+                        info!(%client_id, %node, "the client of a dead node is back; its will is not published");
+                        return;
+                    }
                 }
-                sink.publish_will(ClientId::new(client_id), will);
+                sink.publish_will(client_id, will);
             });
         }
     }
