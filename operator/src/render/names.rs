@@ -12,6 +12,9 @@ pub mod paths {
     pub const CLIENT_CA_DIR: &str = "/etc/tern/client-ca";
     pub const AUTH_DIR: &str = "/etc/tern/auth";
     pub const ADMIN_DIR: &str = "/etc/tern/admin";
+    /// The peer certificate, its key and the cluster CA's certificate, for mutual TLS between
+    /// the brokers of a cluster.
+    pub const PEER_DIR: &str = "/etc/tern/peer";
     pub const DATA_DIR: &str = "/var/lib/tern";
 }
 
@@ -90,6 +93,11 @@ impl ClusterNames {
         format!("{}-tls", self.name)
     }
 
+    /// The certificate the brokers present to each other on peer links.
+    pub fn peer_tls_secret(&self) -> String {
+        format!("{}-peer-tls", self.name)
+    }
+
     /// The rendered users and ACL files.
     pub fn auth_secret(&self) -> String {
         format!("{}-auth", self.name)
@@ -110,6 +118,14 @@ impl ClusterNames {
 
     pub fn certificate(&self) -> String {
         self.name.clone()
+    }
+
+    /// The name the brokers of this cluster gossip and that their peer certificate carries:
+    /// `NAMESPACE.NAME`, unique in the Kubernetes cluster. Namespace first, so that the last label
+    /// is the MqttCluster's name, which validation keeps a DNS label starting with a letter (a TLS
+    /// name must not end in an all-numeric label, and a namespace may be all digits).
+    pub fn cluster_name(&self) -> String {
+        format!("{}.{}", self.namespace, self.name)
     }
 
     /// `NAME-N`, the StatefulSet's pod with ordinal `n`.
@@ -192,6 +208,13 @@ mod tests {
             assert!(hosts.iter().any(|h| h == expected), "{expected} missing");
         }
         assert_eq!(hosts.iter().filter(|h| *h == "demo.iot.svc").count(), 1);
+    }
+
+    #[test]
+    fn the_cluster_is_named_after_namespace_and_name() {
+        let names = ClusterNames::new("demo", "iot");
+        assert_eq!(names.cluster_name(), "iot.demo");
+        assert_eq!(names.peer_tls_secret(), "demo-peer-tls");
     }
 
     #[test]

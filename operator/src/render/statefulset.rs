@@ -262,25 +262,20 @@ fn volumes(inputs: &StatefulSetInputs<'_>) -> Vec<Volume> {
         },
         secret("auth", names.auth_secret(), None),
         secret("admin", names.admin_secret(), None),
+        // The peer certificate and the CA's certificate, never the CA's key.
+        secret(
+            "peer-tls",
+            names.peer_tls_secret(),
+            Some(key_items(&[keys::TLS_CERT, keys::TLS_KEY, keys::CA_CERT])),
+        ),
     ];
     if let Some(tls) = &inputs.tls_secret {
-        let items = [keys::TLS_CERT, keys::TLS_KEY]
-            .into_iter()
-            .map(|k| KeyToPath {
-                key: k.into(),
-                path: k.into(),
-                ..Default::default()
-            })
-            .collect();
+        let items = key_items(&[keys::TLS_CERT, keys::TLS_KEY]);
         volumes.push(secret("tls", tls.clone(), Some(items)));
     }
     if client_certificates_on(inputs.spec) {
         // Only the CA certificate: the CA's key never leaves the operator.
-        let items = vec![KeyToPath {
-            key: keys::CA_CERT.into(),
-            path: keys::CA_CERT.into(),
-            ..Default::default()
-        }];
+        let items = key_items(&[keys::CA_CERT]);
         volumes.push(secret("client-ca", names.ca_secret(), Some(items)));
     }
     if inputs.spec.persistence.is_none() {
@@ -291,6 +286,17 @@ fn volumes(inputs: &StatefulSetInputs<'_>) -> Vec<Volume> {
         });
     }
     volumes
+}
+
+/// Secret keys mounted under their own names.
+fn key_items(keys: &[&str]) -> Vec<KeyToPath> {
+    keys.iter()
+        .map(|k| KeyToPath {
+            key: (*k).into(),
+            path: (*k).into(),
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn volume_mounts(inputs: &StatefulSetInputs<'_>) -> Vec<VolumeMount> {
@@ -304,6 +310,7 @@ fn volume_mounts(inputs: &StatefulSetInputs<'_>) -> Vec<VolumeMount> {
         mount("config", paths::CONFIG_DIR, true),
         mount("auth", paths::AUTH_DIR, true),
         mount("admin", paths::ADMIN_DIR, true),
+        mount("peer-tls", paths::PEER_DIR, true),
         mount("data", paths::DATA_DIR, false),
     ];
     if inputs.tls_secret.is_some() {
@@ -404,6 +411,40 @@ spec:
             tls.secret.as_ref().unwrap().secret_name.as_deref(),
             Some("demo-tls")
         );
+    }
+
+    #[test]
+    fn every_pod_mounts_the_peer_certificate_without_the_ca_key() {
+        let set = render(
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {}\n",
+        );
+        let pod = pod(&set);
+        let peer = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "peer-tls")
+            .unwrap();
+        let source = peer.secret.as_ref().unwrap();
+        assert_eq!(source.secret_name.as_deref(), Some("demo-peer-tls"));
+        let keys: Vec<&str> = source
+            .items
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|i| i.key.as_str())
+            .collect();
+        assert_eq!(keys, ["tls.crt", "tls.key", "ca.crt"]);
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "peer-tls")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/etc/tern/peer");
+        assert_eq!(mount.read_only, Some(true));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! `MqttCluster`: what the cluster reconciler relies on. Listeners must give the broker a
-//! configuration it can load and the Services valid ports; a TLS listener needs a certificate
-//! source, and only one; the managed certificate's durations must parse and leave time to renew.
+//! `MqttCluster`: what the cluster reconciler relies on. The name must make valid object names and
+//! a valid TLS name for the brokers' cluster; listeners must give the broker a configuration it can
+//! load and the Services valid ports; a TLS listener needs a certificate source, and only one; the
+//! managed certificate's durations must parse and leave time to renew.
 
 use std::time::Duration;
 
@@ -15,6 +16,10 @@ use crate::tls::is_hostname;
 
 /// The managed server certificate's validity when `spec.tls.managed.validity` is unset (90 days).
 pub const DEFAULT_SERVER_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// The longest cluster name: each pod carries the label `controller-revision-hash: NAME-HASH`, with
+/// a hash of up to 10 characters, and label values end at 63.
+const MAX_NAME_LENGTH: usize = 52;
 
 /// An `MqttCluster` the reconciler can act on.
 #[derive(Debug, Clone)]
@@ -56,6 +61,21 @@ impl TlsSource<'_> {
 }
 
 impl ValidatedCluster<'_> {
+    /// How long the peer certificate is valid, and how long before its end it is renewed: as the
+    /// managed server certificate's when there is one, else the defaults (90 days, a third).
+    pub fn peer_certificate_durations(&self) -> (Duration, Duration) {
+        match self.tls {
+            TlsSource::Managed {
+                validity,
+                renew_before,
+            } => (validity, renew_before),
+            _ => (
+                DEFAULT_SERVER_CERT_VALIDITY,
+                DEFAULT_SERVER_CERT_VALIDITY / 3,
+            ),
+        }
+    }
+
     /// Every name the server certificate must be valid for; none without TLS.
     pub fn server_hostnames(&self, cluster_domain: &str) -> Vec<String> {
         match &self.spec.tls {
@@ -69,6 +89,7 @@ impl ValidatedCluster<'_> {
 
 pub fn validate_cluster(cluster: &MqttCluster) -> Result<ValidatedCluster<'_>, InvalidSpec> {
     let identity = identity(cluster)?;
+    check_name(&identity.owner.name)?;
     let spec = &cluster.spec;
     if spec.replicas < 0 {
         return Err(InvalidSpec::field("spec.replicas", "must be ≥ 0"));
@@ -94,6 +115,27 @@ pub fn validate_cluster(cluster: &MqttCluster) -> Result<ValidatedCluster<'_>, I
         tls,
         drain_timeout,
     })
+}
+
+/// The name makes the StatefulSet's, the Services' and the pods' names, and ends the brokers'
+/// cluster name (`NAMESPACE.NAME`), which their peer certificate carries as a DNS name: a DNS label
+/// that starts with a letter serves all of them.
+fn check_name(name: &str) -> Result<(), InvalidSpec> {
+    let valid = name.len() <= MAX_NAME_LENGTH
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        return Ok(());
+    }
+    Err(InvalidSpec::field(
+        "metadata.name",
+        format!(
+            "must be 1 to {MAX_NAME_LENGTH} lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (it names the StatefulSet, its Services and the brokers' cluster)"
+        ),
+    ))
 }
 
 /// Each listener becomes a broker listener, a container port and a Service port.
@@ -271,6 +313,48 @@ mod tests {
         assert_eq!(valid.tls.secret(&valid.names), None);
         assert_eq!(valid.drain_timeout, Duration::from_secs(60));
         assert!(valid.server_hostnames("cluster.local").is_empty());
+    }
+
+    #[test]
+    fn the_name_must_make_object_names_and_a_tls_name() {
+        for name in ["demo", "a", "mqtt-2", &"a".repeat(52)] {
+            let mut object = cluster("{}");
+            object.metadata.name = Some(name.to_owned());
+            assert!(validate_cluster(&object).is_ok(), "{name}");
+        }
+        for name in ["2fast", "demo-", "Demo", "de.mo", "de_mo", &"a".repeat(53)] {
+            let mut object = cluster("{}");
+            object.metadata.name = Some(name.to_owned());
+            let message = validate_cluster(&object).unwrap_err().to_string();
+            assert!(
+                message.starts_with("metadata.name: must be 1 to 52 "),
+                "{name}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_peer_certificate_lives_as_long_as_a_managed_server_certificate() {
+        let managed = cluster("{tls: {managed: {validity: 10h, renewBefore: 1h}}}");
+        assert_eq!(
+            validate_cluster(&managed)
+                .unwrap()
+                .peer_certificate_durations(),
+            (Duration::from_secs(36000), Duration::from_secs(3600))
+        );
+        for spec in ["{}", "{tls: {secretName: own}}"] {
+            let other = cluster(spec);
+            assert_eq!(
+                validate_cluster(&other)
+                    .unwrap()
+                    .peer_certificate_durations(),
+                (
+                    DEFAULT_SERVER_CERT_VALIDITY,
+                    DEFAULT_SERVER_CERT_VALIDITY / 3
+                ),
+                "{spec}"
+            );
+        }
     }
 
     #[test]

@@ -1,9 +1,9 @@
-//! The `MqttCluster` reconciler: validate → fetch → the credentials (admin token, CA, server
-//! certificate, users and ACL) → render → apply → scale → the StatefulSet → clean up → brokers →
-//! status.
+//! The `MqttCluster` reconciler: validate → fetch → the credentials (admin token, CA, server and
+//! peer certificates, users and ACL) → render → apply → scale → the StatefulSet → clean up →
+//! brokers → status.
 //!
 //! Order matters where one object feeds another: the admin token and the CA come first (the
-//! brokers and the users need them), then the certificate, the users and ACL, the configuration,
+//! brokers and the users need them), then the certificates, the users and ACL, the configuration,
 //! the Services and finally the StatefulSet, whose pod template carries the configuration's hash so
 //! a configuration change rolls the pods one at a time (each drained by its preStop). What the spec
 //! no longer asks for is deleted only after that, and the status is written last, so it describes
@@ -43,7 +43,7 @@ use crate::validate::{InvalidSpec, TlsSource, ValidatedCluster, validate_cluster
 use auth::AuthFiles;
 use fetch::{Existing, fetch};
 use status::{Brokers, Observed};
-use tls::ServerTls;
+use tls::{PeerCertificate, ServerTls};
 
 /// How often a settled cluster is looked at again (members, certificate expiry).
 const RESYNC: Duration = Duration::from_secs(60);
@@ -65,6 +65,7 @@ async fn reconcile_inner(object: &MqttCluster, ctx: &Context) -> Result<Outcome>
     let token = admin::ensure_token(ctx, &cluster, existing.admin.as_ref()).await?;
     let ca = certificate_authority(ctx, object, &cluster, &existing).await?;
     let tls = server_certificate(ctx, object, &cluster, &existing, &ca).await?;
+    let peer = peer_certificate(ctx, object, &cluster, &existing, &ca).await?;
     let auth = auth::users_and_acl(ctx, &cluster, &existing).await?;
     let objects = cluster_objects(&cluster.names, cluster.spec, &cluster.owner);
     apply_objects(ctx, &cluster, &objects).await?;
@@ -80,7 +81,8 @@ async fn reconcile_inner(object: &MqttCluster, ctx: &Context) -> Result<Outcome>
         brokers,
         draining: scale.draining,
     };
-    update_status(ctx, object, &cluster, &observed).await
+    let renew_in = earliest(observed.tls.renew_in, peer.renew_in);
+    update_status(ctx, object, &cluster, &observed, renew_in).await
 }
 
 /// An invalid cluster: `Ready=False` with the field in the message and a Warning event; nothing
@@ -149,6 +151,23 @@ async fn server_certificate(
             .await;
     }
     Ok(server_tls)
+}
+
+/// The brokers' peer certificate, and a `PeerCertificateIssued` event when the operator issued one.
+async fn peer_certificate(
+    ctx: &Context,
+    object: &MqttCluster,
+    cluster: &ValidatedCluster<'_>,
+    existing: &Existing,
+    ca: &CertificateAuthority,
+) -> Result<PeerCertificate> {
+    let peer = tls::ensure_peer_certificate(ctx, cluster, existing.peer_tls.as_ref(), ca).await?;
+    if let Some(not_after) = &peer.issued {
+        let note = format!("issued the brokers' peer certificate, valid until {not_after}");
+        ctx.publish(object, EventType::Normal, "PeerCertificateIssued", &note)
+            .await;
+    }
+    Ok(peer)
 }
 
 /// The ConfigMap, the Services, the PodDisruptionBudget and the ServiceMonitor, in that order.
@@ -246,6 +265,7 @@ async fn update_status(
     object: &MqttCluster,
     cluster: &ValidatedCluster<'_>,
     observed: &Observed,
+    renew_in: Option<Duration>,
 ) -> Result<Outcome> {
     let domain = &ctx.settings.cluster_domain;
     let status = status::build(object, &cluster.names, domain, observed);
@@ -253,12 +273,20 @@ async fn update_status(
         && observed.draining.is_empty()
         && observed.brokers.auth_behind == 0;
     status::patch(ctx, object, status).await?;
-    let next = next_reconcile(settled, observed.tls.renew_in);
+    let next = next_reconcile(settled, renew_in);
     Ok(Outcome::Reconciled(Action::requeue(next)))
 }
 
+/// The sooner of two renewals, when there is any.
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// When to look at the cluster again: soon while something moves, at the resync otherwise, and
-/// never later than the server certificate's renewal (nothing else would wake the operator then).
+/// never later than a certificate's renewal (nothing else would wake the operator then).
 fn next_reconcile(settled: bool, renew_in: Option<Duration>) -> Duration {
     let next = if settled { RESYNC } else { SOON };
     match renew_in {
@@ -270,6 +298,15 @@ fn next_reconcile(settled: bool, renew_in: Option<Duration>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sooner_renewal_counts() {
+        let (soon, later) = (Duration::from_secs(5), Duration::from_secs(50));
+        assert_eq!(earliest(Some(later), Some(soon)), Some(soon));
+        assert_eq!(earliest(None, Some(later)), Some(later));
+        assert_eq!(earliest(Some(soon), None), Some(soon));
+        assert_eq!(earliest(None, None), None);
+    }
 
     #[test]
     fn a_due_renewal_wakes_the_operator_before_the_resync() {
