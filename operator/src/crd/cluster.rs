@@ -124,16 +124,19 @@ fn default_listeners() -> Vec<ListenerSpec> {
 #[x_kube(validation = Rule::new("self.clientCertificates == 'none' || self.protocol == 'tls' || self.protocol == 'wss'").message("clientCertificates needs a tls or wss listener"))]
 #[serde(rename_all = "camelCase")]
 pub struct ListenerSpec {
-    /// Also the Service port's name: lowercase letters, digits and `-`.
+    /// Also the Service port's name: lowercase letters, digits and `-`; not `http`, `peer` or
+    /// `gossip`, the broker's own ports.
     #[schemars(
         length(min = 1, max = 15),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
+    #[x_kube(validation = Rule::new("!(self in ['http', 'peer', 'gossip'])").message("http, peer and gossip are the broker's own port names"))]
     pub name: String,
     #[serde(default)]
     pub protocol: ListenerProtocol,
     #[schemars(range(min = 1, max = 65535))]
     #[x_kube(validation = Rule::new("self != 9090").message("port 9090 is the broker's HTTP port"))]
+    #[x_kube(validation = Rule::new("self != 4370").message("port 4370 is the brokers' cluster port"))]
     pub port: i32,
     /// WebSocket path (default `/mqtt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

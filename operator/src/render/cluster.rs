@@ -34,13 +34,15 @@ pub struct ClusterObjects<'a> {
     pub service_monitor: Option<DynamicObject>,
 }
 
-/// Renders the cluster's objects.
+/// Renders the cluster's objects; `cluster_domain` is the Kubernetes cluster's DNS domain, through
+/// which the brokers find each other.
 pub fn cluster_objects<'a>(
     names: &'a ClusterNames,
     spec: &'a MqttClusterSpec,
     owner: &OwnerReference,
+    cluster_domain: &str,
 ) -> ClusterObjects<'a> {
-    let config = broker_config(spec);
+    let config = broker_config(names, spec, cluster_domain);
     ClusterObjects {
         names,
         spec,
@@ -97,7 +99,7 @@ mod tests {
         );
         let names = ClusterNames::new("demo", "iot");
         let owner = cluster.controller_owner_ref(&()).unwrap();
-        let objects = cluster_objects(&names, &cluster.spec, &owner);
+        let objects = cluster_objects(&names, &cluster.spec, &owner, "cluster.local");
         let config = &objects.config_map.data.as_ref().unwrap()[keys::CONFIG];
         assert_eq!(objects.config_hash, fingerprint(config));
         let owners = [
@@ -128,8 +130,18 @@ mod tests {
         let edited = cluster(
             "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {broker: {maxConnections: 777}, podDisruptionBudget: {enabled: false}, metrics: {serviceMonitor: {enabled: false}}}\n",
         );
-        let before = cluster_objects(&names, &plain.spec, &OwnerReference::default());
-        let after = cluster_objects(&names, &edited.spec, &OwnerReference::default());
+        let before = cluster_objects(
+            &names,
+            &plain.spec,
+            &OwnerReference::default(),
+            "cluster.local",
+        );
+        let after = cluster_objects(
+            &names,
+            &edited.spec,
+            &OwnerReference::default(),
+            "cluster.local",
+        );
         assert_ne!(before.config_hash, after.config_hash);
         assert!(after.pod_disruption_budget.is_none());
         assert!(after.service_monitor.is_none());

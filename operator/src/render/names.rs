@@ -29,9 +29,24 @@ pub mod keys {
     pub const CA_CERT: &str = "ca.crt";
 }
 
+/// Environment variables the broker container gets from the downward API; the configuration file
+/// refers to them (`${POD_NAME}`), so that one ConfigMap serves every pod.
+pub mod env {
+    pub const POD_NAME: &str = "POD_NAME";
+    pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+    pub const POD_IP: &str = "POD_IP";
+}
+
 /// The broker's HTTP port (`/metrics`, `/healthz`, `/readyz`, admin API).
 pub const HTTP_PORT: i32 = 9090;
 pub const HTTP_PORT_NAME: &str = "http";
+/// The cluster port: gossip over UDP and peer links over TCP share this number (DESIGN.md §3).
+pub const CLUSTER_PORT: i32 = 4370;
+/// The container and Service port names of the cluster port, one per protocol.
+pub const PEER_PORT_NAME: &str = "peer";
+pub const GOSSIP_PORT_NAME: &str = "gossip";
+/// Port names the pods and the headless Service use besides the listeners'.
+pub const RESERVED_PORT_NAMES: [&str; 3] = [HTTP_PORT_NAME, PEER_PORT_NAME, GOSSIP_PORT_NAME];
 
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "tern-operator";
@@ -128,6 +143,16 @@ impl ClusterNames {
         format!("{}.{}", self.namespace, self.name)
     }
 
+    /// The gossip seed: the headless Service's DNS name, which resolves to every pod, ready or
+    /// not, at the cluster port.
+    pub fn seed(&self, cluster_domain: &str) -> String {
+        format!(
+            "{}.{}.svc.{cluster_domain}:{CLUSTER_PORT}",
+            self.headless_service(),
+            self.namespace
+        )
+    }
+
     /// `NAME-N`, the StatefulSet's pod with ordinal `n`.
     pub fn pod(&self, ordinal: i32) -> String {
         format!("{}-{ordinal}", self.name)
@@ -211,9 +236,13 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_is_named_after_namespace_and_name() {
+    fn the_cluster_is_named_after_namespace_and_name_and_seeded_by_the_headless_service() {
         let names = ClusterNames::new("demo", "iot");
         assert_eq!(names.cluster_name(), "iot.demo");
+        assert_eq!(
+            names.seed("cluster.local"),
+            "demo-headless.iot.svc.cluster.local:4370"
+        );
         assert_eq!(names.peer_tls_secret(), "demo-peer-tls");
     }
 

@@ -1,7 +1,8 @@
 //! `MqttCluster`: what the cluster reconciler relies on. The name must make valid object names and
 //! a valid TLS name for the brokers' cluster; listeners must give the broker a configuration it can
-//! load and the Services valid ports; a TLS listener needs a certificate source, and only one; the
-//! managed certificate's durations must parse and leave time to renew.
+//! load and the Services valid ports, apart from the HTTP and cluster ports; a TLS listener needs a
+//! certificate source, and only one; the managed certificate's durations must parse and leave time
+//! to renew.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use super::{InvalidSpec, duration, identity, positive_duration};
 use crate::crd::{
     ClientCertificates, IssuerRef, ManagedTls, MqttCluster, MqttClusterSpec, TlsSpec,
 };
-use crate::render::names::{ClusterNames, HTTP_PORT};
+use crate::render::names::{CLUSTER_PORT, ClusterNames, HTTP_PORT, RESERVED_PORT_NAMES};
 use crate::tls::is_hostname;
 
 /// The managed server certificate's validity when `spec.tls.managed.validity` is unset (90 days).
@@ -155,6 +156,15 @@ fn check_listeners(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
                 "must be 1 to 15 lowercase letters, digits and '-', starting and ending with a letter or digit",
             ));
         }
+        if RESERVED_PORT_NAMES.contains(&listener.name.as_str()) {
+            return Err(InvalidSpec::field(
+                &field("name"),
+                format!(
+                    "{:?} is the name of one of the broker's own ports",
+                    listener.name
+                ),
+            ));
+        }
         if earlier.iter().any(|l| l.name == listener.name) {
             return Err(InvalidSpec::field(
                 &field("name"),
@@ -171,6 +181,12 @@ fn check_listeners(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
             return Err(InvalidSpec::field(
                 &field("port"),
                 "9090 is the broker's HTTP port",
+            ));
+        }
+        if listener.port == CLUSTER_PORT {
+            return Err(InvalidSpec::field(
+                &field("port"),
+                "4370 is the brokers' cluster port",
             ));
         }
         if earlier.iter().any(|l| l.port == listener.port) {
@@ -418,6 +434,14 @@ mod tests {
             (
                 "{listeners: [{name: a, port: 9090}]}",
                 "spec.listeners[0].port: 9090 is the broker's HTTP port",
+            ),
+            (
+                "{listeners: [{name: a, port: 4370}]}",
+                "spec.listeners[0].port: 4370 is the brokers' cluster port",
+            ),
+            (
+                "{listeners: [{name: peer, port: 1883}]}",
+                "spec.listeners[0].name: \"peer\" is the name of one of the broker's own ports",
             ),
             (
                 "{listeners: [{name: a, port: 0}]}",

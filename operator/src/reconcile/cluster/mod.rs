@@ -67,7 +67,8 @@ async fn reconcile_inner(object: &MqttCluster, ctx: &Context) -> Result<Outcome>
     let tls = server_certificate(ctx, object, &cluster, &existing, &ca).await?;
     let peer = peer_certificate(ctx, object, &cluster, &existing, &ca).await?;
     let auth = auth::users_and_acl(ctx, &cluster, &existing).await?;
-    let objects = cluster_objects(&cluster.names, cluster.spec, &cluster.owner);
+    let domain = &ctx.settings.cluster_domain;
+    let objects = cluster_objects(&cluster.names, cluster.spec, &cluster.owner, domain);
     apply_objects(ctx, &cluster, &objects).await?;
     let scale = scale::scale(ctx, object, &cluster, &existing, &token).await;
     let statefulset = apply_statefulset(ctx, &cluster, &objects, scale.replicas, &tls).await?;
