@@ -87,6 +87,10 @@ pub struct MqttClusterSpec {
     pub placement: PlacementSpec,
     #[serde(default)]
     pub pod_disruption_budget: PodDisruptionBudgetSpec,
+    /// A NetworkPolicy that admits the brokers' cluster port (4370) only from the cluster's own
+    /// pods, and the listeners and the HTTP port from anywhere.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     #[serde(default)]
     pub metrics: MetricsSpec,
     /// Seconds a leaving pod has to hand its clients over before it is stopped.
@@ -423,6 +427,22 @@ impl Default for PodDisruptionBudgetSpec {
             enabled: true,
             max_unavailable: 1,
         }
+    }
+}
+
+/// The cluster's NetworkPolicy.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// `false` deletes it, for namespaces whose policies you write yourself: it admits the
+    /// listeners and the HTTP port from every source, which widens a namespace that admits less.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 

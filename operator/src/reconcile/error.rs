@@ -81,6 +81,8 @@ pub enum Error {
     ApplyClientService(#[source] kube::Error),
     #[error("cannot apply the PodDisruptionBudget: {0}")]
     ApplyPodDisruptionBudget(#[source] kube::Error),
+    #[error("cannot apply the NetworkPolicy: {0}")]
+    ApplyNetworkPolicy(#[source] kube::Error),
     #[error("cannot apply the ServiceMonitor: {0}")]
     ApplyServiceMonitor(#[source] kube::Error),
     #[error("cannot apply the StatefulSet: {0}")]
@@ -91,6 +93,8 @@ pub enum Error {
     // Clean up: what the spec no longer asks for.
     #[error("cannot delete the PodDisruptionBudget: {0}")]
     DeletePodDisruptionBudget(#[source] kube::Error),
+    #[error("cannot delete the NetworkPolicy: {0}")]
+    DeleteNetworkPolicy(#[source] kube::Error),
     #[error("cannot delete the ServiceMonitor: {0}")]
     DeleteServiceMonitor(#[source] kube::Error),
     #[error("cannot delete the cert-manager Certificate: {0}")]
@@ -131,10 +135,12 @@ impl Error {
             Self::ApplyHeadlessService(_) => "apply_headless_service",
             Self::ApplyClientService(_) => "apply_client_service",
             Self::ApplyPodDisruptionBudget(_) => "apply_pdb",
+            Self::ApplyNetworkPolicy(_) => "apply_network_policy",
             Self::ApplyServiceMonitor(_) => "apply_service_monitor",
             Self::ApplyStatefulSet(_) => "apply_statefulset",
             Self::ApplyCredentialsSecret(_) => "apply_credentials_secret",
             Self::DeletePodDisruptionBudget(_) => "delete_pdb",
+            Self::DeleteNetworkPolicy(_) => "delete_network_policy",
             Self::DeleteServiceMonitor(_) => "delete_service_monitor",
             Self::DeleteCertificate(_) => "delete_certificate",
             Self::PatchStatus(_) => "patch_status",

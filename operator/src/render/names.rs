@@ -135,6 +135,10 @@ impl ClusterNames {
         self.name.clone()
     }
 
+    pub fn network_policy(&self) -> String {
+        self.name.clone()
+    }
+
     /// The name the brokers of this cluster gossip and that their peer certificate carries:
     /// `NAMESPACE.NAME`, unique in the Kubernetes cluster. Namespace first, so that the last label
     /// is the MqttCluster's name, which validation keeps a DNS label starting with a letter (a TLS

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -171,7 +172,8 @@ async fn peer_certificate(
     Ok(peer)
 }
 
-/// The ConfigMap, the Services, the PodDisruptionBudget and the ServiceMonitor, in that order.
+/// The ConfigMap, the Services, the PodDisruptionBudget, the NetworkPolicy and the ServiceMonitor,
+/// in that order.
 async fn apply_objects(
     ctx: &Context,
     cluster: &ValidatedCluster<'_>,
@@ -194,6 +196,12 @@ async fn apply_objects(
         apply(&budgets, budget)
             .await
             .map_err(Error::ApplyPodDisruptionBudget)?;
+    }
+    if let Some(policy) = &objects.network_policy {
+        let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+        apply(&policies, policy)
+            .await
+            .map_err(Error::ApplyNetworkPolicy)?;
     }
     if let Some(monitor) = &objects.service_monitor {
         optional::apply_service_monitor(ctx, cluster, monitor).await?;
@@ -219,8 +227,9 @@ async fn apply_statefulset(
     apply(&sets, &set).await.map_err(Error::ApplyStatefulSet)
 }
 
-/// Deletes what the spec no longer asks for: the PodDisruptionBudget and the ServiceMonitor when
-/// turned off, the cert-manager Certificate when TLS no longer comes from cert-manager.
+/// Deletes what the spec no longer asks for: the PodDisruptionBudget, the NetworkPolicy and the
+/// ServiceMonitor when turned off, the cert-manager Certificate when TLS no longer comes from
+/// cert-manager.
 async fn clean_up(ctx: &Context, cluster: &ValidatedCluster<'_>) -> Result<()> {
     if !cluster.spec.pod_disruption_budget.enabled {
         let budgets: Api<PodDisruptionBudget> =
@@ -228,6 +237,13 @@ async fn clean_up(ctx: &Context, cluster: &ValidatedCluster<'_>) -> Result<()> {
         delete_if_present(&budgets, &cluster.names.pdb())
             .await
             .map_err(Error::DeletePodDisruptionBudget)?;
+    }
+    if !cluster.spec.network_policy.enabled {
+        let policies: Api<NetworkPolicy> =
+            Api::namespaced(ctx.client.clone(), &cluster.names.namespace);
+        delete_if_present(&policies, &cluster.names.network_policy())
+            .await
+            .map_err(Error::DeleteNetworkPolicy)?;
     }
     if !cluster.spec.metrics.service_monitor.enabled {
         optional::remove_service_monitor(ctx, cluster).await?;
