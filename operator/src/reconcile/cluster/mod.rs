@@ -12,6 +12,7 @@
 mod admin;
 mod auth;
 mod fetch;
+mod members;
 mod optional;
 mod scale;
 mod status;
@@ -254,16 +255,19 @@ async fn clean_up(ctx: &Context, cluster: &ValidatedCluster<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Pushes the users and ACL to the running brokers and asks each about itself.
+/// Pushes the users and ACL to the running brokers and asks each about the cluster and itself.
 async fn update_brokers(ctx: &Context, pods: &[Pod], token: &str, auth: &AuthFiles) -> Brokers {
     let running: Vec<Pod> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .cloned()
         .collect();
+    let auth_behind = auth::push_to_brokers(ctx, &running, token, auth).await;
+    let answers = members::ask(ctx, &running, token).await;
     Brokers {
-        auth_behind: auth::push_to_brokers(ctx, &running, token, auth).await,
-        members: status::members(ctx, &running, token).await,
+        auth_behind,
+        ready_pods: answers.iter().filter(|a| a.pod_ready).count(),
+        membership: members::merge(&answers),
     }
 }
 
