@@ -1,5 +1,5 @@
 //! The client side of the broker's admin API (`docs/admin-api.md`): pushing users and ACL, draining
-//! a pod before it leaves, reading what a broker reports. Plain HTTP to the pod's IP on the broker's
+//! a pod before it leaves, reading what a broker reports about itself and about its cluster. Plain HTTP to the pod's IP on the broker's
 //! HTTP port, with the cluster's admin token.
 
 use std::net::IpAddr;
@@ -48,6 +48,30 @@ pub struct BrokerInfo {
     pub connections: i64,
     #[serde(default)]
     pub draining: bool,
+}
+
+/// What `GET /api/v1/cluster` reports: the cluster as one broker sees it. Only what the operator
+/// reads; the rest of the answer (routes, queues, addresses) is left out.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ClusterView {
+    /// `cluster.name`.
+    pub name: String,
+    /// This broker's node id: its pod's name.
+    pub node_id: String,
+    /// Joined, and holding every live peer's routes and retained messages (`/readyz`).
+    pub ready: bool,
+    /// Itself (state `self`) and every peer it knows.
+    pub members: Vec<ClusterViewMember>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ClusterViewMember {
+    pub node_id: String,
+    /// `self`, `joined` (link up, routes held), `joining` (link up, routes on their way) or
+    /// `unreachable` (alive by gossip, no link).
+    pub state: String,
+    /// As the member gossips it.
+    pub ready: bool,
 }
 
 /// What `GET /api/v1/drain` reports.
@@ -149,6 +173,23 @@ impl BrokerApi {
             .get(Self::url(pod_ip, "/broker"))
             .bearer_auth(token);
         self.json(pod_ip, request).await
+    }
+
+    /// The cluster as the broker sees it; `None` from a broker that is not part of a cluster.
+    pub async fn cluster(
+        &self,
+        pod_ip: IpAddr,
+        token: &str,
+    ) -> Result<Option<ClusterView>, BrokerApiError> {
+        let request = self
+            .http
+            .get(Self::url(pod_ip, "/cluster"))
+            .bearer_auth(token);
+        match self.json(pod_ip, request).await {
+            Ok(view) => Ok(Some(view)),
+            Err(BrokerApiError::Refused { status: 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     async fn send(

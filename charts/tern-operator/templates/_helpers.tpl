@@ -92,8 +92,8 @@ separate (templates/rbac.yaml): they hold only in the release namespace.
 - apiGroups: ["tern.dev"]
   resources: ["mqttclusters/finalizers", "mqttusers/finalizers"]
   verbs: ["update"]
-# What an MqttCluster is made of: StatefulSet, Services, ConfigMap, Secrets (TLS, auth, admin token,
-# users' credentials), PodDisruptionBudget.
+# What an MqttCluster is made of: StatefulSet, Services, ConfigMap, Secrets (TLS, peer TLS, auth,
+# admin token, users' credentials), PodDisruptionBudget, NetworkPolicy.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
@@ -103,6 +103,11 @@ separate (templates/rbac.yaml): they hold only in the release namespace.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# The NetworkPolicy is applied (server-side apply), watched to repair it, and deleted when turned
+# off; never read alone or replaced.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Broker pods: found to reach their admin API (drain, reload); never changed.
 - apiGroups: [""]
   resources: ["pods"]

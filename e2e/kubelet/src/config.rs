@@ -25,11 +25,14 @@ pub struct KubeletConfig {
     pub root: PathBuf,
     /// Container command or image name → local executable.
     pub binaries: BinaryMap,
+    /// The cluster's DNS domain, of the names in the pods' hosts files (see [`crate::dns`]).
+    pub cluster_domain: String,
 }
 
 impl KubeletConfig {
     /// A configuration with the defaults of the command line: selector
-    /// `app.kubernetes.io/name=tern-broker`, node `tern-test-node`, addresses `127.77.0.x`, all namespaces.
+    /// `app.kubernetes.io/name=tern-broker`, node `tern-test-node`, addresses `127.77.0.x`, all
+    /// namespaces, cluster domain `cluster.local`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             kubeconfig: None,
@@ -39,6 +42,7 @@ impl KubeletConfig {
             ip_prefix: IpPrefix([127, 77, 0]),
             root: root.into(),
             binaries: BinaryMap::default(),
+            cluster_domain: "cluster.local".to_owned(),
         }
     }
 }

@@ -4,10 +4,12 @@
 //! graceful deletion and pod status written through `pods/status` — so the StatefulSet controller and
 //! the operator see real, Ready pods.
 //!
-//! The one deliberate difference from a kubelet is that there are no mount or network namespaces:
-//! mount paths and the pod's own addresses are rewritten in args, env and ConfigMap files (see
-//! [`rewrite`]). Tests embed it through [`Kubelet::start`]; the `tern-test-kubelet` binary is a thin
-//! wrapper. It never deletes pod objects except after stopping a pod whose deletion was requested.
+//! The one deliberate difference from a kubelet is that there are no network namespaces and, apart
+//! from each pod's `/etc/hosts`, no mount namespaces: mount paths and the pod's own addresses are
+//! rewritten in args, env and ConfigMap files (see [`rewrite`]). Cluster DNS comes through that
+//! `/etc/hosts` (see [`dns`]). Tests embed it through [`Kubelet::start`]; the `tern-test-kubelet`
+//! binary is a thin wrapper. It never deletes pod objects except after stopping a pod whose
+//! deletion was requested.
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub mod config;
+pub mod dns;
 pub mod downward;
 pub mod events;
 pub mod ip;
@@ -36,6 +39,7 @@ pub use config::{BinaryMap, IpPrefix, KubeletConfig};
 pub use events::Event;
 pub use pod::PodName;
 
+use dns::ClusterDns;
 use events::EventLog;
 use node::NodeAgent;
 use pod::manager::{self, Selection};
@@ -89,6 +93,15 @@ impl Kubelet {
         .await?;
         let events = Arc::new(EventLog::new(&root));
         let registry = Arc::new(Registry::new(config.ip_prefix));
+        let launcher = Launcher::detect().mounting_hosts_files(&root).await;
+        let cluster_dns = launcher.mounts_hosts_files();
+        let (dns, dns_task) = ClusterDns::start(
+            client.clone(),
+            (&config.selector, config.namespace.as_deref()),
+            &config.cluster_domain,
+            registry.clone(),
+            cancel.child_token(),
+        );
         let shared = Arc::new(Shared {
             client,
             root: root.clone(),
@@ -96,7 +109,8 @@ impl Kubelet {
             sources,
             registry: registry.clone(),
             events: events.clone(),
-            launcher: Launcher::detect(),
+            launcher,
+            dns,
         });
         let selection = Selection {
             selector: config.selector.clone(),
@@ -109,7 +123,8 @@ impl Kubelet {
         Ok(KubeletHandle {
             cancel,
             // pods first: shutdown waits for them, the others end at once
-            tasks: vec![pods, heartbeat, sources_task],
+            tasks: vec![pods, heartbeat, sources_task, dns_task],
+            cluster_dns,
             registry,
             events,
             root,
@@ -122,6 +137,7 @@ impl Kubelet {
 pub struct KubeletHandle {
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    cluster_dns: bool,
     registry: Arc<Registry>,
     events: Arc<EventLog>,
     root: PathBuf,
@@ -133,6 +149,13 @@ impl KubeletHandle {
         self.registry
             .pod_ip(&PodName::new(namespace, name))
             .map(IpAddr::V4)
+    }
+
+    /// Whether pods resolve the cluster's DNS names of headless Services and their pods (through
+    /// their own `/etc/hosts`, see [`dns`]); `false` where this host gives processes no private
+    /// mounts.
+    pub fn resolves_cluster_names(&self) -> bool {
+        self.cluster_dns
     }
 
     /// The process id of a running container.

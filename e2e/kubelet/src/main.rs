@@ -35,6 +35,9 @@ struct Args {
     /// A container command or image name and the local executable that runs it.
     #[arg(long = "binary", value_name = "NAME=PATH")]
     binaries: Vec<String>,
+    /// The cluster's DNS domain, of the Service names in the pods' /etc/hosts.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
 }
 
 #[tokio::main]
@@ -58,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         ip_prefix: args.ip_prefix,
         root: args.root,
         binaries,
+        cluster_domain: args.cluster_domain,
     };
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

@@ -77,6 +77,13 @@ impl Registry {
         self.state.lock().pods.get(pod).map(|entry| entry.ip)
     }
 
+    /// The address of this pod, not of another one of the same name.
+    pub fn ip_of(&self, pod: &PodName, uid: &PodUid) -> Option<Ipv4Addr> {
+        let state = self.state.lock();
+        let entry = state.pods.get(pod)?;
+        (entry.uid == *uid).then_some(entry.ip)
+    }
+
     pub fn pid(&self, pod: &PodName, container: &str) -> Option<u32> {
         self.state
             .lock()
@@ -101,8 +108,14 @@ mod tests {
         let new_ip = registry.admit(&pod, &new).expect("address");
         registry.set_pid(&pod, &new, "broker", Some(42));
         registry.set_pid(&pod, &old, "broker", Some(41));
+        assert_eq!(
+            registry.ip_of(&pod, &old),
+            None,
+            "the name went to the new pod"
+        );
         registry.release(&pod, &old, old_ip);
         assert_eq!(registry.pod_ip(&pod), Some(new_ip));
+        assert_eq!(registry.ip_of(&pod, &new), Some(new_ip));
         assert_eq!(registry.pid(&pod, "broker"), Some(42));
         registry.release(&pod, &new, new_ip);
         assert_eq!(registry.pod_ip(&pod), None);

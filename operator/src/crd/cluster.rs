@@ -30,6 +30,11 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(
+        name = "Members",
+        type_ = "integer",
+        json_path = ".status.agreedMembers"
+    ),
+    printcolumn(
         name = "Status",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
@@ -87,6 +92,10 @@ pub struct MqttClusterSpec {
     pub placement: PlacementSpec,
     #[serde(default)]
     pub pod_disruption_budget: PodDisruptionBudgetSpec,
+    /// A NetworkPolicy that admits the brokers' cluster port (4370) only from the cluster's own
+    /// pods, and the listeners and the HTTP port from anywhere.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     #[serde(default)]
     pub metrics: MetricsSpec,
     /// Seconds a leaving pod has to hand its clients over before it is stopped.
@@ -124,16 +133,19 @@ fn default_listeners() -> Vec<ListenerSpec> {
 #[x_kube(validation = Rule::new("self.clientCertificates == 'none' || self.protocol == 'tls' || self.protocol == 'wss'").message("clientCertificates needs a tls or wss listener"))]
 #[serde(rename_all = "camelCase")]
 pub struct ListenerSpec {
-    /// Also the Service port's name: lowercase letters, digits and `-`.
+    /// Also the Service port's name: lowercase letters, digits and `-`; not `http`, `peer` or
+    /// `gossip`, the broker's own ports.
     #[schemars(
         length(min = 1, max = 15),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
+    #[x_kube(validation = Rule::new("!(self in ['http', 'peer', 'gossip'])").message("http, peer and gossip are the broker's own port names"))]
     pub name: String,
     #[serde(default)]
     pub protocol: ListenerProtocol,
     #[schemars(range(min = 1, max = 65535))]
     #[x_kube(validation = Rule::new("self != 9090").message("port 9090 is the broker's HTTP port"))]
+    #[x_kube(validation = Rule::new("self != 4370").message("port 4370 is the brokers' cluster port"))]
     pub port: i32,
     /// WebSocket path (default `/mqtt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -423,6 +435,22 @@ impl Default for PodDisruptionBudgetSpec {
     }
 }
 
+/// The cluster's NetworkPolicy.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// `false` deletes it, for namespaces whose policies you write yourself: it admits the
+    /// listeners and the HTTP port from every source, which widens a namespace that admits less.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -482,7 +510,13 @@ pub struct MqttClusterStatus {
     /// Addresses clients connect to, one per listener.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
-    /// The brokers as they report themselves through their admin API.
+    /// Members of the brokers' cluster that every broker that answered counts as joined (or as
+    /// itself): the cluster's size as the brokers agree on it. Equal to the ready replicas in a
+    /// healthy cluster; lower while members join or leave, or when the brokers have not found
+    /// each other.
+    #[serde(default)]
+    pub agreed_members: i32,
+    /// The members of the brokers' cluster, as the brokers report it through their admin API.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<Member>,
     /// Secret holding the CA certificate clients trust (`ca.crt`).
@@ -504,16 +538,42 @@ pub struct Endpoint {
     pub url: String,
 }
 
+/// One member of the brokers' cluster: a broker pod, or a node id the brokers still report.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Member {
+    /// The member's node id, which is its pod's name.
     pub pod: String,
+    /// The broker is ready: it has joined and holds every live peer's routes and retained
+    /// messages (its `/readyz`).
     pub ready: bool,
+    /// How the other brokers see it: the least joined state any of them reports. Absent when no
+    /// broker could be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<MemberState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<i64>,
-    /// `running`, `draining` or `drained`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    /// The broker is draining: it accepts no clients and hands its sessions over.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
+}
+
+/// A member as the other brokers of its cluster see it; the variants are ordered from best to
+/// worst, and a member's state is the worst any broker reports.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Every other broker that answered has a link to it and holds its routes.
+    Joined,
+    /// Some broker's link to it is up, its routes still on their way.
+    Joining,
+    /// Some broker knows it is alive by gossip but has no link to it.
+    Unreachable,
+    /// Some broker that answered does not know it at all: the brokers have not all found each
+    /// other (seeds that do not resolve, or a split cluster).
+    Missing,
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -147,6 +148,7 @@ async fn run_clusters(
     .owns(scope.api::<Service>(&client), ours.clone())
     .owns(scope.api::<ConfigMap>(&client), ours.clone())
     .owns(scope.api::<PodDisruptionBudget>(&client), ours.clone())
+    .owns(scope.api::<NetworkPolicy>(&client), ours.clone())
     // Owned Secrets and users' credentials Secrets alike carry the cluster label.
     .watches(
         scope.api::<Secret>(&client),

@@ -49,6 +49,8 @@ pub enum Error {
     IssueServerCertificate(#[source] TlsError),
     #[error("cannot issue the client certificate: {0}")]
     IssueClientCertificate(#[source] TlsError),
+    #[error("cannot issue the peer certificate: {0}")]
+    IssuePeerCertificate(#[source] TlsError),
     #[error("cannot hash a password: {0}")]
     HashPassword(#[from] HashError),
     #[error(transparent)]
@@ -65,6 +67,8 @@ pub enum Error {
     CaSecretConflict,
     #[error("cannot apply the server certificate Secret: {0}")]
     ApplyTlsSecret(#[source] kube::Error),
+    #[error("cannot apply the peer certificate Secret: {0}")]
+    ApplyPeerTlsSecret(#[source] kube::Error),
     #[error("cannot apply the cert-manager Certificate: {0}")]
     ApplyCertificate(#[source] kube::Error),
     #[error("cannot apply the users and ACL Secret: {0}")]
@@ -77,6 +81,8 @@ pub enum Error {
     ApplyClientService(#[source] kube::Error),
     #[error("cannot apply the PodDisruptionBudget: {0}")]
     ApplyPodDisruptionBudget(#[source] kube::Error),
+    #[error("cannot apply the NetworkPolicy: {0}")]
+    ApplyNetworkPolicy(#[source] kube::Error),
     #[error("cannot apply the ServiceMonitor: {0}")]
     ApplyServiceMonitor(#[source] kube::Error),
     #[error("cannot apply the StatefulSet: {0}")]
@@ -87,6 +93,8 @@ pub enum Error {
     // Clean up: what the spec no longer asks for.
     #[error("cannot delete the PodDisruptionBudget: {0}")]
     DeletePodDisruptionBudget(#[source] kube::Error),
+    #[error("cannot delete the NetworkPolicy: {0}")]
+    DeleteNetworkPolicy(#[source] kube::Error),
     #[error("cannot delete the ServiceMonitor: {0}")]
     DeleteServiceMonitor(#[source] kube::Error),
     #[error("cannot delete the cert-manager Certificate: {0}")]
@@ -113,22 +121,26 @@ impl Error {
             Self::GenerateCa(_) => "generate_ca",
             Self::IssueServerCertificate(_) => "issue_server_certificate",
             Self::IssueClientCertificate(_) => "issue_client_certificate",
+            Self::IssuePeerCertificate(_) => "issue_peer_certificate",
             Self::HashPassword(_) => "hash_password",
             Self::RenderAuthFile(error) => error.kind(),
             Self::ApplyAdminSecret(_) => "apply_admin_secret",
             Self::CreateCaSecret(_) => "create_ca_secret",
             Self::CaSecretConflict => "ca_secret_conflict",
             Self::ApplyTlsSecret(_) => "apply_tls_secret",
+            Self::ApplyPeerTlsSecret(_) => "apply_peer_tls_secret",
             Self::ApplyCertificate(_) => "apply_certificate",
             Self::ApplyAuthSecret(_) => "apply_auth_secret",
             Self::ApplyConfigMap(_) => "apply_config_map",
             Self::ApplyHeadlessService(_) => "apply_headless_service",
             Self::ApplyClientService(_) => "apply_client_service",
             Self::ApplyPodDisruptionBudget(_) => "apply_pdb",
+            Self::ApplyNetworkPolicy(_) => "apply_network_policy",
             Self::ApplyServiceMonitor(_) => "apply_service_monitor",
             Self::ApplyStatefulSet(_) => "apply_statefulset",
             Self::ApplyCredentialsSecret(_) => "apply_credentials_secret",
             Self::DeletePodDisruptionBudget(_) => "delete_pdb",
+            Self::DeleteNetworkPolicy(_) => "delete_network_policy",
             Self::DeleteServiceMonitor(_) => "delete_service_monitor",
             Self::DeleteCertificate(_) => "delete_certificate",
             Self::PatchStatus(_) => "patch_status",

@@ -1,9 +1,11 @@
 //! Everything one `MqttCluster` renders to besides its Secrets: the ConfigMap, the two Services, the
-//! PodDisruptionBudget and the ServiceMonitor, which are applied in that order, then the
-//! StatefulSet, which the reconciler renders last because its replica count waits on draining.
+//! PodDisruptionBudget, the NetworkPolicy and the ServiceMonitor, which are applied in that order,
+//! then the StatefulSet, which the reconciler renders last because its replica count waits on
+//! draining.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::DynamicObject;
@@ -12,6 +14,7 @@ use super::config::{broker_config, config_map};
 use super::disruption::pod_disruption_budget;
 use super::fingerprint;
 use super::names::ClusterNames;
+use super::network::network_policy;
 use super::optional::service_monitor;
 use super::services::{client_service, headless_service};
 use super::statefulset::{StatefulSetInputs, statefulset};
@@ -30,17 +33,21 @@ pub struct ClusterObjects<'a> {
     pub client_service: Service,
     /// `None` when the spec turns the budget off.
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
+    /// `None` when the spec turns it off.
+    pub network_policy: Option<NetworkPolicy>,
     /// `None` when the spec turns it off; applied only where its kind exists.
     pub service_monitor: Option<DynamicObject>,
 }
 
-/// Renders the cluster's objects.
+/// Renders the cluster's objects; `cluster_domain` is the Kubernetes cluster's DNS domain, through
+/// which the brokers find each other.
 pub fn cluster_objects<'a>(
     names: &'a ClusterNames,
     spec: &'a MqttClusterSpec,
     owner: &OwnerReference,
+    cluster_domain: &str,
 ) -> ClusterObjects<'a> {
-    let config = broker_config(spec);
+    let config = broker_config(names, spec, cluster_domain);
     ClusterObjects {
         names,
         spec,
@@ -50,6 +57,7 @@ pub fn cluster_objects<'a>(
         headless_service: headless_service(names, spec, owner.clone()),
         client_service: client_service(names, spec, owner.clone()),
         pod_disruption_budget: pod_disruption_budget(names, spec, owner.clone()),
+        network_policy: network_policy(names, spec, owner.clone()),
         service_monitor: spec
             .metrics
             .service_monitor
@@ -97,7 +105,7 @@ mod tests {
         );
         let names = ClusterNames::new("demo", "iot");
         let owner = cluster.controller_owner_ref(&()).unwrap();
-        let objects = cluster_objects(&names, &cluster.spec, &owner);
+        let objects = cluster_objects(&names, &cluster.spec, &owner, "cluster.local");
         let config = &objects.config_map.data.as_ref().unwrap()[keys::CONFIG];
         assert_eq!(objects.config_hash, fingerprint(config));
         let owners = [
@@ -105,6 +113,7 @@ mod tests {
             &objects.headless_service.metadata,
             &objects.client_service.metadata,
             &objects.pod_disruption_budget.as_ref().unwrap().metadata,
+            &objects.network_policy.as_ref().unwrap().metadata,
             &objects.service_monitor.as_ref().unwrap().metadata,
         ];
         for metadata in owners {
@@ -126,12 +135,23 @@ mod tests {
             "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {}\n",
         );
         let edited = cluster(
-            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {broker: {maxConnections: 777}, podDisruptionBudget: {enabled: false}, metrics: {serviceMonitor: {enabled: false}}}\n",
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {broker: {maxConnections: 777}, podDisruptionBudget: {enabled: false}, networkPolicy: {enabled: false}, metrics: {serviceMonitor: {enabled: false}}}\n",
         );
-        let before = cluster_objects(&names, &plain.spec, &OwnerReference::default());
-        let after = cluster_objects(&names, &edited.spec, &OwnerReference::default());
+        let before = cluster_objects(
+            &names,
+            &plain.spec,
+            &OwnerReference::default(),
+            "cluster.local",
+        );
+        let after = cluster_objects(
+            &names,
+            &edited.spec,
+            &OwnerReference::default(),
+            "cluster.local",
+        );
         assert_ne!(before.config_hash, after.config_hash);
         assert!(after.pod_disruption_budget.is_none());
+        assert!(after.network_policy.is_none());
         assert!(after.service_monitor.is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! The broker configuration file (`broker.yaml`), in the broker's own format
 //! (`docs/configuration.md`), and the `NAME-config` ConfigMap that carries it. Every pod of a
-//! cluster gets the same file; pod-specific values come from the environment.
+//! cluster gets the same file; pod-specific values come from the environment, which the broker
+//! expands (`${POD_NAME}`) when it loads the file.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::{Map, Value, json};
 
-use super::names::{ClusterNames, HTTP_PORT, keys, paths};
+use super::names::{CLUSTER_PORT, ClusterNames, HTTP_PORT, env, keys, paths};
 use crate::crd::{BrokerSettings, ClientCertificates, ListenerSpec, MqttClusterSpec};
 
 /// `NAME-config` with `config` (the text [`broker_config`] renders) under `broker.yaml`.
@@ -26,9 +27,10 @@ pub fn config_map(names: &ClusterNames, owner: OwnerReference, config: String) -
     }
 }
 
-/// Renders `broker.yaml` for a cluster.
-pub fn broker_config(spec: &MqttClusterSpec) -> String {
-    let config = json!({
+/// Renders `broker.yaml` for the cluster `names`, whose pods find each other through the DNS of
+/// `cluster_domain`.
+pub fn broker_config(names: &ClusterNames, spec: &MqttClusterSpec, cluster_domain: &str) -> String {
+    let mut config = json!({
         "listeners": spec.listeners.iter().map(listener).collect::<Vec<_>>(),
         "http": {
             "bind": format!("0.0.0.0:{HTTP_PORT}"),
@@ -52,12 +54,47 @@ pub fn broker_config(spec: &MqttClusterSpec) -> String {
         "limits": limits(&spec.broker),
         "features": features(&spec.broker),
     });
+    // Everything so far is taken literally from the spec; `$` must not start an expansion.
+    escape_dollars(&mut config);
+    config["cluster"] = cluster(names, cluster_domain);
     let header = "# Rendered by tern-operator from the MqttCluster; edits are overwritten.\n";
     // A JSON value of strings, numbers and booleans always serializes.
     format!(
         "{header}{}",
         serde_yaml::to_string(&config).unwrap_or_default()
     )
+}
+
+/// The `cluster` section: every pod of the StatefulSet is a node of one Tern cluster named after
+/// the MqttCluster, which finds the others through the headless Service and links to them over
+/// mutual TLS with the peer certificate.
+fn cluster(names: &ClusterNames, cluster_domain: &str) -> Value {
+    let peer_file = |key: &str| format!("{}/{key}", paths::PEER_DIR);
+    json!({
+        "name": names.cluster_name(),
+        // The pod's own name and address, which the StatefulSet gives it from the downward API.
+        "node_id": format!("${{{}}}", env::POD_NAME),
+        "bind": format!("0.0.0.0:{CLUSTER_PORT}"),
+        "advertise": format!("${{{}}}:{CLUSTER_PORT}", env::POD_IP),
+        "seeds": [names.seed(cluster_domain)],
+        "tls": {
+            "cert_file": peer_file(keys::TLS_CERT),
+            "key_file": peer_file(keys::TLS_KEY),
+            "ca_file": peer_file(keys::CA_CERT),
+        },
+    })
+}
+
+/// Doubles every `$` in the strings of `value`: the broker reads `$$` as a literal `$` and
+/// `${NAME}` as an environment variable, and a spec's value (a WebSocket path, a log filter) is
+/// meant as written.
+fn escape_dollars(value: &mut Value) {
+    match value {
+        Value::String(text) if text.contains('$') => *text = text.replace('$', "$$"),
+        Value::Array(items) => items.iter_mut().for_each(escape_dollars),
+        Value::Object(map) => map.values_mut().for_each(escape_dollars),
+        _ => {}
+    }
 }
 
 fn listener(spec: &ListenerSpec) -> Value {
@@ -172,14 +209,33 @@ mod tests {
     use super::*;
     use crate::crd::MqttCluster;
 
-    fn spec(yaml: &str) -> MqttClusterSpec {
+    fn render(yaml: &str) -> String {
         let cluster: MqttCluster = serde_yaml::from_str(yaml).unwrap();
-        cluster.spec
+        broker_config(
+            &ClusterNames::new("demo", "iot"),
+            &cluster.spec,
+            "cluster.local",
+        )
     }
 
-    /// The broker's own parser is the judge: what the operator renders must load.
+    /// What a pod's environment holds.
+    fn pod_env(name: &str) -> Option<String> {
+        match name {
+            "POD_NAME" => Some("demo-1".into()),
+            "POD_IP" => Some("10.1.2.3".into()),
+            _ => None,
+        }
+    }
+
+    /// The file as a pod's broker sees it, with its environment expanded.
+    fn expanded(text: &str) -> String {
+        tern_broker::config::expand_env(text, pod_env)
+            .unwrap_or_else(|name| panic!("${{{name}}} is not in a pod's environment\n{text}"))
+    }
+
+    /// The broker's own parser is the judge: what the operator renders must load in a pod.
     fn parses(text: &str) -> tern_broker::Config {
-        tern_broker::Config::from_yaml(text, "broker.yaml")
+        tern_broker::Config::from_yaml(&expanded(text), "broker.yaml")
             .unwrap_or_else(|e| panic!("{e}\n{text}"))
     }
 
@@ -191,7 +247,7 @@ mod tests {
         .unwrap();
         let names = ClusterNames::new("demo", "iot");
         let owner = kube::Resource::controller_owner_ref(&cluster, &()).unwrap();
-        let text = broker_config(&cluster.spec);
+        let text = broker_config(&names, &cluster.spec, "cluster.local");
         let map = config_map(&names, owner, text.clone());
         assert_eq!(map.metadata.name.as_deref(), Some("demo-config"));
         assert_eq!(map.metadata.namespace.as_deref(), Some("iot"));
@@ -211,9 +267,9 @@ mod tests {
 
     #[test]
     fn the_defaults_render_a_config_the_broker_accepts() {
-        let text = broker_config(&spec(
+        let text = render(
             "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {}\n",
-        ));
+        );
         let config = parses(&text);
         assert_eq!(config.listeners.len(), 1);
         assert_eq!(config.listeners[0].bind.to_string(), "0.0.0.0:1883");
@@ -229,7 +285,7 @@ mod tests {
 
     #[test]
     fn every_listener_kind_and_setting_renders_and_loads() {
-        let text = broker_config(&spec(
+        let text = render(
             r#"
 apiVersion: tern.dev/v1alpha1
 kind: MqttCluster
@@ -260,7 +316,7 @@ spec:
     maximumQos: 1
     retainAvailable: false
 "#,
-        ));
+        );
         let config = parses(&text);
         assert!(config.auth.allow_anonymous);
         assert_eq!(config.listeners.len(), 4);
@@ -284,5 +340,60 @@ spec:
         assert_eq!(config.features.maximum_qos, 1);
         assert!(!config.features.retain_available);
         assert_eq!(config.log.level, "debug");
+    }
+
+    #[test]
+    fn every_pod_is_a_node_of_one_cluster_linked_over_mutual_tls() {
+        let text = render(
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {}\n",
+        );
+        assert!(
+            text.contains("${POD_NAME}") && text.contains("${POD_IP}:4370"),
+            "{text}"
+        );
+        let cluster = parses(&text).cluster.expect("a cluster section");
+        assert_eq!(cluster.name, "iot.demo");
+        assert_eq!(cluster.node_id, "demo-1");
+        assert_eq!(cluster.bind.to_string(), "0.0.0.0:4370");
+        assert_eq!(cluster.advertise_addr().to_string(), "10.1.2.3:4370");
+        assert_eq!(cluster.seeds, ["demo-headless.iot.svc.cluster.local:4370"]);
+        let tls = cluster.tls.expect("peer TLS");
+        assert_eq!(tls.cert_file.to_str(), Some("/etc/tern/peer/tls.crt"));
+        assert_eq!(tls.key_file.to_str(), Some("/etc/tern/peer/tls.key"));
+        assert_eq!(tls.ca_file.to_str(), Some("/etc/tern/peer/ca.crt"));
+        // The broker's defaults for the failure detector and the queues.
+        assert_eq!(cluster.gossip_interval_ms, 500);
+        let spec: MqttCluster = serde_yaml::from_str(
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {}\n",
+        )
+        .unwrap();
+        let other = broker_config(
+            &ClusterNames::new("demo", "iot"),
+            &spec.spec,
+            "example.internal",
+        );
+        let seeds = parses(&other).cluster.expect("a cluster section").seeds;
+        assert_eq!(seeds, ["demo-headless.iot.svc.example.internal:4370"]);
+    }
+
+    #[test]
+    fn a_dollar_in_the_spec_is_taken_literally() {
+        let text = render(
+            r#"
+apiVersion: tern.dev/v1alpha1
+kind: MqttCluster
+metadata: {name: demo}
+spec:
+  listeners: [{name: ws, protocol: ws, port: 8080, path: "/a$b${POD_NAME}$$"}]
+  broker: {logLevel: "info,x=${HOME}"}
+"#,
+        );
+        let config: serde_yaml::Value = serde_yaml::from_str(&expanded(&text)).unwrap();
+        assert_eq!(
+            config["listeners"][0]["websocket"]["path"].as_str(),
+            Some("/a$b${POD_NAME}$$")
+        );
+        assert_eq!(config["log"]["level"].as_str(), Some("info,x=${HOME}"));
+        assert_eq!(config["cluster"]["node_id"].as_str(), Some("demo-1"));
     }
 }

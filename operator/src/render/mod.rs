@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod disruption;
 pub mod names;
+pub mod network;
 pub mod optional;
 pub mod secrets;
 pub mod services;

@@ -12,6 +12,9 @@ pub mod paths {
     pub const CLIENT_CA_DIR: &str = "/etc/tern/client-ca";
     pub const AUTH_DIR: &str = "/etc/tern/auth";
     pub const ADMIN_DIR: &str = "/etc/tern/admin";
+    /// The peer certificate, its key and the cluster CA's certificate, for mutual TLS between
+    /// the brokers of a cluster.
+    pub const PEER_DIR: &str = "/etc/tern/peer";
     pub const DATA_DIR: &str = "/var/lib/tern";
 }
 
@@ -26,9 +29,24 @@ pub mod keys {
     pub const CA_CERT: &str = "ca.crt";
 }
 
+/// Environment variables the broker container gets from the downward API; the configuration file
+/// refers to them (`${POD_NAME}`), so that one ConfigMap serves every pod.
+pub mod env {
+    pub const POD_NAME: &str = "POD_NAME";
+    pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+    pub const POD_IP: &str = "POD_IP";
+}
+
 /// The broker's HTTP port (`/metrics`, `/healthz`, `/readyz`, admin API).
 pub const HTTP_PORT: i32 = 9090;
 pub const HTTP_PORT_NAME: &str = "http";
+/// The cluster port: gossip over UDP and peer links over TCP share this number (DESIGN.md §3).
+pub const CLUSTER_PORT: i32 = 4370;
+/// The container and Service port names of the cluster port, one per protocol.
+pub const PEER_PORT_NAME: &str = "peer";
+pub const GOSSIP_PORT_NAME: &str = "gossip";
+/// Port names the pods and the headless Service use besides the listeners'.
+pub const RESERVED_PORT_NAMES: [&str; 3] = [HTTP_PORT_NAME, PEER_PORT_NAME, GOSSIP_PORT_NAME];
 
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "tern-operator";
@@ -90,6 +108,11 @@ impl ClusterNames {
         format!("{}-tls", self.name)
     }
 
+    /// The certificate the brokers present to each other on peer links.
+    pub fn peer_tls_secret(&self) -> String {
+        format!("{}-peer-tls", self.name)
+    }
+
     /// The rendered users and ACL files.
     pub fn auth_secret(&self) -> String {
         format!("{}-auth", self.name)
@@ -110,6 +133,28 @@ impl ClusterNames {
 
     pub fn certificate(&self) -> String {
         self.name.clone()
+    }
+
+    pub fn network_policy(&self) -> String {
+        self.name.clone()
+    }
+
+    /// The name the brokers of this cluster gossip and that their peer certificate carries:
+    /// `NAMESPACE.NAME`, unique in the Kubernetes cluster. Namespace first, so that the last label
+    /// is the MqttCluster's name, which validation keeps a DNS label starting with a letter (a TLS
+    /// name must not end in an all-numeric label, and a namespace may be all digits).
+    pub fn cluster_name(&self) -> String {
+        format!("{}.{}", self.namespace, self.name)
+    }
+
+    /// The gossip seed: the headless Service's DNS name, which resolves to every pod, ready or
+    /// not, at the cluster port.
+    pub fn seed(&self, cluster_domain: &str) -> String {
+        format!(
+            "{}.{}.svc.{cluster_domain}:{CLUSTER_PORT}",
+            self.headless_service(),
+            self.namespace
+        )
     }
 
     /// `NAME-N`, the StatefulSet's pod with ordinal `n`.
@@ -192,6 +237,17 @@ mod tests {
             assert!(hosts.iter().any(|h| h == expected), "{expected} missing");
         }
         assert_eq!(hosts.iter().filter(|h| *h == "demo.iot.svc").count(), 1);
+    }
+
+    #[test]
+    fn the_cluster_is_named_after_namespace_and_name_and_seeded_by_the_headless_service() {
+        let names = ClusterNames::new("demo", "iot");
+        assert_eq!(names.cluster_name(), "iot.demo");
+        assert_eq!(
+            names.seed("cluster.local"),
+            "demo-headless.iot.svc.cluster.local:4370"
+        );
+        assert_eq!(names.peer_tls_secret(), "demo-peer-tls");
     }
 
     #[test]

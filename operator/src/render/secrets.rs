@@ -1,5 +1,5 @@
 //! The Secrets a cluster and its users get: the admin API token, the CA, the server certificate,
-//! the rendered users and ACL files, and each user's credentials. What goes in them (tokens, keys,
+//! the brokers' peer certificate, the rendered users and ACL files, and each user's credentials. What goes in them (tokens, keys,
 //! certificates, hashes) is made by the reconcilers; these functions only lay the objects out.
 
 use std::collections::BTreeMap;
@@ -43,9 +43,10 @@ pub fn ca_secret(
     )
 }
 
-/// The server certificate the operator issued.
+/// A certificate the operator issued from the cluster's CA for the brokers (the server or the
+/// peer certificate), with its key and the CA's certificate.
 #[derive(Debug, Clone, Copy)]
-pub struct ServerCertificate<'a> {
+pub struct IssuedFiles<'a> {
     pub cert_pem: &'a str,
     pub key_pem: &'a str,
     pub ca_pem: &'a str,
@@ -57,9 +58,25 @@ pub struct ServerCertificate<'a> {
 pub fn tls_secret(
     names: &ClusterNames,
     owner: OwnerReference,
-    certificate: ServerCertificate<'_>,
+    certificate: IssuedFiles<'_>,
 ) -> Secret {
-    let mut metadata = metadata(names, names.tls_secret(), "tls", owner);
+    let metadata = metadata(names, names.tls_secret(), "tls", owner);
+    issued_secret(metadata, certificate)
+}
+
+/// `NAME-peer-tls`: the certificate every broker of the cluster presents on peer links, with the
+/// CA both ends verify it against. Its own component label: the users' controller follows the
+/// CA through `tls` Secrets and has no business with this one.
+pub fn peer_tls_secret(
+    names: &ClusterNames,
+    owner: OwnerReference,
+    certificate: IssuedFiles<'_>,
+) -> Secret {
+    let metadata = metadata(names, names.peer_tls_secret(), "peer-tls", owner);
+    issued_secret(metadata, certificate)
+}
+
+fn issued_secret(mut metadata: ObjectMeta, certificate: IssuedFiles<'_>) -> Secret {
     metadata.annotations = Some(BTreeMap::from([(
         ANNOTATION_ISSUED_FOR.into(),
         certificate.issued_for.into(),
@@ -261,7 +278,7 @@ mod tests {
         let tls = tls_secret(
             &names,
             owner(),
-            ServerCertificate {
+            IssuedFiles {
                 cert_pem: "LEAF",
                 key_pem: "LEAF KEY",
                 ca_pem: "CERT",
@@ -275,13 +292,41 @@ mod tests {
         );
         assert_eq!(text(&tls, keys::TLS_CERT), "LEAF");
         assert_eq!(text(&tls, keys::CA_CERT), "CERT");
+        let peer = peer_tls_secret(
+            &names,
+            owner(),
+            IssuedFiles {
+                cert_pem: "PEER",
+                key_pem: "PEER KEY",
+                ca_pem: "CERT",
+                issued_for: "peer digest",
+            },
+        );
+        assert_eq!(peer.metadata.name.as_deref(), Some("demo-peer-tls"));
+        assert_eq!(peer.type_.as_deref(), Some(TLS_TYPE));
+        assert_eq!(
+            peer.metadata.annotations.as_ref().unwrap()[ANNOTATION_ISSUED_FOR],
+            "peer digest"
+        );
+        assert_eq!(
+            peer.metadata.labels.as_ref().unwrap()[LABEL_COMPONENT],
+            "peer-tls"
+        );
+        assert_eq!(
+            (
+                text(&peer, keys::TLS_CERT),
+                text(&peer, keys::TLS_KEY),
+                text(&peer, keys::CA_CERT)
+            ),
+            ("PEER".into(), "PEER KEY".into(), "CERT".into())
+        );
         let auth = auth_secret(&names, owner(), "USERS", "ACL");
         assert_eq!(auth.metadata.name.as_deref(), Some("demo-auth"));
         assert_eq!(
             (text(&auth, keys::USERS), text(&auth, keys::ACL)),
             ("USERS".into(), "ACL".into())
         );
-        for secret in [&admin, &ca, &tls, &auth] {
+        for secret in [&admin, &ca, &tls, &peer, &auth] {
             let labels = secret.metadata.labels.as_ref().unwrap();
             assert_eq!(labels[LABEL_CLUSTER], "demo");
             assert_eq!(secret.metadata.namespace.as_deref(), Some("iot"));

@@ -1,11 +1,14 @@
-//! The two Services: a headless one that gives each pod a stable DNS name (and lets the brokers
-//! find each other before they are ready), and the client Service in front of all ready pods.
+//! The two Services: a headless one that gives each pod a stable DNS name and is the brokers'
+//! gossip seed (so it lists pods before they are ready), and the client Service in front of all
+//! ready pods.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::names::{ClusterNames, HTTP_PORT, HTTP_PORT_NAME};
+use super::names::{
+    CLUSTER_PORT, ClusterNames, GOSSIP_PORT_NAME, HTTP_PORT, HTTP_PORT_NAME, PEER_PORT_NAME,
+};
 use crate::crd::MqttClusterSpec;
 
 fn listener_ports(spec: &MqttClusterSpec) -> Vec<ServicePort> {
@@ -21,20 +24,24 @@ fn listener_ports(spec: &MqttClusterSpec) -> Vec<ServicePort> {
         .collect()
 }
 
-/// `NAME-headless`: every pod, ready or not, with the HTTP port for scraping.
+/// `NAME-headless`: every pod, ready or not, with the HTTP port for scraping and the cluster port
+/// (TCP for peer links, UDP for gossip).
 pub fn headless_service(
     names: &ClusterNames,
     spec: &MqttClusterSpec,
     owner: OwnerReference,
 ) -> Service {
-    let mut ports = listener_ports(spec);
-    ports.push(ServicePort {
-        name: Some(HTTP_PORT_NAME.into()),
-        port: HTTP_PORT,
-        target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
-        protocol: Some("TCP".into()),
+    let port = |name: &str, number: i32, protocol: &str| ServicePort {
+        name: Some(name.into()),
+        port: number,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some(protocol.into()),
         ..Default::default()
-    });
+    };
+    let mut ports = listener_ports(spec);
+    ports.push(port(HTTP_PORT_NAME, HTTP_PORT, "TCP"));
+    ports.push(port(PEER_PORT_NAME, CLUSTER_PORT, "TCP"));
+    ports.push(port(GOSSIP_PORT_NAME, CLUSTER_PORT, "UDP"));
     Service {
         metadata: ObjectMeta {
             name: Some(names.headless_service()),
@@ -45,6 +52,10 @@ pub fn headless_service(
         },
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
+            // The Service's DNS name is the brokers' gossip seed (`cluster.seeds`), and a broker
+            // turns ready only once it has joined the cluster: if only ready pods were listed,
+            // a starting pod could not find the others to join, and the first pods of a new
+            // cluster could never find each other at all.
             publish_not_ready_addresses: Some(true),
             selector: Some(names.selector_labels()),
             ports: Some(ports),
@@ -109,7 +120,21 @@ spec:
         let spec = headless.spec.unwrap();
         assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
         assert_eq!(spec.publish_not_ready_addresses, Some(true));
-        assert_eq!(spec.ports.unwrap().len(), 3);
+        let ports: Vec<(String, i32, String)> = spec
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port, p.protocol.unwrap()))
+            .collect();
+        let expected = [
+            ("mqtt", 1883, "TCP"),
+            ("ws", 8080, "TCP"),
+            ("http", 9090, "TCP"),
+            ("peer", 4370, "TCP"),
+            ("gossip", 4370, "UDP"),
+        ]
+        .map(|(n, p, t)| (n.to_owned(), p, t.to_owned()));
+        assert_eq!(ports, expected);
         let client = client_service(&names, &cluster.spec, OwnerReference::default());
         assert_eq!(
             client.metadata.annotations.unwrap()["lb.example.com/internal"],

@@ -14,7 +14,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::names::{ANNOTATION_CONFIG_HASH, ClusterNames, HTTP_PORT, HTTP_PORT_NAME, keys, paths};
+use super::names::{
+    ANNOTATION_CONFIG_HASH, CLUSTER_PORT, ClusterNames, GOSSIP_PORT_NAME, HTTP_PORT,
+    HTTP_PORT_NAME, PEER_PORT_NAME, env, keys, paths,
+};
 use crate::crd::MqttClusterSpec;
 
 /// The broker runs as this user and group, as distroless' `nonroot`.
@@ -156,12 +159,16 @@ fn broker_container(inputs: &StatefulSetInputs<'_>) -> Container {
             ..Default::default()
         })
         .collect();
-    ports.push(ContainerPort {
-        name: Some(HTTP_PORT_NAME.into()),
-        container_port: HTTP_PORT,
-        protocol: Some("TCP".into()),
+    let port = |name: &str, number: i32, protocol: &str| ContainerPort {
+        name: Some(name.into()),
+        container_port: number,
+        protocol: Some(protocol.into()),
         ..Default::default()
-    });
+    };
+    ports.push(port(HTTP_PORT_NAME, HTTP_PORT, "TCP"));
+    // The cluster port: peer links over TCP, gossip over UDP.
+    ports.push(port(PEER_PORT_NAME, CLUSTER_PORT, "TCP"));
+    ports.push(port(GOSSIP_PORT_NAME, CLUSTER_PORT, "UDP"));
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -179,10 +186,12 @@ fn broker_container(inputs: &StatefulSetInputs<'_>) -> Container {
         image_pull_policy: spec.image_pull_policy.clone(),
         args: Some(vec!["--config".into(), paths::CONFIG_FILE.into()]),
         ports: Some(ports),
+        // The configuration's `cluster.node_id` and `cluster.advertise` are `${POD_NAME}` and
+        // `${POD_IP}:4370`: the broker expands them from these.
         env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            field_env("POD_IP", "status.podIP"),
+            field_env(env::POD_NAME, "metadata.name"),
+            field_env(env::POD_NAMESPACE, "metadata.namespace"),
+            field_env(env::POD_IP, "status.podIP"),
         ]),
         resources: spec.resources.clone(),
         readiness_probe: Some(probe("/readyz", 5, 2)),
@@ -262,25 +271,20 @@ fn volumes(inputs: &StatefulSetInputs<'_>) -> Vec<Volume> {
         },
         secret("auth", names.auth_secret(), None),
         secret("admin", names.admin_secret(), None),
+        // The peer certificate and the CA's certificate, never the CA's key.
+        secret(
+            "peer-tls",
+            names.peer_tls_secret(),
+            Some(key_items(&[keys::TLS_CERT, keys::TLS_KEY, keys::CA_CERT])),
+        ),
     ];
     if let Some(tls) = &inputs.tls_secret {
-        let items = [keys::TLS_CERT, keys::TLS_KEY]
-            .into_iter()
-            .map(|k| KeyToPath {
-                key: k.into(),
-                path: k.into(),
-                ..Default::default()
-            })
-            .collect();
+        let items = key_items(&[keys::TLS_CERT, keys::TLS_KEY]);
         volumes.push(secret("tls", tls.clone(), Some(items)));
     }
     if client_certificates_on(inputs.spec) {
         // Only the CA certificate: the CA's key never leaves the operator.
-        let items = vec![KeyToPath {
-            key: keys::CA_CERT.into(),
-            path: keys::CA_CERT.into(),
-            ..Default::default()
-        }];
+        let items = key_items(&[keys::CA_CERT]);
         volumes.push(secret("client-ca", names.ca_secret(), Some(items)));
     }
     if inputs.spec.persistence.is_none() {
@@ -291,6 +295,17 @@ fn volumes(inputs: &StatefulSetInputs<'_>) -> Vec<Volume> {
         });
     }
     volumes
+}
+
+/// Secret keys mounted under their own names.
+fn key_items(keys: &[&str]) -> Vec<KeyToPath> {
+    keys.iter()
+        .map(|k| KeyToPath {
+            key: (*k).into(),
+            path: (*k).into(),
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn volume_mounts(inputs: &StatefulSetInputs<'_>) -> Vec<VolumeMount> {
@@ -304,6 +319,7 @@ fn volume_mounts(inputs: &StatefulSetInputs<'_>) -> Vec<VolumeMount> {
         mount("config", paths::CONFIG_DIR, true),
         mount("auth", paths::AUTH_DIR, true),
         mount("admin", paths::ADMIN_DIR, true),
+        mount("peer-tls", paths::PEER_DIR, true),
         mount("data", paths::DATA_DIR, false),
     ];
     if inputs.tls_secret.is_some() {
@@ -383,6 +399,48 @@ mod tests {
     }
 
     #[test]
+    fn pods_open_the_cluster_port_and_know_their_name_and_address() {
+        let set = render(
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {listeners: [{name: mqtt, port: 1883}]}\n",
+        );
+        let container = &pod(&set).containers[0];
+        let ports: Vec<(&str, i32, &str)> = container
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_deref().unwrap(),
+                    p.container_port,
+                    p.protocol.as_deref().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("mqtt", 1883, "TCP"),
+                ("http", 9090, "TCP"),
+                ("peer", 4370, "TCP"),
+                ("gossip", 4370, "UDP")
+            ]
+        );
+        let env: Vec<(&str, &str)> = container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let field = e.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+                (e.name.as_str(), field.field_path.as_str())
+            })
+            .collect();
+        assert!(env.contains(&("POD_NAME", "metadata.name")), "{env:?}");
+        assert!(env.contains(&("POD_IP", "status.podIP")), "{env:?}");
+    }
+
+    #[test]
     fn the_ca_key_is_never_mounted() {
         let set = render(
             r#"
@@ -404,6 +462,40 @@ spec:
             tls.secret.as_ref().unwrap().secret_name.as_deref(),
             Some("demo-tls")
         );
+    }
+
+    #[test]
+    fn every_pod_mounts_the_peer_certificate_without_the_ca_key() {
+        let set = render(
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {}\n",
+        );
+        let pod = pod(&set);
+        let peer = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "peer-tls")
+            .unwrap();
+        let source = peer.secret.as_ref().unwrap();
+        assert_eq!(source.secret_name.as_deref(), Some("demo-peer-tls"));
+        let keys: Vec<&str> = source
+            .items
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|i| i.key.as_str())
+            .collect();
+        assert_eq!(keys, ["tls.crt", "tls.key", "ca.crt"]);
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "peer-tls")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/etc/tern/peer");
+        assert_eq!(mount.read_only, Some(true));
     }
 
     #[test]

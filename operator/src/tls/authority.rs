@@ -83,6 +83,30 @@ impl CertificateAuthority {
         self.sign(params)
     }
 
+    /// Issues the certificate the brokers of one cluster present to each other on peer links:
+    /// `cluster_name` as its only DNS name (what a dialling broker verifies) and usable both to
+    /// serve and to dial, since every broker does both. One certificate serves every pod.
+    pub fn issue_peer(
+        &self,
+        cluster_name: &str,
+        validity: Duration,
+    ) -> Result<IssuedCertificate, TlsError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(cluster_name);
+        params.subject_alt_names = vec![san(cluster_name)?];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, validity);
+        self.sign(params)
+    }
+
     /// Issues a client certificate whose common name is `username` (the broker takes it as the
     /// username with `use_identity_as_username`).
     pub fn issue_client(
@@ -191,6 +215,106 @@ mod tests {
             .issue_client("gateway-7", Duration::from_secs(60))
             .unwrap();
         assert_eq!(inspect(&leaf.cert_pem).unwrap().common_name, "gateway-7");
+    }
+
+    /// Mutual TLS between two brokers, configured as the broker's peer links are
+    /// (`broker/src/cluster/tls.rs`): each side presents `leaf`, the acceptor requires a client
+    /// certificate from `ca`, the dialler verifies the server's against `ca` and `cluster_name`.
+    fn peer_handshake(
+        ca: &CertificateAuthority,
+        dialler: &IssuedCertificate,
+        acceptor: &IssuedCertificate,
+        cluster_name: &str,
+    ) -> Result<(), rustls::Error> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        use std::sync::Arc;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap())?;
+        let roots = Arc::new(roots);
+        let chain = |leaf: &IssuedCertificate| {
+            vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()]
+        };
+        let key = |leaf: &IssuedCertificate| {
+            PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap()
+        };
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain(acceptor), key(acceptor))?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain(dialler), key(dialler))?;
+        let name = ServerName::try_from(cluster_name.to_owned()).unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name)?;
+        let mut server = rustls::ServerConnection::new(Arc::new(server))?;
+        for _ in 0..10 {
+            let mut bytes = Vec::new();
+            client.write_tls(&mut bytes).unwrap();
+            server.read_tls(&mut bytes.as_slice()).unwrap();
+            server.process_new_packets()?;
+            let mut bytes = Vec::new();
+            server.write_tls(&mut bytes).unwrap();
+            client.read_tls(&mut bytes.as_slice()).unwrap();
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                // The client's last flight (its certificate) reaches the server.
+                let mut bytes = Vec::new();
+                client.write_tls(&mut bytes).unwrap();
+                server.read_tls(&mut bytes.as_slice()).unwrap();
+                server.process_new_packets()?;
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn one_peer_certificate_links_the_brokers_of_its_cluster_and_no_others() {
+        let ca = CertificateAuthority::generate("tern demo CA").unwrap();
+        let hour = Duration::from_secs(3600);
+        let peer = ca.issue_peer("iot.demo", hour).unwrap();
+        peer_handshake(&ca, &peer, &peer, "iot.demo").expect("the brokers link");
+        let renewed = ca.issue_peer("iot.demo", hour).unwrap();
+        peer_handshake(&ca, &renewed, &peer, "iot.demo").expect("old and renewed link");
+        let other_cluster = ca.issue_peer("iot.other", hour).unwrap();
+        assert!(
+            peer_handshake(&ca, &peer, &other_cluster, "iot.demo").is_err(),
+            "a dialler refuses a certificate naming another cluster"
+        );
+        let stranger = CertificateAuthority::generate("other CA").unwrap();
+        let foreign = stranger.issue_peer("iot.demo", hour).unwrap();
+        assert!(
+            peer_handshake(&ca, &foreign, &peer, "iot.demo").is_err(),
+            "an acceptor refuses a certificate from another CA"
+        );
+        let server_only = ca
+            .issue_server("iot.demo", &["iot.demo".to_owned()], hour)
+            .unwrap();
+        assert!(
+            peer_handshake(&ca, &server_only, &peer, "iot.demo").is_err(),
+            "a certificate must also be good for dialling (client auth)"
+        );
+    }
+
+    #[test]
+    fn a_peer_certificate_names_the_cluster_only() {
+        let ca = CertificateAuthority::generate("tern demo CA").unwrap();
+        let leaf = ca
+            .issue_peer("iot.demo", Duration::from_secs(3600))
+            .unwrap();
+        let info = inspect(&leaf.cert_pem).unwrap();
+        assert_eq!(info.hostnames, ["iot.demo"]);
+        assert_eq!(info.common_name, "iot.demo");
+        assert_eq!(info.issuer, inspect(&ca.cert_pem).unwrap().subject);
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! `MqttCluster`: what the cluster reconciler relies on. Listeners must give the broker a
-//! configuration it can load and the Services valid ports; a TLS listener needs a certificate
-//! source, and only one; the managed certificate's durations must parse and leave time to renew.
+//! `MqttCluster`: what the cluster reconciler relies on. The name must make valid object names and
+//! a valid TLS name for the brokers' cluster; listeners must give the broker a configuration it can
+//! load and the Services valid ports, apart from the HTTP and cluster ports; a TLS listener needs a
+//! certificate source, and only one; the managed certificate's durations must parse and leave time
+//! to renew.
 
 use std::time::Duration;
 
@@ -10,11 +12,15 @@ use super::{InvalidSpec, duration, identity, positive_duration};
 use crate::crd::{
     ClientCertificates, IssuerRef, ManagedTls, MqttCluster, MqttClusterSpec, TlsSpec,
 };
-use crate::render::names::{ClusterNames, HTTP_PORT};
+use crate::render::names::{CLUSTER_PORT, ClusterNames, HTTP_PORT, RESERVED_PORT_NAMES};
 use crate::tls::is_hostname;
 
 /// The managed server certificate's validity when `spec.tls.managed.validity` is unset (90 days).
 pub const DEFAULT_SERVER_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// The longest cluster name: each pod carries the label `controller-revision-hash: NAME-HASH`, with
+/// a hash of up to 10 characters, and label values end at 63.
+const MAX_NAME_LENGTH: usize = 52;
 
 /// An `MqttCluster` the reconciler can act on.
 #[derive(Debug, Clone)]
@@ -56,6 +62,21 @@ impl TlsSource<'_> {
 }
 
 impl ValidatedCluster<'_> {
+    /// How long the peer certificate is valid, and how long before its end it is renewed: as the
+    /// managed server certificate's when there is one, else the defaults (90 days, a third).
+    pub fn peer_certificate_durations(&self) -> (Duration, Duration) {
+        match self.tls {
+            TlsSource::Managed {
+                validity,
+                renew_before,
+            } => (validity, renew_before),
+            _ => (
+                DEFAULT_SERVER_CERT_VALIDITY,
+                DEFAULT_SERVER_CERT_VALIDITY / 3,
+            ),
+        }
+    }
+
     /// Every name the server certificate must be valid for; none without TLS.
     pub fn server_hostnames(&self, cluster_domain: &str) -> Vec<String> {
         match &self.spec.tls {
@@ -69,6 +90,7 @@ impl ValidatedCluster<'_> {
 
 pub fn validate_cluster(cluster: &MqttCluster) -> Result<ValidatedCluster<'_>, InvalidSpec> {
     let identity = identity(cluster)?;
+    check_name(&identity.owner.name)?;
     let spec = &cluster.spec;
     if spec.replicas < 0 {
         return Err(InvalidSpec::field("spec.replicas", "must be ≥ 0"));
@@ -96,6 +118,27 @@ pub fn validate_cluster(cluster: &MqttCluster) -> Result<ValidatedCluster<'_>, I
     })
 }
 
+/// The name makes the StatefulSet's, the Services' and the pods' names, and ends the brokers'
+/// cluster name (`NAMESPACE.NAME`), which their peer certificate carries as a DNS name: a DNS label
+/// that starts with a letter serves all of them.
+fn check_name(name: &str) -> Result<(), InvalidSpec> {
+    let valid = name.len() <= MAX_NAME_LENGTH
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        return Ok(());
+    }
+    Err(InvalidSpec::field(
+        "metadata.name",
+        format!(
+            "must be 1 to {MAX_NAME_LENGTH} lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (it names the StatefulSet, its Services and the brokers' cluster)"
+        ),
+    ))
+}
+
 /// Each listener becomes a broker listener, a container port and a Service port.
 fn check_listeners(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
     if spec.listeners.is_empty() {
@@ -111,6 +154,15 @@ fn check_listeners(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
             return Err(InvalidSpec::field(
                 &field("name"),
                 "must be 1 to 15 lowercase letters, digits and '-', starting and ending with a letter or digit",
+            ));
+        }
+        if RESERVED_PORT_NAMES.contains(&listener.name.as_str()) {
+            return Err(InvalidSpec::field(
+                &field("name"),
+                format!(
+                    "{:?} is the name of one of the broker's own ports",
+                    listener.name
+                ),
             ));
         }
         if earlier.iter().any(|l| l.name == listener.name) {
@@ -129,6 +181,12 @@ fn check_listeners(spec: &MqttClusterSpec) -> Result<(), InvalidSpec> {
             return Err(InvalidSpec::field(
                 &field("port"),
                 "9090 is the broker's HTTP port",
+            ));
+        }
+        if listener.port == CLUSTER_PORT {
+            return Err(InvalidSpec::field(
+                &field("port"),
+                "4370 is the brokers' cluster port",
             ));
         }
         if earlier.iter().any(|l| l.port == listener.port) {
@@ -274,6 +332,48 @@ mod tests {
     }
 
     #[test]
+    fn the_name_must_make_object_names_and_a_tls_name() {
+        for name in ["demo", "a", "mqtt-2", &"a".repeat(52)] {
+            let mut object = cluster("{}");
+            object.metadata.name = Some(name.to_owned());
+            assert!(validate_cluster(&object).is_ok(), "{name}");
+        }
+        for name in ["2fast", "demo-", "Demo", "de.mo", "de_mo", &"a".repeat(53)] {
+            let mut object = cluster("{}");
+            object.metadata.name = Some(name.to_owned());
+            let message = validate_cluster(&object).unwrap_err().to_string();
+            assert!(
+                message.starts_with("metadata.name: must be 1 to 52 "),
+                "{name}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_peer_certificate_lives_as_long_as_a_managed_server_certificate() {
+        let managed = cluster("{tls: {managed: {validity: 10h, renewBefore: 1h}}}");
+        assert_eq!(
+            validate_cluster(&managed)
+                .unwrap()
+                .peer_certificate_durations(),
+            (Duration::from_secs(36000), Duration::from_secs(3600))
+        );
+        for spec in ["{}", "{tls: {secretName: own}}"] {
+            let other = cluster(spec);
+            assert_eq!(
+                validate_cluster(&other)
+                    .unwrap()
+                    .peer_certificate_durations(),
+                (
+                    DEFAULT_SERVER_CERT_VALIDITY,
+                    DEFAULT_SERVER_CERT_VALIDITY / 3
+                ),
+                "{spec}"
+            );
+        }
+    }
+
+    #[test]
     fn each_tls_source_is_told_apart() {
         let managed = cluster(
             "{tls: {managed: {validity: 10m, renewBefore: 9m30s}, extraHostnames: [mqtt.example.com, 10.0.0.1]}}",
@@ -334,6 +434,14 @@ mod tests {
             (
                 "{listeners: [{name: a, port: 9090}]}",
                 "spec.listeners[0].port: 9090 is the broker's HTTP port",
+            ),
+            (
+                "{listeners: [{name: a, port: 4370}]}",
+                "spec.listeners[0].port: 4370 is the brokers' cluster port",
+            ),
+            (
+                "{listeners: [{name: peer, port: 1883}]}",
+                "spec.listeners[0].name: \"peer\" is the name of one of the broker's own ports",
             ),
             (
                 "{listeners: [{name: a, port: 0}]}",

@@ -6,6 +6,7 @@
 // The harness's helpers are test code: a failed expectation is the test's failure message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod cluster;
 mod failover;
 mod mqtt;
 mod support;
@@ -84,6 +85,18 @@ fn accepted(reason: PubAckReason) -> bool {
     )
 }
 
+/// A rendered broker configuration as a pod's broker loads it, `${POD_NAME}` and `${POD_IP}`
+/// expanded as they would be in pod `demo-0`.
+fn load_config(text: &str) -> Result<tern_broker::Config, String> {
+    let expanded = tern_broker::config::expand_env(text, |name| match name {
+        "POD_NAME" => Some("demo-0".to_owned()),
+        "POD_IP" => Some("10.1.2.3".to_owned()),
+        _ => None,
+    })
+    .map_err(|name| format!("${{{name}}} is not in a pod's environment"))?;
+    tern_broker::Config::from_yaml(&expanded, "broker.yaml").map_err(|e| e.to_string())
+}
+
 fn pod_ip(env: &Env, pod: &str) -> IpAddr {
     env.kubelet()
         .pod_ip(&env.namespace, pod)
@@ -101,14 +114,19 @@ async fn operator_end_to_end() {
         .expect("kubectl apply examples/cluster.yaml");
     let cluster = cluster_ready(&env, "demo").await;
     every_object_is_as_specified(&env, &cluster).await;
+    cluster::the_peer_certificate_names_the_cluster(&env, &cluster).await;
+    cluster::the_network_policy_keeps_the_cluster_port_to_the_clusters_pods(&env, &cluster).await;
+    cluster::the_brokers_form_one_cluster(&env, "demo", &["demo-0", "demo-1", "demo-2"]).await;
 
     env.apply(&example("users.yaml"))
         .expect("kubectl apply examples/users.yaml");
     env.apply(&example("acl.yaml"))
         .expect("kubectl apply examples/acl.yaml");
     generated_credentials_connect_over_tls_and_the_acl_is_enforced(&env).await;
+    cluster::a_message_published_on_one_pod_reaches_a_subscriber_on_another(&env).await;
     changing_a_rule_takes_effect_without_a_restart(&env).await;
     a_deleted_or_edited_child_is_repaired(&env).await;
+    cluster::the_network_policy_is_repaired_and_can_be_turned_off(&env).await;
     spec_edits_converge(&env).await;
     scale_down_drains_before_the_statefulset_shrinks(&env).await;
     invalid_resources_are_refused_or_reported(&env).await;
@@ -150,6 +168,37 @@ async fn every_object_is_as_specified(env: &Env, cluster: &MqttCluster) {
         Some(true)
     );
     let container = &pod.containers[0];
+    let cluster_ports: Vec<(Option<&str>, i32, Option<&str>)> = container
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.container_port == 4370)
+        .map(|p| (p.name.as_deref(), p.container_port, p.protocol.as_deref()))
+        .collect();
+    assert_eq!(
+        cluster_ports,
+        [
+            (Some("peer"), 4370, Some("TCP")),
+            (Some("gossip"), 4370, Some("UDP"))
+        ]
+    );
+    let downward: Vec<(&str, &str)> = container
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let field = e.value_from.as_ref()?.field_ref.as_ref()?;
+            Some((e.name.as_str(), field.field_path.as_str()))
+        })
+        .collect();
+    assert!(
+        downward.contains(&("POD_NAME", "metadata.name")),
+        "{downward:?}"
+    );
+    assert!(
+        downward.contains(&("POD_IP", "status.podIP")),
+        "{downward:?}"
+    );
     let security = container
         .security_context
         .as_ref()
@@ -172,6 +221,16 @@ async fn every_object_is_as_specified(env: &Env, cluster: &MqttCluster) {
     let headless_spec = headless.spec.expect("spec");
     assert_eq!(headless_spec.cluster_ip.as_deref(), Some("None"));
     assert_eq!(headless_spec.publish_not_ready_addresses, Some(true));
+    let headless_ports: Vec<(i32, &str)> = headless_spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.port, p.protocol.as_deref().unwrap_or_default()))
+        .collect();
+    assert!(
+        headless_ports.contains(&(4370, "TCP")) && headless_ports.contains(&(4370, "UDP")),
+        "{headless_ports:?}"
+    );
     let client_service = services.get("demo").await.expect("client Service");
     let ports: Vec<i32> = client_service
         .spec
@@ -191,11 +250,23 @@ async fn every_object_is_as_specified(env: &Env, cluster: &MqttCluster) {
         .as_ref()
         .and_then(|d| d.get("broker.yaml"))
         .expect("broker.yaml");
-    tern_broker::Config::from_yaml(text, "broker.yaml")
-        .expect("the rendered config loads in the broker");
+    let loaded = load_config(text).expect("the rendered config loads in the broker");
+    let section = loaded.cluster.expect("a cluster section");
+    assert_eq!(section.name, format!("{ns}.demo"));
+    assert_eq!(section.node_id, "demo-0");
+    assert_eq!(
+        section.seeds,
+        [format!("demo-headless.{ns}.svc.cluster.local:4370")]
+    );
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    for name in ["demo-ca", "demo-tls", "demo-auth", "demo-admin"] {
+    for name in [
+        "demo-ca",
+        "demo-tls",
+        "demo-peer-tls",
+        "demo-auth",
+        "demo-admin",
+    ] {
         let secret = secrets
             .get(name)
             .await
@@ -223,12 +294,13 @@ async fn every_object_is_as_specified(env: &Env, cluster: &MqttCluster) {
             .iter()
             .any(|e| e.url == format!("mqtts://demo.{ns}.svc.cluster.local:8883"))
     );
-    assert_eq!(status.members.len(), 3);
+    let pods: Vec<&str> = status.members.iter().map(|m| m.pod.as_str()).collect();
+    assert_eq!(pods, ["demo-0", "demo-1", "demo-2"]);
     assert!(
         status
             .members
             .iter()
-            .all(|m| m.ready && m.version.is_some()),
+            .all(|m| m.ready && m.version.is_some() && m.state.is_some()),
         "{:?}",
         status.members
     );
@@ -368,7 +440,7 @@ async fn spec_edits_converge(env: &Env) {
             .ok()?
             .data?
             .remove("broker.yaml")?;
-        let config = tern_broker::Config::from_yaml(&text, "broker.yaml").ok()?;
+        let config = load_config(&text).ok()?;
         (config.limits.max_connections == Some(777)).then_some(())
     })
     .await;
@@ -379,6 +451,8 @@ async fn spec_edits_converge(env: &Env) {
     let status = sets.get("demo").await.expect("set").status.expect("status");
     assert_eq!(status.current_revision, status.update_revision);
     assert_eq!(status.updated_replicas, Some(3));
+    // Every pod was replaced, one at a time: the new ones joined the remaining ones.
+    cluster::members_agree(env, "demo", &["demo-0", "demo-1", "demo-2"]).await;
 }
 
 async fn scale_down_drains_before_the_statefulset_shrinks(env: &Env) {
@@ -431,6 +505,8 @@ async fn scale_down_drains_before_the_statefulset_shrinks(env: &Env) {
     .await;
     let cluster = cluster_ready(env, "demo").await;
     assert_eq!(cluster.status.expect("status").replicas, 2);
+    // The brokers left behind drop the member that left.
+    cluster::members_agree(env, "demo", &["demo-0", "demo-1"]).await;
     let metrics = env.operator_metrics().await;
     assert!(
         metrics.contains("tern_operator_drains_total{outcome=\"drained\"} 1"),

@@ -92,6 +92,7 @@ spec:
 
     a_client_certificate_is_the_users_identity(&env).await;
     the_server_certificate_is_renewed_under_connected_clients(&env).await;
+    the_peer_certificate_is_renewed_and_new_links_use_it(&env).await;
     a_service_monitor_appears_once_its_kind_exists(&env, &cluster).await;
 
     env.stop().await;
@@ -278,6 +279,46 @@ async fn the_server_certificate_is_renewed_under_connected_clients(env: &Env) {
     connect(ips[1], MQTTS, "alice-after", &alice)
         .await
         .expect("a new client connects with the renewed certificate");
+}
+
+/// The peer certificate follows the managed server certificate's schedule: `renew-peer-tls` is
+/// reissued (same CA, same name) without restarting a broker, and a pod started afterwards links
+/// with the one that kept running, each presenting the certificate it has now.
+async fn the_peer_certificate_is_renewed_and_new_links_use_it(env: &Env) {
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), &env.namespace);
+    let pods = ["renew-0", "renew-1"];
+    let pids: Vec<Option<u32>> = pods.iter().map(|p| broker_pid(env, p)).collect();
+    let first = Cert::from_pem(&secret_text(&secrets, "renew-peer-tls", "tls.crt").await);
+    assert_eq!(first.common_name, format!("{}.renew", env.namespace));
+    let renewed = eventually("renew-peer-tls is re-issued", LONG, || async {
+        let current = Cert::from_pem(&secret_text(&secrets, "renew-peer-tls", "tls.crt").await);
+        (current.not_after > first.not_after).then_some(current)
+    })
+    .await;
+    assert_ne!(renewed.serial, first.serial, "a new certificate");
+    assert_eq!(
+        (renewed.issuer.as_str(), renewed.common_name.as_str()),
+        (first.issuer.as_str(), first.common_name.as_str())
+    );
+    let after: Vec<Option<u32>> = pods.iter().map(|p| broker_pid(env, p)).collect();
+    assert_eq!(pids, after, "no broker process was restarted");
+
+    let api: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(env.admin.clone(), &env.namespace);
+    let old_uid = api.get("renew-1").await.expect("renew-1").uid();
+    api.delete("renew-1", &DeleteParams::default())
+        .await
+        .expect("delete renew-1");
+    eventually("renew-1 is replaced", LONG, || async {
+        let pod = api.get_opt("renew-1").await.ok()??;
+        (pod.uid() != old_uid && pod_ip_of(&pod).is_some()).then_some(())
+    })
+    .await;
+    super::cluster::members_agree(env, "renew", &pods).await;
+}
+
+fn pod_ip_of(pod: &k8s_openapi::api::core::v1::Pod) -> Option<&str> {
+    pod.status.as_ref()?.pod_ip.as_deref()
 }
 
 /// `spec.metrics.serviceMonitor`: once the Prometheus Operator's CRD exists (installed after the

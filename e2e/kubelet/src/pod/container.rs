@@ -313,6 +313,7 @@ mod tests {
             workdir: dir.to_owned(),
             hostname: "p".into(),
             log: dir.join("c.log"),
+            hosts: None,
         }
     }
 

@@ -55,6 +55,8 @@ pub struct PlanInput<'a> {
     pub rewriter: &'a PodRewriter,
     pub binaries: &'a BinaryMap,
     pub lookup: &'a dyn SourceLookup,
+    /// The pod's hosts file, mounted over `/etc/hosts` for its processes.
+    pub hosts: Option<PathBuf>,
 }
 
 /// The init containers (run in order, each to success) and the app containers.
@@ -201,6 +203,7 @@ impl ProcessContext<'_> {
             workdir: self.workdir.clone(),
             hostname: self.input.pod.metadata.name.clone().unwrap_or_default(),
             log: self.log.clone(),
+            hosts: self.input.hosts.clone(),
         }
     }
 
@@ -325,6 +328,7 @@ mod tests {
             rewriter: &rewriter,
             binaries,
             lookup: &NoSources,
+            hosts: Some(PathBuf::from("/r/ns/tern-0/u/etc-hosts")),
         })
     }
 
@@ -342,6 +346,8 @@ mod tests {
         );
         assert_eq!(broker.process.workdir, PathBuf::from("/r/ns/tern-0/u"));
         assert_eq!(broker.process.log, PathBuf::from("/r/ns/tern-0/broker.log"));
+        let hosts = Some(PathBuf::from("/r/ns/tern-0/u/etc-hosts"));
+        assert_eq!(broker.process.hosts, hosts, "the container's /etc/hosts");
         assert!(matches!(
             broker.probes.readiness.as_ref().map(|p| &p.action),
             Some(Action::Http { host, port: 9090, .. }) if host == "127.77.0.2"
@@ -350,6 +356,7 @@ mod tests {
             Some(Action::Exec(spec)) => {
                 assert_eq!(spec.program, PathBuf::from("/bin/sh"));
                 assert_eq!(spec.args, ["--version"]);
+                assert_eq!(spec.hosts, hosts, "hooks run in the container's view too");
             }
             other => panic!("{other:?}"),
         }

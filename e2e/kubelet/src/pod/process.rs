@@ -11,7 +11,14 @@
 //! runtime shut down without [`crate::KubeletHandle::shutdown`] also takes the processes with it. Where
 //! `setpriv` is missing, `kill_on_drop` is the only guard: it covers a dropped runtime and a normal
 //! exit, not a SIGKILLed kubelet.
+//!
+//! A process whose spec has a hosts file runs in a mount namespace of its own (util-linux
+//! `unshare`; with `--map-root-user` too when the kubelet is not root) where a shell bind-mounts
+//! the file over `/etc/hosts` and execs the program (same pid), the way a kubelet mounts its managed
+//! hosts file into a container (see [`crate::dns`]). The namespace's mounts are private: nothing
+//! reaches the host's. Where that does not work, the process sees the host's `/etc/hosts`.
 
+use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -22,42 +29,117 @@ use k8s_openapi::jiff::Timestamp;
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::process::{Child, Command};
 
-/// How processes are started: through `setpriv` when the host has it.
+/// Bind-mounts `$0` (the hosts file) over `/etc/hosts` and execs the rest of the arguments.
+const BIND_HOSTS: &str = r#"mount --bind "$0" /etc/hosts && exec "$@""#;
+
+/// How processes are started: through `setpriv` when the host has it, and in a mount namespace of
+/// their own when they have a hosts file and the host allows it.
 #[derive(Debug, Clone)]
 pub struct Launcher {
     setpriv: Option<PathBuf>,
+    /// `unshare` and the arguments that give a process private mounts, once shown to work.
+    private_mounts: Option<(PathBuf, Vec<&'static str>)>,
 }
 
 impl Launcher {
-    /// Looks for `setpriv` on `PATH`.
+    /// Looks for `setpriv` on `PATH`; hosts files are not mounted.
     pub fn detect() -> Self {
-        let setpriv = std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("setpriv"))
-                .find(|candidate| candidate.is_file())
-        });
+        let setpriv = on_path("setpriv");
         if setpriv.is_none() {
             tracing::warn!("setpriv not found: pod processes may outlive a killed kubelet");
         }
-        Self { setpriv }
+        Self {
+            setpriv,
+            private_mounts: None,
+        }
     }
 
-    fn command(&self, program: &Path, args: &[String]) -> Command {
+    /// Also mounts processes' hosts files over `/etc/hosts`, if `unshare` can give a process
+    /// private mounts here: tried with a file in `probe_dir`, as root (`--mount`) or as a user
+    /// mapped to root in a user namespace of its own (`--map-root-user --mount`).
+    pub async fn mounting_hosts_files(mut self, probe_dir: &Path) -> Self {
+        let Some(unshare) = on_path("unshare") else {
+            tracing::warn!(
+                "unshare not found: pods see the host's /etc/hosts, no cluster DNS names"
+            );
+            return self;
+        };
+        let probe = probe_dir.join(".hosts-probe");
+        if let Err(error) = std::fs::write(&probe, "127.0.0.1\ttern-test-kubelet-probe\n") {
+            tracing::warn!(%error, "cannot write the hosts probe; pods see the host's /etc/hosts");
+            return self;
+        }
+        for args in [
+            vec!["--mount", "--propagation", "private"],
+            vec!["--map-root-user", "--mount", "--propagation", "private"],
+        ] {
+            let works = Command::new(&unshare)
+                .args(&args)
+                .args(["--", "/bin/sh", "-c", BIND_HOSTS])
+                .arg(&probe)
+                .args(["grep", "-q", "tern-test-kubelet-probe", "/etc/hosts"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await
+                .is_ok_and(|status| status.success());
+            if works {
+                tracing::info!(?args, "pods get their own /etc/hosts");
+                self.private_mounts = Some((unshare, args));
+                break;
+            }
+        }
+        if self.private_mounts.is_none() {
+            tracing::warn!(
+                "unshare cannot give processes private mounts here: pods see the host's /etc/hosts, no cluster DNS names"
+            );
+        }
+        let _ = std::fs::remove_file(&probe);
+        self
+    }
+
+    /// Whether processes with a hosts file see it as `/etc/hosts`.
+    pub fn mounts_hosts_files(&self) -> bool {
+        self.private_mounts.is_some()
+    }
+
+    fn command(&self, program: &Path, args: &[String], hosts: Option<&Path>) -> Command {
+        let mut words: Vec<OsString> = Vec::new();
+        if let (Some(hosts), Some((unshare, unshare_args))) = (hosts, &self.private_mounts) {
+            words.push(unshare.into());
+            words.extend(unshare_args.iter().map(OsString::from));
+            words.extend(["--", "/bin/sh", "-c", BIND_HOSTS].map(OsString::from));
+            words.push(hosts.into());
+        }
+        words.push(program.into());
+        words.extend(args.iter().map(OsString::from));
         let mut command = match &self.setpriv {
             Some(setpriv) => {
                 let mut command = Command::new(setpriv);
-                command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+                command.args(["--pdeathsig", "KILL", "--"]).args(words);
                 command
             }
-            None => Command::new(program),
+            None => {
+                let mut command = Command::new(&words[0]);
+                command.args(&words[1..]);
+                command
+            }
         };
         command
-            .args(args)
             .process_group(0)
             .kill_on_drop(true)
             .stdin(Stdio::null());
         command
     }
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })
 }
 
 /// What to run and where.
@@ -70,11 +152,13 @@ pub struct ProcessSpec {
     /// `HOSTNAME`: the pod's name.
     pub hostname: String,
     pub log: PathBuf,
+    /// The pod's hosts file, mounted over `/etc/hosts` where the launcher can.
+    pub hosts: Option<PathBuf>,
 }
 
 impl ProcessSpec {
     fn command(&self, launcher: &Launcher) -> Command {
-        let mut command = launcher.command(&self.program, &self.args);
+        let mut command = launcher.command(&self.program, &self.args, self.hosts.as_deref());
         command
             .current_dir(&self.workdir)
             .env_clear()
@@ -236,6 +320,7 @@ mod tests {
             workdir: dir.to_owned(),
             hostname: "tern-0".into(),
             log: dir.join("c.log"),
+            hosts: None,
         }
     }
 
@@ -255,6 +340,51 @@ mod tests {
         let slow = spec(dir.path(), "/bin/sh", &["-c", "sleep 30"]);
         let outcome = run_exec(&launcher, &slow, Duration::from_millis(200)).await;
         assert_eq!(outcome.exit, None);
+    }
+
+    #[tokio::test]
+    async fn a_process_sees_its_hosts_file_as_etc_hosts_and_its_updates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let launcher = Launcher::detect().mounting_hosts_files(dir.path()).await;
+        if !launcher.mounts_hosts_files() {
+            eprintln!("skipped: this host gives processes no private mounts");
+            return;
+        }
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "127.77.0.2\tmqtt-0.example\n").expect("hosts");
+        let mut lookup = spec(
+            dir.path(),
+            "/bin/sh",
+            &[
+                "-c",
+                "getent hosts mqtt-0.example; sleep 0.5; getent hosts mqtt-1.example; echo $$",
+            ],
+        );
+        lookup.hosts = Some(hosts.clone());
+        let mut process = Process::spawn(&launcher, &lookup).expect("spawn");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::fs::write(&hosts, "127.77.0.3\tmqtt-1.example\n").expect("rewrite hosts");
+        let status = process.wait().await.expect("exit");
+        assert!(status.success());
+        let log = std::fs::read_to_string(dir.path().join("c.log")).expect("log");
+        let resolved = |ip: &str, name: &str| {
+            log.lines()
+                .any(|line| line.split_whitespace().eq([ip, name]))
+        };
+        assert!(resolved("127.77.0.2", "mqtt-0.example"), "{log}");
+        assert!(
+            resolved("127.77.0.3", "mqtt-1.example"),
+            "the rewrite is seen: {log}"
+        );
+        assert!(
+            log.trim_end().ends_with(&process.pid().to_string()),
+            "the program keeps the pid the kubelet knows: {log}"
+        );
+        let host = std::fs::read_to_string("/etc/hosts").expect("the host's /etc/hosts");
+        assert!(
+            !host.contains("mqtt-0.example"),
+            "the host's file is untouched"
+        );
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 //!
 //! 1. Admission: an address from the registry.
 //! 2. Start (retried every second, and at once when a ConfigMap or Secret changes): service account
-//!    tokens, volumes materialized, containers planned. A failure leaves the pod Pending with the
+//!    tokens, volumes materialized, the hosts file written (kept current by [`crate::dns`]),
+//!    containers planned. A failure leaves the pod Pending with the
 //!    containers waiting (`CreateContainerConfigError`, `ErrImagePull`).
 //! 3. Init containers one after the other, then every app container under its own supervisor.
 //! 4. While running: volumes refreshed when their ConfigMaps or Secrets change; status written through
@@ -34,6 +35,7 @@ use super::process::Launcher;
 use super::status::{ContainerReport, Containers, RunState, StatusTracker};
 use super::{PodName, PodUid};
 use crate::config::BinaryMap;
+use crate::dns::ClusterDns;
 use crate::events::{Event, EventLog};
 use crate::registry::Registry;
 use crate::rewrite::PodRewriter;
@@ -59,6 +61,7 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub events: Arc<EventLog>,
     pub launcher: Launcher,
+    pub dns: Arc<ClusterDns>,
 }
 
 /// Why a pod cannot start yet.
@@ -296,6 +299,13 @@ impl Worker {
             tokens: &self.tokens,
         };
         set.materialize(&pod, &payload)?;
+        let hosts = self.shared.launcher.mounts_hosts_files().then(|| {
+            let path = self.dirs.hosts_file();
+            self.shared
+                .dns
+                .attach(&pod, &self.uid, self.ip, path.clone());
+            path
+        });
         let plan = plan::plan(&PlanInput {
             pod: &pod,
             pod_ip: self.ip,
@@ -303,6 +313,7 @@ impl Worker {
             rewriter: &rewriter,
             binaries: &self.shared.binaries,
             lookup: &self.shared.sources,
+            hosts,
         })?;
         self.volumes = Some(Volumes {
             set,
@@ -587,6 +598,7 @@ impl Worker {
         if ending == Ending::Deleted {
             self.delete_object().await;
         }
+        self.shared.dns.detach(&self.uid);
         self.shared.registry.release(&self.name, &self.uid, self.ip);
         let uid_dir = self.dirs.uid_dir();
         if let Err(error) = std::fs::remove_dir_all(&uid_dir)

@@ -4,6 +4,7 @@
 //! <root>/events.log                              lifecycle events (see `events`)
 //! <root>/<ns>/<pod>/<container>.log              container output, appended across restarts and pod UIDs
 //! <root>/<ns>/<pod>/<uid>/                       the working directory of the pod's processes
+//! <root>/<ns>/<pod>/<uid>/etc-hosts              the pod's /etc/hosts (see `dns`)
 //! <root>/<ns>/<pod>/<uid>/volumes/<volume>/      configMap, secret, projected, downwardAPI, emptyDir
 //! <root>/pvc/<ns>/<claim>/                       persistentVolumeClaim: kept across pods of the same claim
 //! ```
@@ -41,6 +42,11 @@ impl PodDirs {
         self.pod_dir().join(&self.uid.0)
     }
 
+    /// `<root>/<ns>/<pod>/<uid>/etc-hosts`: what the pod's processes see as `/etc/hosts`.
+    pub fn hosts_file(&self) -> PathBuf {
+        self.uid_dir().join("etc-hosts")
+    }
+
     pub fn volume_dir(&self, volume: &str) -> PathBuf {
         self.uid_dir().join("volumes").join(volume)
     }
@@ -65,6 +71,10 @@ mod tests {
         assert_eq!(
             dirs.volume_dir("config"),
             PathBuf::from("/r/ns/tern-0/u1/volumes/config")
+        );
+        assert_eq!(
+            dirs.hosts_file(),
+            PathBuf::from("/r/ns/tern-0/u1/etc-hosts")
         );
         assert_eq!(
             dirs.claim_dir("data-tern-0"),

@@ -24,6 +24,8 @@ pub struct Existing {
     /// The Secret the server certificate is read from (`NAME-tls` or the user's own); `None`
     /// without TLS, or while it does not exist.
     pub server_tls: Option<Secret>,
+    /// `NAME-peer-tls`, the brokers' peer certificate.
+    pub peer_tls: Option<Secret>,
     pub auth: Option<Secret>,
     /// The cluster's users, oldest first.
     pub users: Vec<MqttUser>,
@@ -47,6 +49,7 @@ pub async fn fetch(ctx: &Context, cluster: &ValidatedCluster<'_>) -> Result<Exis
         admin: read_secret(&secrets, names.admin_secret()).await?,
         ca: read_secret(&secrets, names.ca_secret()).await?,
         server_tls,
+        peer_tls: read_secret(&secrets, names.peer_tls_secret()).await?,
         auth: read_secret(&secrets, names.auth_secret()).await?,
         users: users_of(ctx, names).await?,
         credentials: credentials_of(ctx, names).await?,

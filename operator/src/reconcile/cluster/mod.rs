@@ -1,9 +1,9 @@
-//! The `MqttCluster` reconciler: validate → fetch → the credentials (admin token, CA, server
-//! certificate, users and ACL) → render → apply → scale → the StatefulSet → clean up → brokers →
-//! status.
+//! The `MqttCluster` reconciler: validate → fetch → the credentials (admin token, CA, server and
+//! peer certificates, users and ACL) → render → apply → scale → the StatefulSet → clean up →
+//! brokers → status.
 //!
 //! Order matters where one object feeds another: the admin token and the CA come first (the
-//! brokers and the users need them), then the certificate, the users and ACL, the configuration,
+//! brokers and the users need them), then the certificates, the users and ACL, the configuration,
 //! the Services and finally the StatefulSet, whose pod template carries the configuration's hash so
 //! a configuration change rolls the pods one at a time (each drained by its preStop). What the spec
 //! no longer asks for is deleted only after that, and the status is written last, so it describes
@@ -12,6 +12,7 @@
 mod admin;
 mod auth;
 mod fetch;
+mod members;
 mod optional;
 mod scale;
 mod status;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -43,7 +45,7 @@ use crate::validate::{InvalidSpec, TlsSource, ValidatedCluster, validate_cluster
 use auth::AuthFiles;
 use fetch::{Existing, fetch};
 use status::{Brokers, Observed};
-use tls::ServerTls;
+use tls::{PeerCertificate, ServerTls};
 
 /// How often a settled cluster is looked at again (members, certificate expiry).
 const RESYNC: Duration = Duration::from_secs(60);
@@ -65,8 +67,10 @@ async fn reconcile_inner(object: &MqttCluster, ctx: &Context) -> Result<Outcome>
     let token = admin::ensure_token(ctx, &cluster, existing.admin.as_ref()).await?;
     let ca = certificate_authority(ctx, object, &cluster, &existing).await?;
     let tls = server_certificate(ctx, object, &cluster, &existing, &ca).await?;
+    let peer = peer_certificate(ctx, object, &cluster, &existing, &ca).await?;
     let auth = auth::users_and_acl(ctx, &cluster, &existing).await?;
-    let objects = cluster_objects(&cluster.names, cluster.spec, &cluster.owner);
+    let domain = &ctx.settings.cluster_domain;
+    let objects = cluster_objects(&cluster.names, cluster.spec, &cluster.owner, domain);
     apply_objects(ctx, &cluster, &objects).await?;
     let scale = scale::scale(ctx, object, &cluster, &existing, &token).await;
     let statefulset = apply_statefulset(ctx, &cluster, &objects, scale.replicas, &tls).await?;
@@ -80,7 +84,8 @@ async fn reconcile_inner(object: &MqttCluster, ctx: &Context) -> Result<Outcome>
         brokers,
         draining: scale.draining,
     };
-    update_status(ctx, object, &cluster, &observed).await
+    let renew_in = earliest(observed.tls.renew_in, peer.renew_in);
+    update_status(ctx, object, &cluster, &observed, renew_in).await
 }
 
 /// An invalid cluster: `Ready=False` with the field in the message and a Warning event; nothing
@@ -151,7 +156,25 @@ async fn server_certificate(
     Ok(server_tls)
 }
 
-/// The ConfigMap, the Services, the PodDisruptionBudget and the ServiceMonitor, in that order.
+/// The brokers' peer certificate, and a `PeerCertificateIssued` event when the operator issued one.
+async fn peer_certificate(
+    ctx: &Context,
+    object: &MqttCluster,
+    cluster: &ValidatedCluster<'_>,
+    existing: &Existing,
+    ca: &CertificateAuthority,
+) -> Result<PeerCertificate> {
+    let peer = tls::ensure_peer_certificate(ctx, cluster, existing.peer_tls.as_ref(), ca).await?;
+    if let Some(not_after) = &peer.issued {
+        let note = format!("issued the brokers' peer certificate, valid until {not_after}");
+        ctx.publish(object, EventType::Normal, "PeerCertificateIssued", &note)
+            .await;
+    }
+    Ok(peer)
+}
+
+/// The ConfigMap, the Services, the PodDisruptionBudget, the NetworkPolicy and the ServiceMonitor,
+/// in that order.
 async fn apply_objects(
     ctx: &Context,
     cluster: &ValidatedCluster<'_>,
@@ -174,6 +197,12 @@ async fn apply_objects(
         apply(&budgets, budget)
             .await
             .map_err(Error::ApplyPodDisruptionBudget)?;
+    }
+    if let Some(policy) = &objects.network_policy {
+        let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+        apply(&policies, policy)
+            .await
+            .map_err(Error::ApplyNetworkPolicy)?;
     }
     if let Some(monitor) = &objects.service_monitor {
         optional::apply_service_monitor(ctx, cluster, monitor).await?;
@@ -199,8 +228,9 @@ async fn apply_statefulset(
     apply(&sets, &set).await.map_err(Error::ApplyStatefulSet)
 }
 
-/// Deletes what the spec no longer asks for: the PodDisruptionBudget and the ServiceMonitor when
-/// turned off, the cert-manager Certificate when TLS no longer comes from cert-manager.
+/// Deletes what the spec no longer asks for: the PodDisruptionBudget, the NetworkPolicy and the
+/// ServiceMonitor when turned off, the cert-manager Certificate when TLS no longer comes from
+/// cert-manager.
 async fn clean_up(ctx: &Context, cluster: &ValidatedCluster<'_>) -> Result<()> {
     if !cluster.spec.pod_disruption_budget.enabled {
         let budgets: Api<PodDisruptionBudget> =
@@ -208,6 +238,13 @@ async fn clean_up(ctx: &Context, cluster: &ValidatedCluster<'_>) -> Result<()> {
         delete_if_present(&budgets, &cluster.names.pdb())
             .await
             .map_err(Error::DeletePodDisruptionBudget)?;
+    }
+    if !cluster.spec.network_policy.enabled {
+        let policies: Api<NetworkPolicy> =
+            Api::namespaced(ctx.client.clone(), &cluster.names.namespace);
+        delete_if_present(&policies, &cluster.names.network_policy())
+            .await
+            .map_err(Error::DeleteNetworkPolicy)?;
     }
     if !cluster.spec.metrics.service_monitor.enabled {
         optional::remove_service_monitor(ctx, cluster).await?;
@@ -218,16 +255,19 @@ async fn clean_up(ctx: &Context, cluster: &ValidatedCluster<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Pushes the users and ACL to the running brokers and asks each about itself.
+/// Pushes the users and ACL to the running brokers and asks each about the cluster and itself.
 async fn update_brokers(ctx: &Context, pods: &[Pod], token: &str, auth: &AuthFiles) -> Brokers {
     let running: Vec<Pod> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .cloned()
         .collect();
+    let auth_behind = auth::push_to_brokers(ctx, &running, token, auth).await;
+    let answers = members::ask(ctx, &running, token).await;
     Brokers {
-        auth_behind: auth::push_to_brokers(ctx, &running, token, auth).await,
-        members: status::members(ctx, &running, token).await,
+        auth_behind,
+        ready_pods: answers.iter().filter(|a| a.pod_ready).count(),
+        membership: members::merge(&answers),
     }
 }
 
@@ -246,6 +286,7 @@ async fn update_status(
     object: &MqttCluster,
     cluster: &ValidatedCluster<'_>,
     observed: &Observed,
+    renew_in: Option<Duration>,
 ) -> Result<Outcome> {
     let domain = &ctx.settings.cluster_domain;
     let status = status::build(object, &cluster.names, domain, observed);
@@ -253,12 +294,20 @@ async fn update_status(
         && observed.draining.is_empty()
         && observed.brokers.auth_behind == 0;
     status::patch(ctx, object, status).await?;
-    let next = next_reconcile(settled, observed.tls.renew_in);
+    let next = next_reconcile(settled, renew_in);
     Ok(Outcome::Reconciled(Action::requeue(next)))
 }
 
+/// The sooner of two renewals, when there is any.
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// When to look at the cluster again: soon while something moves, at the resync otherwise, and
-/// never later than the server certificate's renewal (nothing else would wake the operator then).
+/// never later than a certificate's renewal (nothing else would wake the operator then).
 fn next_reconcile(settled: bool, renew_in: Option<Duration>) -> Duration {
     let next = if settled { RESYNC } else { SOON };
     match renew_in {
@@ -270,6 +319,15 @@ fn next_reconcile(settled: bool, renew_in: Option<Duration>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sooner_renewal_counts() {
+        let (soon, later) = (Duration::from_secs(5), Duration::from_secs(50));
+        assert_eq!(earliest(Some(later), Some(soon)), Some(soon));
+        assert_eq!(earliest(None, Some(later)), Some(later));
+        assert_eq!(earliest(Some(soon), None), Some(soon));
+        assert_eq!(earliest(None, None), None);
+    }
 
     #[test]
     fn a_due_renewal_wakes_the_operator_before_the_resync() {

@@ -1,15 +1,13 @@
-//! `MqttCluster.status`: replicas, endpoints, members as the brokers report them, and the
-//! `Ready`, `Progressing` and `Degraded` conditions with a reason naming what holds things up.
+//! `MqttCluster.status`: replicas, endpoints, the members of the brokers' cluster as the brokers
+//! report them, and the `Ready`, `Progressing` and `Degraded` conditions with a reason naming what
+//! holds things up.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 
-use super::auth::{AuthFiles, is_running_and_ready, pod_ip};
+use super::auth::AuthFiles;
+use super::members::Membership;
 use super::tls::ServerTls;
-use crate::crd::{
-    Conditions, Endpoint, ListenerSpec, Member, MqttCluster, MqttClusterStatus, condition,
-};
+use crate::crd::{Conditions, Endpoint, ListenerSpec, MqttCluster, MqttClusterStatus, condition};
 use crate::reconcile::apply::patch_status;
 use crate::reconcile::context::Context;
 use crate::reconcile::error::Result;
@@ -34,30 +32,9 @@ pub struct Observed {
 pub struct Brokers {
     /// Running pods that do not have the current users and ACL yet.
     pub auth_behind: usize,
-    pub members: Vec<Member>,
-}
-
-/// Asks each running broker about itself.
-pub async fn members(ctx: &Context, pods: &[Pod], token: &str) -> Vec<Member> {
-    let mut members = Vec::new();
-    for pod in pods {
-        let mut member = Member {
-            pod: pod.name_any(),
-            ready: is_running_and_ready(pod),
-            version: None,
-            connections: None,
-            state: None,
-        };
-        if let Some(ip) = pod_ip(pod)
-            && let Ok(info) = ctx.broker_api.info(ip, token).await
-        {
-            member.version = Some(info.version);
-            member.connections = Some(info.connections);
-            member.state = Some(if info.draining { "draining" } else { "running" }.into());
-        }
-        members.push(member);
-    }
-    members
+    /// Running pods whose `Ready` condition is true.
+    pub ready_pods: usize,
+    pub membership: Membership,
 }
 
 /// The status from what this reconcile observed.
@@ -69,7 +46,7 @@ pub fn build(
 ) -> MqttClusterStatus {
     let spec = &cluster.spec;
     let previous = cluster.status.clone().unwrap_or_default();
-    let rollout = rollout(&observed.statefulset, &observed.brokers.members);
+    let rollout = rollout(&observed.statefulset, observed.brokers.ready_pods);
     let problems = problems(observed);
     let progressing = progressing(spec.replicas, &rollout, observed);
     let mut conditions = Conditions::new(&previous.conditions, cluster.metadata.generation);
@@ -92,7 +69,8 @@ pub fn build(
         ready_replicas: rollout.ready,
         selector: names.selector(),
         endpoints: endpoints(&spec.listeners, &names.service_host(cluster_domain)),
-        members: observed.brokers.members.clone(),
+        agreed_members: observed.brokers.membership.agreed,
+        members: observed.brokers.membership.members.clone(),
         ca_secret: observed.ca_secret.clone(),
         certificate_not_after: observed.tls.not_after.clone(),
         auth_revision,
@@ -111,17 +89,16 @@ struct Rollout {
     generation_seen: bool,
 }
 
-fn rollout(set: &StatefulSet, members: &[Member]) -> Rollout {
+fn rollout(set: &StatefulSet, ready_pods: usize) -> Rollout {
     let status = set.status.clone().unwrap_or_default();
     // The StatefulSet's count and the pods this reconcile looked at can differ by a moment; report
-    // the lower so `Ready` never runs ahead of the members listed beside it.
-    let members_ready = members.iter().filter(|m| m.ready).count();
+    // the lower so `Ready` never runs ahead of the pods the members beside it were asked about.
     Rollout {
         replicas: status.replicas,
         ready: status
             .ready_replicas
             .unwrap_or(0)
-            .min(i32::try_from(members_ready).unwrap_or(i32::MAX)),
+            .min(i32::try_from(ready_pods).unwrap_or(i32::MAX)),
         updated: status.updated_replicas.unwrap_or(0),
         rolled: status.current_revision.is_some()
             && status.current_revision == status.update_revision,
@@ -253,7 +230,7 @@ pub async fn patch(ctx: &Context, cluster: &MqttCluster, status: MqttClusterStat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::is_true;
+    use crate::crd::{Member, MemberState, is_true};
     use k8s_openapi::api::apps::v1::StatefulSetStatus;
 
     fn cluster() -> MqttCluster {
@@ -267,9 +244,10 @@ mod tests {
         Member {
             pod: pod.into(),
             ready: true,
+            state: Some(MemberState::Joined),
             version: None,
             connections: None,
-            state: None,
+            draining: false,
         }
     }
 
@@ -298,7 +276,11 @@ mod tests {
             },
             brokers: Brokers {
                 auth_behind: 0,
-                members: vec![member("demo-0"), member("demo-1")],
+                ready_pods: 2,
+                membership: Membership {
+                    members: vec![member("demo-0"), member("demo-1")],
+                    agreed: 2,
+                },
             },
             draining: Vec::new(),
         }
@@ -326,6 +308,8 @@ mod tests {
         assert_eq!(status.observed_generation, Some(2));
         assert_eq!((status.replicas, status.ready_replicas), (2, 2));
         assert_eq!(status.auth_revision.as_deref(), Some("rev"));
+        assert_eq!(status.agreed_members, 2);
+        assert_eq!(status.members.len(), 2);
         let urls: Vec<&str> = status.endpoints.iter().map(|e| e.url.as_str()).collect();
         assert_eq!(
             urls,
@@ -339,7 +323,7 @@ mod tests {
     #[test]
     fn ready_never_runs_ahead_of_the_members_and_draining_comes_first() {
         let mut observed = settled();
-        observed.brokers.members[1].ready = false;
+        observed.brokers.ready_pods = 1;
         let status = build_status(&observed);
         assert_eq!(status.ready_replicas, 1);
         assert_eq!(reason(&status, condition::READY), "WaitingForPods");

@@ -1,6 +1,8 @@
-//! The cluster's CA and server certificate: created once, reissued when the names or the CA
-//! change or when the certificate nears expiry. Clients stay connected through a renewal: the
-//! broker reloads the files when kubelet refreshes the Secret volume and keeps open connections.
+//! The cluster's CA, server certificate and peer certificate: the CA created once, the certificates
+//! reissued when their names or the CA change or when they near expiry. Clients stay connected
+//! through a renewal: the broker reloads the server certificate when kubelet refreshes the Secret
+//! volume and keeps open connections; it reads the peer certificate again for every new peer link,
+//! and links already up stay up.
 
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use crate::reconcile::context::Context;
 use crate::reconcile::error::{Error, Result};
 use crate::render::hex;
 use crate::render::names::{ANNOTATION_ISSUED_FOR, keys};
-use crate::render::secrets::{ServerCertificate, ca_secret, tls_secret};
+use crate::render::secrets::{IssuedFiles, ca_secret, peer_tls_secret, tls_secret};
 use crate::tls::{CertificateAuthority, CertificateInfo, inspect};
 use crate::validate::ValidatedCluster;
 
@@ -36,6 +38,15 @@ pub struct ServerTls {
     pub issued: bool,
     /// The Secret whose `ca.crt` clients trust, when there is one.
     pub ca_secret: Option<String>,
+}
+
+/// What the reconcile learned about the peer certificate.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCertificate {
+    /// When the operator will reissue it.
+    pub renew_in: Option<Duration>,
+    /// The expiry of a certificate issued in this reconcile; `None` when the one in place stays.
+    pub issued: Option<String>,
 }
 
 /// The CA in a `NAME-ca` Secret, when it holds a certificate and a key.
@@ -86,14 +97,10 @@ pub async fn ensure_managed_certificate(
     let issued_for = issued_for(hostnames, &ca.cert_pem);
     let now = OffsetDateTime::now_utc();
     if let Some(info) = reusable(existing, &issued_for, now, renew_before) {
-        let left = info.not_after - now;
-        let renew_in = left
-            .checked_sub(time::Duration::try_from(renew_before).unwrap_or_default())
-            .and_then(|d| Duration::try_from(d).ok());
         return Ok(ServerTls {
             secret: Some(names.tls_secret()),
             not_after: Some(info.not_after_rfc3339()),
-            renew_in,
+            renew_in: renew_in(&info, now, renew_before),
             ca_secret: Some(names.ca_secret()),
             ..Default::default()
         });
@@ -105,7 +112,7 @@ pub async fn ensure_managed_certificate(
     let secret = tls_secret(
         names,
         cluster.owner.clone(),
-        ServerCertificate {
+        IssuedFiles {
             cert_pem: &leaf.cert_pem,
             key_pem: &leaf.key_pem,
             ca_pem: &ca.cert_pem,
@@ -124,6 +131,63 @@ pub async fn ensure_managed_certificate(
         ca_secret: Some(names.ca_secret()),
         ..Default::default()
     })
+}
+
+/// Keeps the peer certificate in `NAME-peer-tls` (`existing`) while it was issued for the
+/// cluster's name and this CA and is not due for renewal; issues and applies a new one otherwise.
+/// It is renewed on the schedule of a managed server certificate
+/// ([`ValidatedCluster::peer_certificate_durations`]), whatever the server certificate's source:
+/// the brokers' mutual TLS never depends on a certificate the operator does not control.
+pub async fn ensure_peer_certificate(
+    ctx: &Context,
+    cluster: &ValidatedCluster<'_>,
+    existing: Option<&Secret>,
+    ca: &CertificateAuthority,
+) -> Result<PeerCertificate> {
+    let names = &cluster.names;
+    let (validity, renew_before) = cluster.peer_certificate_durations();
+    let cluster_name = names.cluster_name();
+    let issued_for = issued_for(std::slice::from_ref(&cluster_name), &ca.cert_pem);
+    let now = OffsetDateTime::now_utc();
+    if let Some(info) = reusable(existing, &issued_for, now, renew_before) {
+        return Ok(PeerCertificate {
+            renew_in: renew_in(&info, now, renew_before),
+            issued: None,
+        });
+    }
+    let leaf = ca
+        .issue_peer(&cluster_name, validity)
+        .map_err(Error::IssuePeerCertificate)?;
+    let info = inspect(&leaf.cert_pem).map_err(Error::IssuePeerCertificate)?;
+    let secret = peer_tls_secret(
+        names,
+        cluster.owner.clone(),
+        IssuedFiles {
+            cert_pem: &leaf.cert_pem,
+            key_pem: &leaf.key_pem,
+            ca_pem: &ca.cert_pem,
+            issued_for: &issued_for,
+        },
+    );
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    apply(&secrets, &secret)
+        .await
+        .map_err(Error::ApplyPeerTlsSecret)?;
+    Ok(PeerCertificate {
+        renew_in: Some(validity.saturating_sub(renew_before)),
+        issued: Some(info.not_after_rfc3339()),
+    })
+}
+
+/// How long until a certificate with `info` is due for renewal, `renew_before` ahead of its end.
+fn renew_in(
+    info: &CertificateInfo,
+    now: OffsetDateTime,
+    renew_before: Duration,
+) -> Option<Duration> {
+    (info.not_after - now)
+        .checked_sub(time::Duration::try_from(renew_before).unwrap_or_default())
+        .and_then(|d| Duration::try_from(d).ok())
 }
 
 /// The certificate in `secret`, when it was issued for `issued_for` and has more than
@@ -201,7 +265,7 @@ pub fn clusters_using_secret(
         .collect()
 }
 
-/// A digest of what a server certificate must say: a change reissues it.
+/// A digest of what a certificate must say (its names and its CA): a change reissues it.
 fn issued_for(hostnames: &[String], ca_pem: &str) -> String {
     let mut digest = Sha256::new();
     for name in hostnames {
@@ -224,7 +288,7 @@ mod tests {
         tls_secret(
             &ClusterNames::new("demo", "iot"),
             Default::default(),
-            ServerCertificate {
+            IssuedFiles {
                 cert_pem: &leaf.cert_pem,
                 key_pem: &leaf.key_pem,
                 ca_pem: &ca.cert_pem,
@@ -258,6 +322,20 @@ mod tests {
             reusable(Some(&secret), &digest, now, 11 * HOUR).is_none(),
             "due for renewal"
         );
+    }
+
+    #[test]
+    fn renewal_is_due_renew_before_the_end() {
+        let ca = CertificateAuthority::generate("ca").unwrap();
+        let leaf = ca.issue_peer("iot.demo", 10 * HOUR).unwrap();
+        let info = inspect(&leaf.cert_pem).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let due = renew_in(&info, now, 4 * HOUR).unwrap();
+        assert!(
+            due <= 6 * HOUR && due > 6 * HOUR - Duration::from_secs(60),
+            "{due:?}"
+        );
+        assert_eq!(renew_in(&info, now, 11 * HOUR), None, "overdue");
     }
 
     #[test]
