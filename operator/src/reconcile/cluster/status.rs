@@ -165,6 +165,9 @@ fn progressing(
         ))
     } else if ready < wanted {
         Some(("WaitingForPods", format!("{ready} of {wanted} pods ready")))
+    } else if let Some(agreed) = disagreement(wanted, &observed.brokers.membership) {
+        let message = format!("{agreed} of {wanted} brokers agree on the cluster's members");
+        Some(("FormingCluster", message))
     } else if observed.brokers.auth_behind > 0 {
         let behind = observed.brokers.auth_behind;
         let message = format!("{behind} broker(s) do not have the current users and ACL yet");
@@ -172,6 +175,14 @@ fn progressing(
     } else {
         None
     }
+}
+
+/// How many members the brokers agree on, when that is fewer than wanted: pods that are ready
+/// but have not all found each other yet serve their own clients, not the cluster's. `None` also
+/// when no broker answered, since then nothing is known either way.
+fn disagreement(wanted: i32, membership: &Membership) -> Option<i32> {
+    let answered = membership.members.iter().any(|m| m.state.is_some());
+    (answered && membership.agreed < wanted).then_some(membership.agreed)
 }
 
 /// `Degraded` from the problems, `Progressing` from what moves, and `Ready` when neither: a
@@ -331,6 +342,20 @@ mod tests {
         let status = build_status(&observed);
         assert_eq!(reason(&status, condition::PROGRESSING), "Draining");
         assert!(!is_settled(&status, 2));
+    }
+
+    #[test]
+    fn ready_waits_until_the_brokers_agree_on_every_member() {
+        let mut observed = settled();
+        observed.brokers.membership.agreed = 1;
+        let status = build_status(&observed);
+        assert_eq!(reason(&status, condition::READY), "FormingCluster");
+        assert_eq!(reason(&status, condition::PROGRESSING), "FormingCluster");
+        assert!(!is_settled(&status, 2));
+        // No broker answered: agreement is unknown, and the pods' readiness decides.
+        observed.brokers.membership = Membership::default();
+        let status = build_status(&observed);
+        assert!(is_true(&status.conditions, condition::READY));
     }
 
     #[test]
