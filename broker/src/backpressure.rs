@@ -86,6 +86,11 @@ impl Backpressure {
         self.marks
     }
 
+    /// How long a publisher waits for one backlog, or `None` when backpressure is off.
+    pub fn max_pause(&self) -> Option<Duration> {
+        self.marks.map(|_| self.max_pause)
+    }
+
     /// Starts a publisher's wait for `session` to drain; `None` if it already has.
     pub fn wait_for(&self, session: Arc<Session>) -> Option<BacklogWait> {
         let (waiters, mut drained) = {

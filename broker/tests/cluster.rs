@@ -777,3 +777,61 @@ async fn with_local_acknowledgement_a_puback_does_not_wait_for_the_other_node() 
     let received = v5::expect_publishes(&mut inbox, 1, WAIT).await;
     assert_eq!(v5::payload(&received[0]), "held");
 }
+
+/// A publisher on node 0 faster than its subscriber on node 1 is slowed down as it would be on one
+/// node, instead of filling the subscriber's queue on the other node until QoS 1 messages are
+/// dropped: node 1 stops reading the link while the subscriber is backlogged, node 0's queue for
+/// node 1 fills, and the publisher is not read from until it drains. Every message arrives, once
+/// and in order [MQTT-4.6.0-5], with none dropped though the subscriber's queue (2,000 messages)
+/// is far smaller than what was published.
+#[tokio::test]
+async fn a_publisher_faster_than_a_subscriber_on_another_node_is_slowed_not_dropped() {
+    const MESSAGES: usize = 6_000;
+    let limits = "  peer_queue_messages: 400\n\
+                  limits:\n  max_queued_messages: 2000\n  backlog_high_water: 200\n";
+    let cluster = TestCluster::start_with(2, "slowed", limits).await;
+    let (host, port) = cluster.mqtt(1);
+    let mut options = MqttOptions::new("slow-subscriber", host, port);
+    options.set_keep_alive(std::time::Duration::from_secs(30));
+    options.set_manual_acks(true);
+    options.set_receive_maximum(Some(20));
+    let (subscriber, mut inbox, _) = v5::start(options).await;
+    subscribe_everywhere(
+        &cluster,
+        1,
+        &subscriber,
+        &mut inbox,
+        "slowed/#",
+        QoS::AtLeastOnce,
+        1,
+    )
+    .await;
+    let (publisher, _publisher_inbox) = client(&cluster, 0, "fast-publisher").await;
+    let publishing = tokio::spawn(async move {
+        for n in 0..MESSAGES {
+            publisher
+                .publish("slowed/x", QoS::AtLeastOnce, false, n.to_string())
+                .await
+                .expect("publish queued");
+        }
+    });
+    // The subscriber takes about 5,000 messages a second: acknowledging each lets the broker send
+    // the next [MQTT-4.9.0-1], and it sleeps a millisecond every fifth.
+    let mut payloads = Vec::with_capacity(MESSAGES);
+    while payloads.len() < MESSAGES {
+        let publish = v5::expect_publish(&mut inbox, WAIT).await;
+        subscriber.ack(&publish).await.expect("ack queued");
+        payloads.push(v5::payload(&publish).to_owned());
+        if payloads.len() % 5 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    let expected: Vec<String> = (0..MESSAGES).map(|n| n.to_string()).collect();
+    let first_wrong = payloads.iter().zip(&expected).position(|(a, b)| a != b);
+    assert_eq!(
+        first_wrong, None,
+        "each message once, in order: {first_wrong:?}"
+    );
+    v5::expect_no_publish(&mut inbox, QUIET).await;
+    publishing.await.expect("publisher task");
+}

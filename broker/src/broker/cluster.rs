@@ -17,7 +17,8 @@ use tracing::{debug, info};
 
 use super::Broker;
 use super::sessions::SessionRequest;
-use crate::cluster::{ClusterSink, Forward, Kicked};
+use crate::backpressure::BacklogWait;
+use crate::cluster::{ClusterSink, Forward, Kicked, PeerWait};
 use crate::codec::ReasonCode;
 use crate::control::ConnectionControl;
 use crate::hook::BoxFuture;
@@ -82,15 +83,23 @@ fn now_millis() -> u64 {
 impl Broker {
     /// Delivers a message another node forwarded: to this node's direct subscribers if it says so,
     /// and to one member of each shared group it picked this node for. No hook hears of it again
-    /// and it goes nowhere else: the node it was published on did both.
-    pub fn deliver_forwarded(&self, forward: &Forward) {
-        self.router.route(
+    /// and it goes nowhere else: the node it was published on did both. Returns the wait for a
+    /// subscriber it backed up, which the peer link takes before it reads on.
+    pub fn deliver_forwarded(&self, forward: &Forward) -> Option<BacklogWait> {
+        let routed = self.router.route(
             &forward.message,
             RouteScope::Cluster {
                 direct: forward.direct,
                 groups: &forward.groups,
             },
         );
+        let wait = routed
+            .backlogged
+            .and_then(|subscriber| self.backpressure.wait_for(subscriber));
+        if wait.is_some() {
+            self.stats.limit_hit(crate::stats::LimitKind::Backlog);
+        }
+        wait
     }
 
     /// Tells the cluster, if there is one, that a route appeared or went on this node.
@@ -359,10 +368,8 @@ impl Broker {
 }
 
 impl ClusterSink for BrokerSink {
-    fn deliver(&self, forward: Forward) {
-        if let Some(broker) = self.0.upgrade() {
-            broker.deliver_forwarded(&forward);
-        }
+    fn deliver(&self, forward: Forward) -> Option<PeerWait> {
+        self.0.upgrade()?.deliver_forwarded(&forward)
     }
 
     fn retained(&self, write: RetainedWrite) {

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use super::Broker;
-use crate::cluster::Receipt;
+use crate::backpressure::BacklogWait;
+use crate::cluster::{Forwarded, Receipt};
 use crate::codec::{QoS, ReasonCode};
 use crate::hook::Access;
 use crate::identity::ClientInfo;
@@ -20,12 +21,25 @@ use crate::stats::{DropReason, LimitKind};
 use crate::topic;
 
 /// What became of a published message.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Published {
     pub routed: Routed,
     /// Under `cluster.acknowledge: cluster`, for a QoS 1 or 2 message other nodes need: done once
     /// they hold it, which the publisher's acknowledgement waits for.
     pub receipt: Option<Arc<Receipt>>,
+    /// In a cluster, the queue towards a peer backed up with this message: the publisher waits
+    /// for it as for a backlogged subscriber (`routed.backlogged` comes first).
+    pub peer_backlog: Option<BacklogWait>,
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published")
+            .field("routed", &self.routed)
+            .field("receipt", &self.receipt)
+            .field("peer_backlog", &self.peer_backlog.is_some())
+            .finish()
+    }
 }
 
 impl Broker {
@@ -114,11 +128,12 @@ impl Broker {
         let Some(cluster) = &self.cluster else {
             return Published {
                 routed: self.router.route(message, RouteScope::Everything),
-                receipt: None,
+                ..Published::default()
             };
         };
         let plan = cluster.plan(&message.topic);
-        let receipt = cluster.forward(message, &plan);
+        let Forwarded { receipt, wait } =
+            cluster.forward(message, &plan, self.backpressure.max_pause());
         let mut routed = self.router.route(
             message,
             RouteScope::Cluster {
@@ -127,7 +142,11 @@ impl Broker {
             },
         );
         routed.remote = plan.peers().count_ones() as usize;
-        Published { routed, receipt }
+        Published {
+            routed,
+            receipt,
+            peer_backlog: wait,
+        }
     }
 
     /// Deletes a topic's retained message (the admin API), on every node of a cluster; returns

@@ -256,6 +256,7 @@ async fn read_frames(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut snapshot: Option<SnapshotReceiver> = None;
     let mut acknowledged = 0;
+    let mut pause = None;
     loop {
         loop {
             let frame = match wire::decode(&mut buf) {
@@ -267,9 +268,14 @@ async fn read_frames(
                 }
             };
             trace!(peer = %peer.node_id, frame = frame.name(), "frame received");
-            if let Err(why) = shared.apply(peer, frame, &mut snapshot) {
+            if let Err(why) = shared.apply(peer, frame, &mut snapshot, &mut pause) {
                 warn!(peer = %peer.node_id, why, "peer broke the protocol");
                 return why;
+            }
+            // The frames after it wait in the buffer: one read holds a thousand small messages,
+            // more than a backlogged queue should take before its publishers stop.
+            if pause.is_some() {
+                break;
             }
         }
         // The routes and messages applied from this read are acknowledged once, whatever their
@@ -281,6 +287,12 @@ async fn read_frames(
         }
         if let Some(ack) = peer.forward_ack() {
             peer.outbox.push_control(ack);
+        }
+        // A subscriber here backed up: read no more until it drains (or is given up on), so the
+        // peer's outbox fills and its publishers wait, as they would for a subscriber of their own.
+        if let Some(wait) = pause.take() {
+            wait.await;
+            continue;
         }
         match reader.read_buf(&mut buf).await {
             Ok(0) => return "closed by the peer",

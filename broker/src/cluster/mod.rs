@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use peer::PeerWait;
 pub use receipt::Receipt;
 pub use routes::{MAX_NODES, Plan};
 pub use tls::PeerTlsError;
@@ -81,10 +82,22 @@ pub enum ClusterError {
     Tls(PeerTlsError),
 }
 
+/// What forwarding a message to the peers that need it gave its publisher.
+#[derive(Default)]
+pub struct Forwarded {
+    /// Under `cluster.acknowledge: cluster`, for a QoS 1 or 2 message: done once every peer it
+    /// went to holds it.
+    pub receipt: Option<Arc<Receipt>>,
+    /// A peer's outbox backed up with this message: the publisher waits for it to drain.
+    pub wait: Option<PeerWait>,
+}
+
 /// Where the cluster hands what peers send and ask: the broker.
 pub trait ClusterSink: Send + Sync + 'static {
-    /// A message a peer forwarded: deliver it to this node's matching subscribers.
-    fn deliver(&self, forward: Forward);
+    /// A message a peer forwarded: deliver it to this node's matching subscribers. Returns a wait
+    /// when a subscriber here backed up with it: the link is not read from until it ends, so the
+    /// peer's publishers slow down as they would for a subscriber on their own node.
+    fn deliver(&self, forward: Forward) -> Option<PeerWait>;
     /// A retained message written (or deleted) on a peer: keep it if it is the later write.
     fn retained(&self, write: RetainedWrite);
     /// Every retained write this node holds, for a peer whose link just came up.
@@ -403,10 +416,15 @@ impl Cluster {
 
     /// Queues `message` for every peer `plan` names. Under `cluster.acknowledge: cluster` a QoS 1
     /// or 2 message comes with a receipt, which its publisher's acknowledgement waits for.
-    pub fn forward(&self, message: &Arc<Message>, plan: &Plan) -> Option<Arc<Receipt>> {
+    pub fn forward(
+        &self,
+        message: &Arc<Message>,
+        plan: &Plan,
+        max_pause: Option<Duration>,
+    ) -> Forwarded {
         let peers = plan.peers();
         if peers == 0 {
-            return None;
+            return Forwarded::default();
         }
         let targets: Vec<Arc<Peer>> = {
             let known = self.shared.peers.read();
@@ -418,6 +436,7 @@ impl Cluster {
             && message.qos != QoS::AtMostOnce
             && !targets.is_empty())
         .then(|| Arc::new(Receipt::new(targets.len())));
+        let mut backlogged = None;
         for peer in targets {
             let copy = ForwardCopy {
                 forward: Forward {
@@ -429,16 +448,28 @@ impl Cluster {
                 },
                 receipt: receipt.clone(),
             };
-            if let Err(Refused::Full) = peer.outbox.push_forward(copy) {
-                self.shared
-                    .metrics
-                    .dropped(&peer.node_id, "queue_full", message.qos);
-                if message.qos != QoS::AtMostOnce {
-                    warn!(peer = %peer.node_id, topic = %message.topic, "peer queue full; QoS {} message to it dropped", message.qos as u8);
+            match peer.outbox.push_forward(copy) {
+                Ok(()) => {
+                    if backlogged.is_none() && peer.outbox.is_backlogged() {
+                        backlogged = Some(peer);
+                    }
+                }
+                Err(Refused::Full) => {
+                    self.shared
+                        .metrics
+                        .dropped(&peer.node_id, "queue_full", message.qos);
+                    if message.qos != QoS::AtMostOnce {
+                        warn!(peer = %peer.node_id, topic = %message.topic, "peer queue full; QoS {} message to it dropped", message.qos as u8);
+                    }
                 }
             }
         }
-        receipt.filter(|receipt| !receipt.is_done())
+        Forwarded {
+            receipt: receipt.filter(|receipt| !receipt.is_done()),
+            wait: backlogged
+                .zip(max_pause)
+                .and_then(|(peer, max_pause)| peer.wait_for_room(max_pause)),
+        }
     }
 
     /// Counts a session that moved here (`in`) or away (`out`).
@@ -567,6 +598,7 @@ impl Shared {
         peer: &Peer,
         frame: Frame,
         snapshot: &mut Option<SnapshotReceiver>,
+        pause: &mut Option<PeerWait>,
     ) -> Result<(), &'static str> {
         match frame {
             Frame::Hello(_) => return Err("a second hello"),
@@ -604,8 +636,10 @@ impl Shared {
                 // A copy sent again after a link broke, which arrived the first time, is dropped.
                 if peer.arrived(&forward)
                     && let Some(sink) = self.sink.get()
+                    && let Some(wait) = sink.deliver(forward)
+                    && pause.is_none()
                 {
-                    sink.deliver(forward);
+                    *pause = Some(wait);
                 }
             }
             Frame::ForwardAck { stream, seq } => peer.acknowledged(stream, seq),

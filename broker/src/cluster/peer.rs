@@ -6,14 +6,24 @@
 //! and 2 drops logged). State frames (routes, retained messages) are never dropped: a snapshot
 //! replaces the ones still waiting.
 //!
+//! Past half its bound the outbox is *backlogged*: a publisher whose message it took waits for it
+//! to drain to a quarter, as a publisher waits for a backlogged subscriber on its own node (see
+//! `crate::backpressure`), for at most `limits.backlog_max_pause_ms`; an outbox still backlogged
+//! then is *stalled* (its link is down or its peer cannot keep up) and nobody waits for it again
+//! until it drains, so its bound decides as before. Without this a fast publisher outran the link
+//! and the peer, and its QoS 1 messages were dropped where one node would have slowed it down.
+//!
 //! Forwarded messages are numbered, and a QoS 1 or 2 copy written to a link is kept until the peer
 //! acknowledges it: when a link breaks, what the peer may not have read goes again, first, on the
 //! next one, and the peer drops the copies it already had by their numbers.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -51,6 +61,10 @@ impl ForwardCopy {
     }
 }
 
+/// A publisher's wait for a backlogged outbox (or a subscriber's queue on the peer) to drain;
+/// resolves with how long it waited. The same shape as `crate::backpressure::BacklogWait`.
+pub type PeerWait = Pin<Box<dyn Future<Output = Duration> + Send>>;
+
 /// Why a message was not queued for a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Refused {
@@ -73,6 +87,12 @@ pub(super) struct Outbox {
     queue: Mutex<Queue>,
     ready: Notify,
     capacity: usize,
+    /// Wakes the publishers waiting for the outbox to drain.
+    drained: Arc<Notify>,
+    /// Publishers wait for the outbox (see the module's documentation).
+    awaited: AtomicBool,
+    /// Backlogged longer than a publisher waits: nobody waits for it until it drains.
+    stalled: AtomicBool,
     /// The stream this node numbers its messages to the peer in (see `Forward::stream`).
     stream: u64,
 }
@@ -83,7 +103,37 @@ impl Outbox {
             queue: Mutex::default(),
             ready: Notify::new(),
             capacity,
+            drained: Arc::new(Notify::new()),
+            awaited: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
             stream: fastrand::u64(1..),
+        }
+    }
+
+    /// Messages from which publishers wait for the outbox.
+    fn high_water(&self) -> usize {
+        self.capacity.div_ceil(2)
+    }
+
+    /// Messages to which it must drain before they go on.
+    fn low_water(&self) -> usize {
+        self.capacity / 4
+    }
+
+    /// Whether a publisher that just queued a message should wait for the outbox.
+    pub(super) fn is_backlogged(&self) -> bool {
+        !self.stalled.load(Ordering::Acquire) && self.depth() >= self.high_water()
+    }
+
+    /// Lets every waiting publisher go on once the outbox holds `messages`, at most its low-water
+    /// mark, and ends a stall.
+    fn eased(&self, messages: usize) {
+        if messages > self.low_water() {
+            return;
+        }
+        self.stalled.store(false, Ordering::Release);
+        if self.awaited.swap(false, Ordering::AcqRel) {
+            self.drained.notify_waiters();
         }
     }
 
@@ -168,6 +218,11 @@ impl Outbox {
                         into.push(outgoing);
                     }
                     queue.messages -= messages;
+                    let left = queue.messages;
+                    drop(queue);
+                    if messages > 0 {
+                        self.eased(left);
+                    }
                     return;
                 }
             }
@@ -194,6 +249,7 @@ impl Outbox {
                 copy.done();
             }
         }
+        self.eased(0);
         messages
     }
 }
@@ -257,6 +313,32 @@ impl Peer {
             received: Mutex::default(),
             gone: CancellationToken::new(),
         }
+    }
+
+    /// Starts a publisher's wait for the peer's outbox to drain to its low-water mark, for at most
+    /// `max_pause`; `None` if it already has.
+    pub(super) fn wait_for_room(self: &Arc<Self>, max_pause: Duration) -> Option<PeerWait> {
+        let outbox = &self.outbox;
+        let mut drained = Box::pin(Arc::clone(&outbox.drained).notified_owned());
+        drained.as_mut().enable();
+        outbox.awaited.store(true, Ordering::Release);
+        // A drain that came before the mark did not see it: look again.
+        if !outbox.is_backlogged() {
+            return None;
+        }
+        let peer = Arc::clone(self);
+        let since = tokio::time::Instant::now();
+        Some(Box::pin(async move {
+            tokio::select! {
+                () = &mut drained => {}
+                () = tokio::time::sleep(max_pause) => {
+                    if peer.outbox.is_backlogged() {
+                        peer.outbox.stalled.store(true, Ordering::Release);
+                    }
+                }
+            }
+            since.elapsed()
+        }))
     }
 
     /// A copy was just encoded for the link: a QoS 1 or 2 one is kept until the peer acknowledges
@@ -418,6 +500,50 @@ mod tests {
         let mut taken = Vec::new();
         outbox.take(100, &mut taken).await;
         assert_eq!((taken.len(), outbox.depth()), (8, 0));
+    }
+
+    /// Past half its bound the outbox holds its publishers until the link has taken it down to a
+    /// quarter; one that is not drained within the pause is stalled, and nobody waits for it until
+    /// it has drained.
+    #[tokio::test(start_paused = true)]
+    async fn a_backlogged_outbox_holds_its_publishers_until_it_drains() {
+        let peer = Arc::new(peer());
+        let max_pause = Duration::from_millis(500);
+        for _ in 0..4 {
+            peer.outbox.push_forward(forward(QoS::AtLeastOnce)).unwrap();
+        }
+        assert!(!peer.outbox.is_backlogged(), "4 of 10: below half");
+        assert!(peer.wait_for_room(max_pause).is_none());
+        peer.outbox.push_forward(forward(QoS::AtLeastOnce)).unwrap();
+        assert!(peer.outbox.is_backlogged());
+        let mut wait = peer
+            .wait_for_room(max_pause)
+            .expect("a backlog is waited for");
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        // Taking down to 3 is not enough; down to 2 (a quarter of 10) is.
+        let mut taken = Vec::new();
+        peer.outbox.take(2, &mut taken).await;
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        peer.outbox.take(1, &mut taken).await;
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
+
+        for _ in 0..3 {
+            peer.outbox.push_forward(forward(QoS::AtLeastOnce)).unwrap();
+        }
+        let waited = peer
+            .wait_for_room(max_pause)
+            .expect("backlogged again")
+            .await;
+        assert_eq!(waited, max_pause, "nothing drained it");
+        assert!(!peer.outbox.is_backlogged(), "stalled: nobody waits for it");
+        assert!(peer.wait_for_room(max_pause).is_none());
+        taken.clear();
+        peer.outbox.take(100, &mut taken).await;
+        for _ in 0..5 {
+            peer.outbox.push_forward(forward(QoS::AtLeastOnce)).unwrap();
+        }
+        assert!(peer.outbox.is_backlogged(), "drained, so waited for again");
     }
 
     #[tokio::test]

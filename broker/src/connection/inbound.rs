@@ -169,17 +169,23 @@ impl Connection {
     /// the store has no room for). Waits for a subscriber it backed up, unless this client still
     /// has messages left from its last wait.
     fn route(&mut self, message: Message) -> Result<(usize, Option<Arc<Receipt>>), ReasonCode> {
-        let Published { routed, receipt } = if self.protocol.is_v5() {
+        let Published {
+            routed,
+            receipt,
+            peer_backlog,
+        } = if self.protocol.is_v5() {
             self.broker.publish_or_refuse(message, Some(&self.client))?
         } else {
             self.broker.publish(message, Some(&self.client))
         };
         let exempt = self.resume_quota > 0 && !routed.backlog_full;
         self.resume_quota = self.resume_quota.saturating_sub(1);
-        if let Some(subscriber) = routed.backlogged
-            && !exempt
-        {
-            self.wait_for_backlog(subscriber);
+        if !exempt {
+            if let Some(subscriber) = routed.backlogged {
+                self.wait_for_backlog(subscriber);
+            } else if let Some(wait) = peer_backlog {
+                self.wait_for_peer(wait);
+            }
         }
         // Subscribers on other nodes of a cluster count as matching too.
         Ok((routed.sessions + routed.remote, receipt))

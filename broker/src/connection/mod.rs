@@ -696,6 +696,18 @@ impl Connection {
         }
     }
 
+    /// Stops reading this client until a cluster peer's outbox has drained (see
+    /// `crate::cluster`'s peer module): the same pause as for a backlogged subscriber.
+    fn wait_for_peer(&mut self, wait: crate::backpressure::BacklogWait) {
+        if self.backlog_wait.is_some() {
+            return;
+        }
+        self.backlog_wait = Some(wait);
+        self.broker
+            .stats()
+            .limit_hit(crate::stats::LimitKind::Backlog);
+    }
+
     /// Holds a client to `limits.max_publish_rate` by pausing its reads: nothing is dropped, the
     /// client's own flow control slows it down.
     fn publish_pause(&mut self) -> Option<Duration> {
