@@ -2,7 +2,8 @@
 //!
 //! Each subcommand runs one scenario against one broker (throughput, latency, losses, connections)
 //! and prints a summary, or renders the collected JSON results as a Markdown page with SVG charts.
-//! `scripts/bench.sh` drives it over every broker and scenario; nothing in the test suite runs it.
+//! `scripts/bench.sh` drives it over every broker and scenario, `scripts/bench-cluster.sh` over
+//! clusters; nothing in the test suite runs it.
 
 mod cli;
 mod measure;

@@ -169,7 +169,73 @@ pub struct Usage {
     pub rss_peak_kib: u64,
 }
 
+/// One process's share of a broker that runs as several (a cluster's nodes).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProcessUsage {
+    pub pid: u32,
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+/// The processes of one broker (one, or a cluster's nodes), read together.
+#[derive(Debug, Clone)]
+pub struct GroupProbe {
+    probes: Vec<(u32, ProcessProbe)>,
+}
+
+impl GroupProbe {
+    /// `None` when there is nothing to read.
+    pub fn new(pids: &[u32]) -> anyhow::Result<Option<Self>> {
+        if pids.is_empty() {
+            return Ok(None);
+        }
+        let probes = pids
+            .iter()
+            .map(|&pid| Ok((pid, ProcessProbe::new(pid)?)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Some(GroupProbe { probes }))
+    }
+
+    pub fn sample(&self) -> anyhow::Result<Vec<Sample>> {
+        self.probes
+            .iter()
+            .map(|(pid, probe)| {
+                probe
+                    .sample()
+                    .with_context(|| format!("reading /proc/{pid}"))
+            })
+            .collect()
+    }
+
+    /// Each process's usage between two samplings, in PID order as given.
+    pub fn between(&self, start: &[Sample], end: &[Sample], window_s: f64) -> Vec<ProcessUsage> {
+        self.probes
+            .iter()
+            .zip(start.iter().zip(end))
+            .map(|((pid, _), (s, e))| ProcessUsage {
+                pid: *pid,
+                usage: Usage::between(s, e, window_s),
+            })
+            .collect()
+    }
+}
+
 impl Usage {
+    /// The usage of several processes together: CPU and memory added up. The peak is the sum
+    /// of each process's own peak, which they need not have reached at the same time.
+    pub fn sum(parts: &[ProcessUsage]) -> Usage {
+        parts.iter().fold(Usage::default(), |total, part| {
+            let u = &part.usage;
+            Usage {
+                cpu_s: total.cpu_s + u.cpu_s,
+                cpu_cores: total.cpu_cores + u.cpu_cores,
+                rss_start_kib: total.rss_start_kib + u.rss_start_kib,
+                rss_end_kib: total.rss_end_kib + u.rss_end_kib,
+                rss_peak_kib: total.rss_peak_kib + u.rss_peak_kib,
+            }
+        })
+    }
+
     pub fn between(start: &Sample, end: &Sample, window_s: f64) -> Self {
         let cpu_s = (end.cpu_s - start.cpu_s).max(0.0);
         Usage {
@@ -258,5 +324,36 @@ mod tests {
             (usage.rss_start_kib, usage.rss_end_kib, usage.rss_peak_kib),
             (100, 150, 200)
         );
+    }
+
+    #[test]
+    fn a_group_sums_its_processes() {
+        let part = |pid, cpu_s, rss| ProcessUsage {
+            pid,
+            usage: Usage {
+                cpu_s,
+                cpu_cores: cpu_s / 2.0,
+                rss_start_kib: rss,
+                rss_end_kib: rss,
+                rss_peak_kib: rss * 2,
+            },
+        };
+        let total = Usage::sum(&[part(1, 1.0, 100), part(2, 0.5, 50)]);
+        assert_eq!((total.cpu_s, total.cpu_cores), (1.5, 0.75));
+        assert_eq!(
+            (total.rss_start_kib, total.rss_end_kib, total.rss_peak_kib),
+            (150, 150, 300)
+        );
+        assert_eq!(Usage::sum(&[]), Usage::default());
+    }
+
+    #[test]
+    fn a_group_of_this_process_twice_reads_both() {
+        let own = std::process::id();
+        let group = GroupProbe::new(&[own, own]).unwrap().unwrap();
+        let start = group.sample().unwrap();
+        let parts = group.between(&start, &group.sample().unwrap(), 1.0);
+        assert_eq!(parts.iter().map(|p| p.pid).collect::<Vec<_>>(), [own, own]);
+        assert!(GroupProbe::new(&[]).unwrap().is_none());
     }
 }

@@ -45,7 +45,7 @@ pub(super) const SCENARIOS: [(&str, &str, &str); 6] = [
 ];
 
 /// Brokers in this order first, any others after them alphabetically.
-const BROKER_ORDER: [&str; 5] = ["tern", "mosquitto", "rumqttd", "mochi", "comqtt"];
+pub(super) const BROKER_ORDER: [&str; 5] = ["tern", "mosquitto", "rumqttd", "mochi", "comqtt"];
 
 pub struct Charts {
     pub throughput: String,
@@ -68,7 +68,7 @@ fn brokers(runs: &[RunResult]) -> Vec<String> {
 }
 
 /// A case within a scenario: its label, and a key that sorts cases sensibly.
-fn case(run: &RunResult) -> (Vec<u64>, String) {
+pub(super) fn case(run: &RunResult) -> (Vec<u64>, String) {
     let p = &run.params;
     match run.scenario.as_str() {
         "connections" => (
@@ -434,7 +434,7 @@ fn stresser_table(out: &mut String, grouped: &[(String, Vec<&RunResult>)]) {
 
 /// The commands that produced the results, in order, a command repeated back to back named once
 /// with its count (re-running one broker's cases after each change otherwise fills a paragraph).
-fn command_sequence(commands: &[String]) -> String {
+pub(super) fn command_sequence(commands: &[String]) -> String {
     let mut runs: Vec<(&str, usize)> = Vec::new();
     for command in commands {
         match runs.last_mut() {
@@ -464,7 +464,7 @@ const DESCRIPTIVE_OPTIONS: [&str; 7] = [
 
 /// The workload part of a command: the binary without its directory, the scenario and the options
 /// that shape the load.
-fn command_line(argv: &[String]) -> String {
+pub(super) fn command_line(argv: &[String]) -> String {
     let mut words = Vec::with_capacity(argv.len());
     let mut args = argv.iter();
     if let Some(binary) = args.next() {
@@ -481,7 +481,7 @@ fn command_line(argv: &[String]) -> String {
 }
 
 /// Text safe inside a table cell (no column breaks, line breaks or HTML tags).
-fn cell(text: &str) -> String {
+pub(super) fn cell(text: &str) -> String {
     text.replace('|', "\\|")
         .replace('\n', " ")
         .replace('<', "&lt;")

@@ -1,6 +1,8 @@
 //! Reporting: the result schema, the summary a run prints, and the `report` subcommand that turns
-//! a directory of results into a Markdown page with SVG charts.
+//! a directory of results into a Markdown page with SVG charts, or (`--cluster`) into the page's
+//! `## Cluster` section.
 
+mod cluster;
 pub mod format;
 mod markdown;
 pub mod result;
@@ -24,16 +26,37 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     if runs.is_empty() && unmeasured.is_empty() {
         bail!("no results in {}", args.results.display());
     }
-    std::fs::create_dir_all(&args.svg_dir)
-        .with_context(|| format!("creating {}", args.svg_dir.display()))?;
-    let charts = markdown::charts(&runs);
     let write = |path: &Path, text: String| {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     };
-    write(&args.svg_dir.join(THROUGHPUT_SVG), charts.throughput)?;
-    write(&args.svg_dir.join(LATENCY_SVG), charts.latency)?;
+    // The page as it is: the cluster section goes into it, or is carried over from it.
+    let existing = match std::fs::read_to_string(&args.markdown) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", args.markdown.display())),
+    };
+    if args.cluster {
+        let section = cluster::render(&args.commands, &runs, &unmeasured);
+        write(&args.markdown, cluster::splice(&existing, &section))?;
+        eprintln!(
+            "report: {} results, {} unmeasured → the {} section of {}",
+            runs.len(),
+            unmeasured.len(),
+            cluster::HEADING,
+            args.markdown.display()
+        );
+        return Ok(());
+    }
+    let svg_dir = args
+        .svg_dir
+        .as_deref()
+        .context("--svg-dir is needed for the whole page")?;
+    std::fs::create_dir_all(svg_dir).with_context(|| format!("creating {}", svg_dir.display()))?;
+    let charts = markdown::charts(&runs);
+    write(&svg_dir.join(THROUGHPUT_SVG), charts.throughput)?;
+    write(&svg_dir.join(LATENCY_SVG), charts.latency)?;
     let href = args.svg_href.trim_end_matches('/');
-    let page = markdown::render(
+    let mut page = markdown::render(
         &args.commands,
         &runs,
         &unmeasured,
@@ -48,13 +71,17 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
             ),
         ],
     );
+    // Measured by scripts/bench-cluster.sh, from results that are not in --results.
+    if let Some(section) = cluster::section_of(&existing) {
+        page = cluster::splice(&page, section);
+    }
     write(&args.markdown, page)?;
     eprintln!(
         "report: {} results, {} unmeasured → {} and {}",
         runs.len(),
         unmeasured.len(),
         args.markdown.display(),
-        args.svg_dir.display()
+        svg_dir.display()
     );
     Ok(())
 }

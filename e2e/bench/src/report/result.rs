@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::measure::latency::LatencySummary;
 use crate::measure::machine::Machine;
-use crate::measure::procfs::Usage;
+use crate::measure::procfs::{ProcessUsage, Usage};
 use crate::measure::sequence::DeliveryCount;
 
 pub const SCHEMA: u32 = 1;
@@ -33,9 +33,13 @@ pub struct RunResult {
     pub connect: Option<ConnectStats>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stresser: Option<StresserStats>,
-    /// The broker's CPU and memory over the measured window (with `--broker-pid`).
+    /// The broker's CPU and memory over the measured window (with `--broker-pid`); summed over
+    /// its processes when there are several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_usage: Option<Usage>,
+    /// Each process's part of `broker_usage`, when the broker ran as several (a cluster).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broker_processes: Vec<ProcessUsage>,
     /// CPU seconds the load generator itself spent over the whole run.
     pub bench_cpu_s: f64,
     /// Client errors during the run (connections lost, refused subscriptions), first few only.
@@ -51,7 +55,34 @@ pub struct BrokerInfo {
     /// Changes from the broker's default configuration that this run needed.
     #[serde(default)]
     pub changes: Vec<String>,
+    /// The (first) process measured.
     pub pid: Option<u32>,
+    /// Every process measured, when there were several (a cluster's nodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
+    /// Nodes the broker ran as, when more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u16>,
+    /// What sets this setup apart from others of the broker with as many nodes (`--variant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl BrokerInfo {
+    /// The setup as the cluster section names it: `tern, 3 nodes, cluster.acknowledge: cluster`.
+    pub fn setup(&self) -> String {
+        let nodes = self.nodes.unwrap_or(1);
+        let mut name = format!(
+            "{}, {nodes} node{}",
+            self.label,
+            if nodes == 1 { "" } else { "s" }
+        );
+        if let Some(variant) = &self.variant {
+            name.push_str(", ");
+            name.push_str(variant);
+        }
+        name
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +101,26 @@ pub struct Params {
     pub duration_s: f64,
     pub sources: Option<u8>,
     pub workers: Option<usize>,
+    /// Where the clients connected, when the subscribers were sent to other brokers than the
+    /// publishers (`--sub-targets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Targets>,
+    /// Seconds waited between the last SUBACK and the first PUBLISH (`--settle`), when any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_s: Option<f64>,
+    /// Whether the clients set TCP_NODELAY (`--tcp-nodelay`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tcp_nodelay: bool,
+}
+
+/// The brokers of a run whose subscribers connected elsewhere than its publishers.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Targets {
+    /// `HOST:PORT` of every publisher.
+    pub publishers: String,
+    /// `HOST:PORT`s the subscribers were spread over, round robin (subscriber i on the i mod
+    /// n-th).
+    pub subscribers: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -176,6 +227,7 @@ pub fn fixture(scenario: &str, label: &str) -> RunResult {
         connect: None,
         stresser: None,
         broker_usage: None,
+        broker_processes: Vec::new(),
         bench_cpu_s: 0.0,
         errors: Vec::new(),
     }
@@ -198,5 +250,32 @@ mod tests {
         );
         assert_eq!(Spread::of(vec![5.0]).median, 5.0);
         assert_eq!(Spread::of(Vec::new()), Spread::default());
+    }
+
+    #[test]
+    fn setups_name_broker_nodes_and_variant() {
+        let mut broker = BrokerInfo {
+            label: "tern".into(),
+            ..BrokerInfo::default()
+        };
+        assert_eq!(broker.setup(), "tern, 1 node");
+        broker.nodes = Some(3);
+        broker.variant = Some("cluster.acknowledge: cluster".into());
+        assert_eq!(
+            broker.setup(),
+            "tern, 3 nodes, cluster.acknowledge: cluster"
+        );
+    }
+
+    #[test]
+    fn single_node_results_have_no_cluster_fields() {
+        let json = serde_json::to_value(fixture("p2p", "tern")).unwrap();
+        for key in ["pids", "nodes", "variant"] {
+            assert!(json["broker"].get(key).is_none(), "{key} in {json}");
+        }
+        assert!(json["params"].get("targets").is_none());
+        assert!(json.get("broker_processes").is_none());
+        let back: RunResult = serde_json::from_value(json).unwrap();
+        assert_eq!(back, fixture("p2p", "tern"));
     }
 }

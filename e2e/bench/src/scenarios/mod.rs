@@ -48,7 +48,14 @@ fn base_result(scenario: &str, output: &Output, params: Params) -> RunResult {
             version: output.broker_version.clone(),
             command: output.broker_cmd.clone(),
             changes: output.broker_changes.clone(),
-            pid: output.broker_pid,
+            pid: output.broker_pids.first().copied(),
+            pids: if output.broker_pids.len() > 1 {
+                output.broker_pids.clone()
+            } else {
+                Vec::new()
+            },
+            nodes: (output.nodes > 1).then_some(output.nodes),
+            variant: output.variant.clone(),
         },
         params,
         started_unix_s: SystemTime::now()
@@ -62,6 +69,7 @@ fn base_result(scenario: &str, output: &Output, params: Params) -> RunResult {
         connect: None,
         stresser: None,
         broker_usage: None,
+        broker_processes: Vec::new(),
         bench_cpu_s: 0.0,
         errors: Vec::new(),
     }

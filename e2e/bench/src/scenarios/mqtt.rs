@@ -15,6 +15,7 @@ use rumqttc::{
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::cli::Endpoint;
 use crate::measure::latency::new_histogram;
 
 /// How long one client may take to get its CONNACK (and SUBACK).
@@ -30,11 +31,15 @@ pub struct ClientConfig {
     pub max_packet: usize,
     /// Requests (publishes) queued towards the event loop before `publish` waits.
     pub channel_capacity: usize,
+    /// TCP_NODELAY on the client's socket (rumqttc leaves Nagle's algorithm on).
+    pub tcp_nodelay: bool,
 }
 
 impl ClientConfig {
-    fn options(&self, client_id: &str) -> MqttOptions {
-        let mut options = MqttOptions::new(client_id, &self.host, self.port);
+    /// Options for one client, of the broker at `server` when given, else of `host` and `port`.
+    fn options(&self, client_id: &str, server: Option<&Endpoint>) -> MqttOptions {
+        let (host, port) = server.map_or((self.host.as_str(), self.port), |s| (&s.host, s.port));
+        let mut options = MqttOptions::new(client_id, host, port);
         options
             .set_clean_session(true)
             .set_keep_alive(Duration::from_secs(60))
@@ -58,16 +63,25 @@ pub struct Connected {
     pub eventloop: EventLoop,
 }
 
-/// A client to connect: its id, and a filter to subscribe to before it counts as ready.
+/// A client to connect: its id, a filter to subscribe to before it counts as ready, and the
+/// broker to connect to when it is not the config's (a subscriber on another cluster node).
 #[derive(Debug, Clone)]
 pub struct ClientSpec {
     pub id: String,
     pub subscribe: Option<(String, QoS)>,
+    pub server: Option<Endpoint>,
 }
 
 pub async fn connect(config: &ClientConfig, spec: &ClientSpec) -> anyhow::Result<Connected> {
-    let (client, mut eventloop) =
-        AsyncClient::new(config.options(&spec.id), config.channel_capacity);
+    let (client, mut eventloop) = AsyncClient::new(
+        config.options(&spec.id, spec.server.as_ref()),
+        config.channel_capacity,
+    );
+    if config.tcp_nodelay {
+        let mut network = eventloop.network_options();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
+    }
     if let Some((filter, qos)) = &spec.subscribe {
         client
             .subscribe(filter.clone(), *qos)

@@ -96,7 +96,11 @@ pub async fn run(args: ConnectionsArgs) -> anyhow::Result<Option<RunResult>> {
         return Ok(None);
     }
 
-    let probe = args.output.broker_pid.map(ProcessProbe::new).transpose()?;
+    let probe = args
+        .output
+        .single_pid()?
+        .map(ProcessProbe::new)
+        .transpose()?;
     let before = probe.as_ref().map(ProcessProbe::sample).transpose()?;
     eprintln!(
         "connections: opening {} idle clients to {broker} from {} source address(es) in {} process(es)",

@@ -26,14 +26,14 @@ use tokio::task::JoinHandle;
 use self::publisher::{Plan, Progress};
 use self::topology::{Kind, Topology};
 use super::mqtt::{self, ClientConfig, ClientSpec, Connected};
-use crate::cli::PubSubArgs;
+use crate::cli::{Endpoint, PubSubArgs};
 use crate::measure::clock::Clock;
 use crate::measure::latency::{LatencySummary, SharedLatency};
-use crate::measure::procfs::{ProcessProbe, Usage};
+use crate::measure::procfs::{GroupProbe, ProcessProbe, ProcessUsage, Usage};
 use crate::measure::progress::{self, Counters, Phase, PhaseCell};
 use crate::measure::sequence::{DeliveryCount, Ledger};
 use crate::payload::STAMP_LEN;
-use crate::report::result::{ConnectStats, Params, RunResult, Throughput};
+use crate::report::result::{ConnectStats, Params, RunResult, Targets, Throughput};
 
 /// What every client task of a run shares.
 pub struct Shared {
@@ -67,19 +67,37 @@ pub async fn run(kind: Kind, args: PubSubArgs) -> anyhow::Result<RunResult> {
     let run_id = super::run_id();
     let clients = args.clients.unwrap_or(kind.default_clients());
     let topology = Topology::build(kind, clients, args.group_size, &run_id)?;
-    let probe = args.output.broker_pid.map(ProcessProbe::new).transpose()?;
+    let probe = GroupProbe::new(&args.output.broker_pids)?;
+    let targets = targets(&args);
 
-    eprintln!(
-        "{}: connecting {} subscribers and {} publishers to {}:{}",
-        kind.name(),
-        topology.subscribers.len(),
-        topology.publishers.len(),
-        args.target.host,
-        args.target.port
-    );
+    match &targets {
+        None => eprintln!(
+            "{}: connecting {} subscribers and {} publishers to {}",
+            kind.name(),
+            topology.subscribers.len(),
+            topology.publishers.len(),
+            args.target.endpoint()
+        ),
+        Some(t) => eprintln!(
+            "{}: connecting {} subscribers to {} and {} publishers to {}",
+            kind.name(),
+            topology.subscribers.len(),
+            t.subscribers.join(", "),
+            topology.publishers.len(),
+            t.publishers
+        ),
+    }
     let receivers = ReceiverRuntime::new(topology.subscribers.len())?;
     let (subscribers, publishers) = connect(&topology, &args, &run_id, receivers.handle()).await?;
     let connect = connect_stats(&subscribers, &publishers)?;
+    if args.settle > 0.0 {
+        eprintln!(
+            "{}: waiting {} s for the subscriptions to settle",
+            kind.name(),
+            args.settle
+        );
+        tokio::time::sleep(secs(args.settle)).await;
+    }
 
     let clock = Clock::new();
     let window = clock.ns_at(args.warmup)..clock.ns_at(args.warmup + args.duration);
@@ -138,6 +156,9 @@ pub async fn run(kind: Kind, args: PubSubArgs) -> anyhow::Result<RunResult> {
             subscribers: topology.subscribers.len(),
             warmup_s: args.warmup,
             duration_s: args.duration,
+            targets,
+            settle_s: (args.settle > 0.0).then_some(args.settle),
+            tcp_nodelay: args.tcp_nodelay,
             ..Params::default()
         },
     );
@@ -145,7 +166,13 @@ pub async fn run(kind: Kind, args: PubSubArgs) -> anyhow::Result<RunResult> {
     result.latency = Some(shared.latency.summary());
     result.delivery = Some(delivery);
     result.connect = Some(connect);
-    result.broker_usage = usage;
+    if let Some(processes) = usage {
+        result.broker_usage = Some(Usage::sum(&processes));
+        // One process's share is the total: listing it again says nothing.
+        if processes.len() > 1 {
+            result.broker_processes = processes;
+        }
+    }
     result.bench_cpu_s = ProcessProbe::own()
         .sample()
         .map_or(0.0, |s| s.cpu_s + s.children_cpu_s);
@@ -187,6 +214,7 @@ async fn connect(
         inflight: args.inflight,
         max_packet: (args.payload + 1024).max(10 * 1024),
         channel_capacity: 16,
+        tcp_nodelay: args.tcp_nodelay,
     };
     let sub_specs: Vec<_> = topology
         .subscribers
@@ -195,6 +223,7 @@ async fn connect(
         .map(|(i, s)| ClientSpec {
             id: format!("tb-{run_id}-s{i}"),
             subscribe: Some((s.filter.clone(), qos)),
+            server: subscriber_target(&args.sub_targets, i).cloned(),
         })
         .collect();
     // Connected on the receivers' runtime, so their sockets belong to its I/O driver.
@@ -207,11 +236,26 @@ async fn connect(
     let pub_specs = (0..topology.publishers.len()).map(|i| ClientSpec {
         id: format!("tb-{run_id}-p{i}"),
         subscribe: None,
+        server: None,
     });
     let publishers = mqtt::connect_all(&config, pub_specs.collect(), args.connect_concurrency)
         .await
         .context("connecting the publishers")?;
     Ok((subscribers, publishers))
+}
+
+/// The broker subscriber `index` connects to when `--sub-targets` is given: round robin over
+/// them, so subscribers (and in p2p, pairs) spread evenly over a cluster's other nodes.
+fn subscriber_target(targets: &[Endpoint], index: usize) -> Option<&Endpoint> {
+    (!targets.is_empty()).then(|| &targets[index % targets.len()])
+}
+
+/// The targets as the result records them, when subscribers do not use the publishers' broker.
+fn targets(args: &PubSubArgs) -> Option<Targets> {
+    (!args.sub_targets.is_empty()).then(|| Targets {
+        publishers: args.target.endpoint().to_string(),
+        subscribers: args.sub_targets.iter().map(Endpoint::to_string).collect(),
+    })
 }
 
 /// The subscribers' runtime: as many worker threads as there are subscribers, up to the cores.
@@ -299,8 +343,8 @@ fn start_publishers(
 async fn measure_window(
     shared: &Shared,
     phase: &PhaseCell,
-    probe: Option<&ProcessProbe>,
-) -> anyhow::Result<(Throughput, Option<Usage>)> {
+    probe: Option<&GroupProbe>,
+) -> anyhow::Result<(Throughput, Option<Vec<ProcessUsage>>)> {
     let sample = || {
         probe
             .map(|p| p.sample().context("reading the broker's /proc entries"))
@@ -326,9 +370,9 @@ async fn measure_window(
         published_per_s: (sent1 - sent0) as f64 / window_s,
         delivered_per_s: (delivered1 - delivered0) as f64 / window_s,
     };
-    let usage = broker0
-        .zip(broker1)
-        .map(|(start, end)| Usage::between(&start, &end, window_s));
+    let usage = probe
+        .zip(broker0.zip(broker1))
+        .map(|(probe, (start, end))| probe.between(&start, &end, window_s));
     Ok((throughput, usage))
 }
 
@@ -427,5 +471,23 @@ async fn drain(counters: &Counters, expected: u64, idle: Duration) {
         } else if last.1.elapsed() >= idle {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribers_go_round_robin_over_the_targets() {
+        let targets: Vec<Endpoint> = ["127.0.0.3:1", "127.0.0.4:2"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let ports: Vec<u16> = (0..5)
+            .map(|i| subscriber_target(&targets, i).unwrap().port)
+            .collect();
+        assert_eq!(ports, [1, 2, 1, 2, 1]);
+        assert!(subscriber_target(&[], 3).is_none());
     }
 }

@@ -46,11 +46,13 @@ pub async fn run(args: &StresserArgs, result: &mut RunResult) -> anyhow::Result<
         inflight: 100,
         max_packet: 10 * 1024,
         channel_capacity: 16,
+        tcp_nodelay: false,
     };
     let topic = |i: usize| format!("tern-bench/{run_id}/stresser/{i}");
     let subs = (0..args.clients).map(|i| ClientSpec {
         id: format!("tb-{run_id}-s{i}"),
         subscribe: Some((topic(i), qos)),
+        server: None,
     });
     let subs = mqtt::connect_all(&config, subs.collect(), 100)
         .await
@@ -58,6 +60,7 @@ pub async fn run(args: &StresserArgs, result: &mut RunResult) -> anyhow::Result<
     let pubs = (0..args.clients).map(|i| ClientSpec {
         id: format!("tb-{run_id}-p{i}"),
         subscribe: None,
+        server: None,
     });
     let pubs = mqtt::connect_all(&config, pubs.collect(), 100)
         .await

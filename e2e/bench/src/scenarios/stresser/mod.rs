@@ -13,7 +13,11 @@ use crate::measure::procfs::{ProcessProbe, Usage};
 use crate::report::result::{Params, RunResult};
 
 pub async fn run(args: StresserArgs) -> anyhow::Result<RunResult> {
-    let probe = args.output.broker_pid.map(ProcessProbe::new).transpose()?;
+    let probe = args
+        .output
+        .single_pid()?
+        .map(ProcessProbe::new)
+        .transpose()?;
     let before = probe.as_ref().map(ProcessProbe::sample).transpose()?;
     let started = std::time::Instant::now();
     let mut result = super::base_result(
