@@ -80,6 +80,7 @@ impl InlineClient {
             remote_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into(),
             listener: Arc::from("inline"),
             certificate_identity: false,
+            connected_at: crate::identity::unix_seconds_now(),
         });
         let options = SubscriptionOptions {
             qos,

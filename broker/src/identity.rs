@@ -7,7 +7,9 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::codec::ProtocolVersion;
 
@@ -68,6 +70,15 @@ pub struct ClientInfo {
     pub listener: Arc<str>,
     /// The username is the subject of a client certificate the TLS layer verified.
     pub certificate_identity: bool,
+    /// When it connected, in seconds since the Unix epoch (for listings, and for the cluster's
+    /// arbiters to tell the later of two connections).
+    pub connected_at: Option<NonZeroU32>,
+}
+
+/// Seconds since the Unix epoch now, for [`ClientInfo::connected_at`].
+pub fn unix_seconds_now() -> Option<NonZeroU32> {
+    let seconds = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    NonZeroU32::new(u32::try_from(seconds).ok()?)
 }
 
 /// A client's address and port, in 20 bytes rather than `SocketAddr`'s 32: this is paid per

@@ -497,6 +497,7 @@ mod tests {
                 remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)).into(),
                 listener: "mqtt".into(),
                 certificate_identity: false,
+                connected_at: None,
             };
             self.auth
                 .authorize_subscribe(&client, filter, QoS::AtLeastOnce)
@@ -512,6 +513,7 @@ mod tests {
             remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)).into(),
             listener: "mtls".into(),
             certificate_identity: true,
+            connected_at: None,
         }
     }
 

@@ -109,11 +109,19 @@ pub struct Refusal {
 }
 
 /// A connection's place under the broker's and its listener's connection limits, given back when the
-/// connection ends.
+/// connection ends. It holds the connection's handle on the broker too, which a connection reaches
+/// through [`ConnectionSlot::broker`] rather than keeping a second one: eight bytes per connection.
 #[derive(Debug)]
 pub struct ConnectionSlot {
     broker: Arc<Broker>,
     gate: Arc<ListenerGate>,
+}
+
+impl ConnectionSlot {
+    /// The broker this connection was admitted to.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
 }
 
 impl Broker {

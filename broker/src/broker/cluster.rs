@@ -451,7 +451,9 @@ impl ClusterSink for BrokerSink {
             .map(|session| {
                 let since = session
                     .lock()
-                    .connected_since
+                    .client
+                    .as_ref()
+                    .and_then(|client| client.connected_at)
                     .map_or(0, |s| u64::from(s.get()) * 1000);
                 (session.client_id.clone(), since)
             })

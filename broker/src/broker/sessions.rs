@@ -13,7 +13,7 @@ use super::Broker;
 use crate::codec::ReasonCode;
 use crate::control::ConnectionControl;
 use crate::identity::{ClientId, ClientInfo, Generation, SessionId};
-use crate::session::{NEVER_EXPIRES, PendingWill, Session, unix_seconds_now};
+use crate::session::{NEVER_EXPIRES, PendingWill, Session};
 use crate::stats::DropReason;
 
 /// How long a CONNECT waits for the connection it takes a session from to let go: it acts on what
@@ -113,7 +113,6 @@ impl Broker {
                         state.connection = Some(Arc::clone(&control));
                         state.expiry_interval = request.expiry_interval;
                         state.client = Some(request.client.clone());
-                        state.connected_since = unix_seconds_now();
                     }
                     session.set_online(true);
                     sessions.insert(Arc::clone(&session));
@@ -165,7 +164,7 @@ impl Broker {
         }
         let next = {
             let mut state = session.lock();
-            if state.ended {
+            if session.is_ended() {
                 Next::Ended
             } else if state.generation != generation {
                 Next::TakenOver
@@ -229,10 +228,10 @@ impl Broker {
             let mut state = session.lock();
             let reattached =
                 idle_since.is_some_and(|g| state.generation != g || state.connection.is_some());
-            if state.ended || reattached {
+            if session.is_ended() || reattached {
                 return;
             }
-            state.ended = true;
+            session.mark_ended();
             state.queue.clear();
             if let (Some(reason), Some(connection)) = (kick, state.connection.take()) {
                 connection.kick(reason);
@@ -306,7 +305,10 @@ impl Broker {
             }
             let will = {
                 let mut state = session.lock();
-                if state.generation != generation || state.connection.is_some() || state.ended {
+                if state.generation != generation
+                    || state.connection.is_some()
+                    || session.is_ended()
+                {
                     return;
                 }
                 state.take_pending_will()
@@ -338,7 +340,7 @@ impl Broker {
 /// Whether `control`'s connection still holds `session`.
 fn still_attached(session: &Session, control: &Arc<ConnectionControl>) -> bool {
     let state = session.lock();
-    !state.ended
+    !session.is_ended()
         && state
             .connection
             .as_ref()
@@ -353,7 +355,7 @@ fn resume(
     control: &Arc<ConnectionControl>,
 ) -> Option<Generation> {
     let mut state = session.lock();
-    if state.ended {
+    if session.is_ended() {
         return None;
     }
     if let Some(old) = state.connection.take() {
@@ -365,7 +367,6 @@ fn resume(
     state.connection = Some(Arc::clone(control));
     state.expiry_interval = request.expiry_interval;
     state.client = Some(request.client.clone());
-    state.connected_since = unix_seconds_now();
     session.set_online(true);
     Some(state.generation)
 }

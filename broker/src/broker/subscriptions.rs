@@ -51,7 +51,7 @@ impl Broker {
         let text = (!self.hooks.is_empty()).then(|| filter.to_string());
         let subscribed = self.subscribe_quietly(session, filter, options, identifier);
         if let Some(text) = text
-            && !session.lock().ended
+            && !session.is_ended()
         {
             for hook in self.hooks.iter() {
                 hook.on_subscribe(client, &text, &options);
@@ -80,10 +80,10 @@ impl Broker {
         };
         let ended = {
             let mut state = session.lock();
-            if !state.ended {
+            if !session.is_ended() {
                 state.subscriptions.insert(filter.clone(), record);
             }
-            state.ended
+            session.is_ended()
         };
         if inserted.new_route {
             self.route_changed(RouteChange::Added(filter.clone()));
@@ -196,6 +196,7 @@ mod tests {
             remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)).into(),
             listener: Arc::from("test"),
             certificate_identity: false,
+            connected_at: None,
         }
     }
 

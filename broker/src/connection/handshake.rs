@@ -112,6 +112,7 @@ where
         remote_addr: remote_addr.into(),
         listener: Arc::clone(&gate.name),
         certificate_identity,
+        connected_at: crate::identity::unix_seconds_now(),
     });
     let slot = match broker.admit(&gate) {
         Ok(slot) => slot,
@@ -178,7 +179,6 @@ where
         .receive_maximum
         .map_or(u16::MAX, |r| r.get());
     Ok(Connection {
-        broker: Arc::clone(broker),
         protocol,
         session: attachment.session,
         control: attachment.control,
@@ -215,7 +215,7 @@ where
         backlog_wait: None,
         resume_quota: 0,
         partial_held: hold.into_connection(),
-        _slot: slot,
+        slot,
         will,
         write_buf,
         client,
@@ -563,7 +563,7 @@ impl Connection {
     /// Handles AUTH after CONNACK: a client-initiated re-authentication (4.12.1).
     pub(super) async fn on_auth(&mut self, auth: Auth) -> Result<(), Close> {
         let client = Arc::clone(&self.client);
-        let broker = Arc::clone(&self.broker);
+        let broker = Arc::clone(&self.slot.broker());
         let state = match self
             .extras
             .as_mut()

@@ -57,7 +57,7 @@ impl Connection {
             )); // [MQTT-3.3.4-6]
         }
         self.resolve_topic_alias(&mut publish)?;
-        let limits = &self.broker.config().limits;
+        let limits = &self.slot.broker().config().limits;
         if let Err(error) = topic::check_limits(
             &publish.topic,
             limits.max_topic_length,
@@ -69,7 +69,7 @@ impl Connection {
                 Cow::Owned(error.to_string()),
             ));
         }
-        let features = &self.broker.config().features;
+        let features = &self.slot.broker().config().features;
         if publish.qos > features.maximum_qos() {
             return Err(Close::Server(
                 ReasonCode::QOS_NOT_SUPPORTED,
@@ -98,7 +98,10 @@ impl Connection {
                 return self.send_publish_ack(Packet::PubRec(Ack::success(pid(packet_id)?)), None);
             }
             if state.inbound_qos2.len() >= usize::from(limits.receive_maximum) {
-                self.broker.stats().limit_hit(LimitKind::ReceiveMaximum);
+                self.slot
+                    .broker()
+                    .stats()
+                    .limit_hit(LimitKind::ReceiveMaximum);
                 return Err(Close::Server(
                     ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
                     Cow::Borrowed("receive maximum exceeded"),
@@ -126,10 +129,13 @@ impl Connection {
                 id: 0,
             }
             .with_expiry_interval(publish.properties.message_expiry_interval);
-            self.broker.stats().message_received(publish.qos);
+            self.slot.broker().stats().message_received(publish.qos);
             self.route(message)
         } else {
-            self.broker.stats().dropped(DropReason::NotAuthorized);
+            self.slot
+                .broker()
+                .stats()
+                .dropped(DropReason::NotAuthorized);
             Err(reason)
         };
         let (matched, receipt, reason) = match matched {
@@ -174,9 +180,11 @@ impl Connection {
             receipt,
             peer_backlog,
         } = if self.protocol.is_v5() {
-            self.broker.publish_or_refuse(message, Some(&self.client))?
+            self.slot
+                .broker()
+                .publish_or_refuse(message, Some(&self.client))?
         } else {
-            self.broker.publish(message, Some(&self.client))
+            self.slot.broker().publish(message, Some(&self.client))
         };
         let exempt = self.resume_quota > 0 && !routed.backlog_full;
         self.resume_quota = self.resume_quota.saturating_sub(1);
@@ -200,7 +208,7 @@ impl Connection {
             // A receiver MAY check the payload against its format indicator (§3.3.2.3.2).
             return ReasonCode::PAYLOAD_FORMAT_INVALID;
         }
-        match self.broker.authorize_publish(
+        match self.slot.broker().authorize_publish(
             &self.client,
             &publish.topic,
             publish.qos,
@@ -216,7 +224,7 @@ impl Connection {
         let Some(alias) = publish.properties.topic_alias else {
             return Ok(());
         };
-        let maximum = self.broker.config().limits.topic_alias_maximum;
+        let maximum = self.slot.broker().config().limits.topic_alias_maximum;
         if alias == 0 || alias > maximum {
             return Err(Close::Server(
                 ReasonCode::TOPIC_ALIAS_INVALID,
@@ -285,7 +293,7 @@ impl Connection {
     /// waits until every linked node holds the route (returned as a [`Wait`]): a message published
     /// anywhere after the SUBACK then reaches the subscriber.
     pub(super) fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<Option<Wait>, Close> {
-        let features = &self.broker.config().features;
+        let features = &self.slot.broker().config().features;
         if subscribe.subscription_identifier.is_some() && !features.subscription_identifiers {
             return Err(Close::Server(
                 ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
@@ -312,7 +320,7 @@ impl Connection {
             },
             retained,
         };
-        match self.broker.cluster() {
+        match self.slot.broker().cluster() {
             Some(cluster) if new_route => Ok(Some(Wait::Routes(Box::new((
                 cluster.local_route_version(),
                 answer,
@@ -342,7 +350,7 @@ impl Connection {
         identifier: Option<u32>,
         now: Instant,
     ) {
-        let matching = self.broker.retained().matching(filter, now);
+        let matching = self.slot.broker().retained().matching(filter, now);
         let total = matching.len();
         for (sent, message) in matching.into_iter().enumerate() {
             let delivery = Delivery {
@@ -352,9 +360,13 @@ impl Connection {
                 retain: true, // [MQTT-3.3.1-8]
                 subscription_ids: identifier.into_iter().collect(),
             };
-            if !self.session.offer_retained(delivery, self.broker.stats()) {
+            if !self
+                .session
+                .offer_retained(delivery, self.slot.broker().stats())
+            {
                 let unsent = total - sent;
-                self.broker
+                self.slot
+                    .broker()
                     .stats()
                     .dropped_many(DropReason::RetainedQueueFull, unsent);
                 info!(
@@ -374,8 +386,8 @@ impl Connection {
         mut options: crate::codec::SubscriptionOptions,
         identifier: Option<u32>,
     ) -> Result<SubscribeOutcome, Close> {
-        let features = &self.broker.config().features;
-        let limits = &self.broker.config().limits;
+        let features = &self.slot.broker().config().features;
+        let limits = &self.slot.broker().config().limits;
         let parsed = match SubscriptionFilter::parse(filter, true).and_then(|p| {
             topic::check_limits(filter, limits.max_topic_length, limits.max_topic_levels)
                 .map(|()| p)
@@ -390,7 +402,10 @@ impl Connection {
             let state = self.session.lock();
             if state.subscriptions.len() >= max && !state.subscriptions.contains_key(&parsed) {
                 drop(state);
-                self.broker.stats().limit_hit(LimitKind::Subscriptions);
+                self.slot
+                    .broker()
+                    .stats()
+                    .limit_hit(LimitKind::Subscriptions);
                 return Ok(SubscribeOutcome::refused(ReasonCode::QUOTA_EXCEEDED));
             }
         }
@@ -407,7 +422,7 @@ impl Connection {
         if parsed.share.is_some() && options.no_local {
             return Err(Close::protocol("No Local on a shared subscription")); // [MQTT-3.8.3-4]
         }
-        match self.broker.hooks().authorize_subscribe(
+        match self.slot.broker().hooks().authorize_subscribe(
             &self.client,
             parsed.filter.as_str(),
             options.qos,
@@ -420,7 +435,8 @@ impl Connection {
         let shared = parsed.share.is_some();
         let topic_filter = parsed.filter.clone();
         let subscribed =
-            self.broker
+            self.slot
+                .broker()
                 .subscribe(&self.session, &self.client, parsed, options, identifier);
         // Retained messages are not sent for shared subscriptions; otherwise Retain Handling decides
         // [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
@@ -444,7 +460,8 @@ impl Connection {
                 Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
                 Ok(parsed) => {
                     if self
-                        .broker
+                        .slot
+                        .broker()
                         .unsubscribe(&self.session, &self.client, &parsed)
                         .existed
                     {
@@ -469,7 +486,8 @@ impl Connection {
                 return Close::protocol("session expiry set on DISCONNECT after 0 at CONNECT"); // [MQTT-3.14.2-2]
             }
             let cap = self
-                .broker
+                .slot
+                .broker()
                 .config()
                 .limits
                 .max_session_expiry_secs
@@ -485,10 +503,10 @@ impl Connection {
     fn count_topic_limit(&self, error: &topic::TopicError) {
         match error {
             topic::TopicError::TooLong { .. } => {
-                self.broker.stats().limit_hit(LimitKind::TopicLength)
+                self.slot.broker().stats().limit_hit(LimitKind::TopicLength)
             }
             topic::TopicError::TooManyLevels { .. } => {
-                self.broker.stats().limit_hit(LimitKind::TopicLevels)
+                self.slot.broker().stats().limit_hit(LimitKind::TopicLevels)
             }
             _ => {}
         }

@@ -190,7 +190,6 @@ enum Wait {
 
 /// The state of an established connection (after a successful CONNACK).
 pub(crate) struct Connection {
-    broker: Arc<Broker>,
     client: Arc<ClientInfo>,
     protocol: ProtocolVersion,
     session: Arc<Session>,
@@ -232,8 +231,9 @@ pub(crate) struct Connection {
     /// Blocks of an unfinished packet this connection counts against
     /// `limits.max_partial_packet_bytes`; given back when it ends (see `Broker::hold_partial`).
     partial_held: u16,
-    /// Released when the connection ends.
-    _slot: ConnectionSlot,
+    /// Released when the connection ends; also the connection's handle on the broker
+    /// (`slot.broker()`).
+    slot: ConnectionSlot,
     /// While parked, the place the connection holds in the broker's task tracker, so that shutdown
     /// waits for it; let go of once it runs in a task again.
     tracked_while_parked: Option<tokio_util::task::task_tracker::TaskTrackerToken>,
@@ -297,7 +297,7 @@ impl Connection {
     /// What a new connection does before it first waits.
     async fn start<S: Transport>(&mut self, io: &mut Io<S>) -> Result<(), Close> {
         // Shutdown kicks the connections attached when it begins; one that attached later sees it here.
-        if self.broker.shutdown_token().is_cancelled() {
+        if self.slot.broker().shutdown_token().is_cancelled() {
             return Err(Close::Server(
                 ReasonCode::SERVER_SHUTTING_DOWN,
                 Cow::Borrowed("server shutting down"),
@@ -317,7 +317,12 @@ impl Connection {
     fn hold_unfinished(&mut self, unfinished: usize) -> Result<(), Close> {
         // Most reads end on a packet boundary, or close to one: nothing to count.
         let nothing_held = self.partial_held == 0 && unfinished <= crate::broker::PARTIAL_FREE;
-        if nothing_held || self.broker.hold_partial(&mut self.partial_held, unfinished) {
+        if nothing_held
+            || self
+                .slot
+                .broker()
+                .hold_partial(&mut self.partial_held, unfinished)
+        {
             return Ok(());
         }
         debug!(client_id = %self.client.client_id, unfinished, "unfinished packet over the broker's budget");
@@ -328,7 +333,10 @@ impl Connection {
     }
 
     async fn event_loop<S: Transport>(&mut self, io: &mut Io<S>, active: bool) -> Exit {
-        let mut idle = IdleCheck::new(S::PARKABLE, self.broker.config().limits.park_after_idle_ms);
+        let mut idle = IdleCheck::new(
+            S::PARKABLE,
+            self.slot.broker().config().limits.park_after_idle_ms,
+        );
         idle.active = active;
         // One timer for the keep-alive deadline and the idle check, checked lazily: it fires at the
         // earliest possible deadline and re-arms from the last packet, so a busy connection never
@@ -413,7 +421,7 @@ impl Connection {
             && io.read_buf.is_empty()
             && self.backlog_wait.is_none()
             && self.extras.as_ref().is_none_or(|e| e.held_acks.is_empty())
-            && !self.broker.shutdown_token().is_cancelled()
+            && !self.slot.broker().shutdown_token().is_cancelled()
             && self
                 .keep_alive_deadline()
                 .is_none_or(|deadline| deadline >= now + PARK_MIN_KEEP_ALIVE_LEFT)
@@ -421,7 +429,7 @@ impl Connection {
 
     /// Hands the connection to the parking lot (see [`park`]); called from its task, which ends.
     fn park<S: Transport>(self, io: Io<S>) {
-        self.broker.record_runtime();
+        self.slot.broker().record_runtime();
         match io.into_stream().into_socket() {
             Ok(socket) => park::park(Box::new(self), socket),
             Err(error) => {
@@ -433,7 +441,7 @@ impl Connection {
 
     /// Goes on with a parked connection in a new task on the broker's runtime.
     fn resume(mut self: Box<Self>, socket: StdTcpStream) {
-        let broker = Arc::clone(&self.broker);
+        let broker = Arc::clone(self.slot.broker());
         // Dropped once the task that takes over is tracked.
         let _place = self.tracked_while_parked.take();
         let Some(runtime) = broker.runtime() else {
@@ -450,7 +458,7 @@ impl Connection {
                 let arrived = io::read_arrived(&socket);
                 match TcpStream::from_std(socket) {
                     Ok(stream) => {
-                        let mut io = Io::new(stream, Arc::clone(connection.broker.stats()));
+                        let mut io = Io::new(stream, Arc::clone(connection.slot.broker().stats()));
                         io.take_arrived(arrived);
                         connection.run(io, Start::Resumed).await;
                     }
@@ -619,7 +627,7 @@ impl Connection {
                 Wait::Pause(pause) => tokio::time::sleep(pause).await,
                 Wait::Routes(pending) => {
                     let (version, answer) = *pending;
-                    if let Some(cluster) = self.broker.cluster() {
+                    if let Some(cluster) = self.slot.broker().cluster() {
                         cluster.wait_acked(version).await;
                     }
                     self.answer_subscribe(answer)?;
@@ -634,7 +642,7 @@ impl Connection {
 
     /// Applies whole packets from the read buffer until it holds none, or one needs a wait.
     fn apply_input(&mut self, read_buf: &mut BytesMut) -> Result<Wait, Close> {
-        let max = self.broker.config().limits.max_packet_size;
+        let max = self.slot.broker().config().limits.max_packet_size;
         // One clock read for the whole read: its packets arrived together.
         let arrived = Instant::now();
         loop {
@@ -642,9 +650,10 @@ impl Connection {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(Wait::Nothing),
                 Err(error) => {
-                    self.broker.stats().protocol_errors.inc();
+                    self.slot.broker().stats().protocol_errors.inc();
                     if matches!(error, codec::DecodeError::TooLarge { .. }) {
-                        self.broker
+                        self.slot
+                            .broker()
                             .stats()
                             .limit_hit(crate::stats::LimitKind::PacketSize);
                     }
@@ -688,9 +697,10 @@ impl Connection {
         if self.backlog_wait.is_some() {
             return;
         }
-        self.backlog_wait = self.broker.backpressure().wait_for(subscriber);
+        self.backlog_wait = self.slot.broker().backpressure().wait_for(subscriber);
         if self.backlog_wait.is_some() {
-            self.broker
+            self.slot
+                .broker()
                 .stats()
                 .limit_hit(crate::stats::LimitKind::Backlog);
         }
@@ -703,7 +713,8 @@ impl Connection {
             return;
         }
         self.backlog_wait = Some(wait);
-        self.broker
+        self.slot
+            .broker()
             .stats()
             .limit_hit(crate::stats::LimitKind::Backlog);
     }
@@ -713,7 +724,8 @@ impl Connection {
     fn publish_pause(&mut self) -> Option<Duration> {
         let bucket = self.publish_rate.as_mut()?;
         let wait = bucket.take_or_wait(std::time::Instant::now())?;
-        self.broker
+        self.slot
+            .broker()
             .stats()
             .limit_hit(crate::stats::LimitKind::PublishRate);
         Some(wait)
@@ -833,7 +845,7 @@ impl Connection {
     /// Lets go of the session, publishing the will if the close calls for it, and of the bytes
     /// its unfinished packet held; returns the reason the server gave, if it closed the connection.
     fn let_go(&mut self, close: &Close) -> Option<ReasonCode> {
-        self.broker.hold_partial(&mut self.partial_held, 0);
+        self.slot.broker().hold_partial(&mut self.partial_held, 0);
         let (publish_will, reason) = match close {
             Close::Client { will } => (*will, None),
             Close::Network => (true, None),
@@ -843,15 +855,17 @@ impl Connection {
             }
         };
         let will = self.will.take().filter(|_| publish_will);
-        self.broker.detach(&self.session, self.generation, will);
+        self.slot
+            .broker()
+            .detach(&self.session, self.generation, will);
         reason
     }
 
     /// The connection is over: counted, announced and told to the hooks.
     fn gone(self, reason: Option<ReasonCode>) {
-        self.broker.stats().connections.dec();
-        crate::sys::client_notice(&self.broker, &self.client, false);
-        for hook in self.broker.hooks().iter() {
+        self.slot.broker().stats().connections.dec();
+        crate::sys::client_notice(&self.slot.broker(), &self.client, false);
+        for hook in self.slot.broker().hooks().iter() {
             hook.on_disconnect(&self.client, reason);
         }
         info!(client_id = %self.client.client_id, remote = %self.client.remote_addr, ?reason, "client disconnected");

@@ -116,17 +116,21 @@ impl Connection {
         }
         self.awaiting_acks = !state.inflight.is_empty();
         // Publishers waiting for this queue to drain are woken outside the session's lock.
-        let release = self.broker.backpressure().taken(&session, &state.queue);
+        let release = self
+            .slot
+            .broker()
+            .backpressure()
+            .taken(&session, &state.queue);
         drop(state);
         if let Some(queued) = release {
-            self.broker.backpressure().release(&session, queued);
+            self.slot.broker().backpressure().release(&session, queued);
         }
         Ok(())
     }
 
     fn pull_from(&mut self, state: &mut SessionState) -> Result<(), Close> {
         let now = Instant::now();
-        let stats = std::sync::Arc::clone(self.broker.stats());
+        let stats = std::sync::Arc::clone(self.slot.broker().stats());
         while self.write_buf.len() < super::WRITE_HIGH_WATER {
             let Some(front) = state.queue.front() else {
                 break;

@@ -211,8 +211,8 @@ fn summarize(session: &Session) -> ClientSummary {
         remote_addr: client.map(|c| c.remote_addr.to_string()),
         listener: client.map(|c| c.listener.to_string()),
         protocol_level: client.map(|c| c.protocol.level()),
-        connected_since: state
-            .connected_since
+        connected_since: client
+            .and_then(|c| c.connected_at)
             .map(|seconds| u64::from(seconds.get())),
         session_expiry_interval: state.expiry_interval,
         subscriptions: state.subscriptions.len(),

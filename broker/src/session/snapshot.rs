@@ -30,10 +30,10 @@ impl Session {
     /// take out of the router.
     pub fn take_for_move(&self) -> Option<SessionSnapshot> {
         let mut state = self.lock();
-        if state.ended {
+        if self.is_ended() {
             return None;
         }
-        state.ended = true;
+        self.mark_ended();
         self.set_online(false);
         let mut queued = Vec::with_capacity(state.queue.len());
         while let Some(delivery) = state.queue.pop() {

@@ -117,6 +117,7 @@ fn get_client(body: &mut Bytes) -> Result<ClientInfo, WireError> {
         remote_addr: remote_addr.into(),
         listener,
         certificate_identity,
+        connected_at: None,
     })
 }
 
@@ -316,6 +317,7 @@ mod tests {
                     remote_addr: std::net::SocketAddr::from(([10, 1, 2, 3], 40000)).into(),
                     listener: Arc::from("mqtts"),
                     certificate_identity: false,
+                    connected_at: None,
                 }),
             })),
         };
