@@ -283,10 +283,10 @@ async fn read_frames(
         let held = peer.route_version.load(Ordering::Acquire);
         if peer.is_synced() && held != acknowledged {
             acknowledged = held;
-            peer.outbox.push_control(Frame::RoutesAck { version: held });
+            peer.outbox.push_ack(Frame::RoutesAck { version: held });
         }
         if let Some(ack) = peer.forward_ack() {
-            peer.outbox.push_control(ack);
+            peer.outbox.push_ack(ack);
         }
         // A subscriber here backed up: read no more until it drains (or is given up on), so the
         // peer's outbox fills and its publishers wait, as they would for a subscriber of their own.
@@ -311,7 +311,18 @@ async fn write_frames(
     let mut taken = Vec::with_capacity(BATCH_FRAMES);
     let mut buf = BytesMut::with_capacity(BATCH_BYTES);
     loop {
-        peer.outbox.take(BATCH_FRAMES, &mut taken).await;
+        let room = peer.window_room();
+        if room == 0 {
+            // The peer has not acknowledged a window's worth yet: forwarded messages wait in the
+            // outbox, where publishers see the backlog, not in the sockets' buffers. What goes
+            // before the next of them (acknowledgements, control frames) goes meanwhile.
+            tokio::select! {
+                () = peer.window_opened() => continue,
+                () = peer.outbox.take(BATCH_FRAMES, 0, &mut taken) => {}
+            }
+        } else {
+            peer.outbox.take(BATCH_FRAMES, room, &mut taken).await;
+        }
         let mut messages = 0u64;
         for outgoing in taken.drain(..) {
             match outgoing {

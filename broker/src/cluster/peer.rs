@@ -13,6 +13,11 @@
 //! until it drains, so its bound decides as before. Without this a fast publisher outran the link
 //! and the peer, and its QoS 1 messages were dropped where one node would have slowed it down.
 //!
+//! The link carries at most [`WINDOW`] forwarded messages the peer has not acknowledged: the rest wait
+//! in the outbox, where the backlog is seen. Without the window the sockets' buffers between two nodes
+//! held megabytes, seconds of a slow subscriber's work, which the outbox could not see drain; its
+//! publishers' waits ran out and their messages were dropped after all.
+//!
 //! Forwarded messages are numbered, and a QoS 1 or 2 copy written to a link is kept until the peer
 //! acknowledges it: when a link breaks, what the peer may not have read goes again, first, on the
 //! next one, and the peer drops the copies it already had by their numbers.
@@ -61,6 +66,11 @@ impl ForwardCopy {
     }
 }
 
+/// Forwarded messages written to a link and not yet acknowledged by the peer, at most. A peer
+/// acknowledges what it applied once per read (up to a thousand small messages), so this keeps a
+/// few reads in flight.
+pub(super) const WINDOW: u64 = 4096;
+
 /// A publisher's wait for a backlogged outbox (or a subscriber's queue on the peer) to drain;
 /// resolves with how long it waited. The same shape as `crate::backpressure::BacklogWait`.
 pub type PeerWait = Pin<Box<dyn Future<Output = Duration> + Send>>;
@@ -74,6 +84,10 @@ pub(super) enum Refused {
 
 #[derive(Debug, Default)]
 struct Queue {
+    /// Acknowledgements of what the peer sent (`ForwardAck`, `RoutesAck`), the latest of each
+    /// kind: they go before every frame, so that two nodes whose windows are both full still tell
+    /// each other what they hold.
+    acks: [Option<Frame>; 2],
     frames: VecDeque<Outgoing>,
     /// Forwards among `frames`.
     messages: usize,
@@ -183,6 +197,14 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Queues an acknowledgement, replacing the one of its kind still waiting (both are
+    /// cumulative); it goes before every other frame.
+    pub(super) fn push_ack(&self, frame: Frame) {
+        let slot = usize::from(!matches!(frame, Frame::ForwardAck { .. }));
+        self.queue.lock().acks[slot] = Some(frame);
+        self.ready.notify_one();
+    }
+
     /// Queues a control frame.
     pub(super) fn push_control(&self, frame: Frame) {
         self.queue.lock().frames.push_back(Outgoing::Control(frame));
@@ -203,20 +225,34 @@ impl Outbox {
         self.ready.notify_one();
     }
 
-    /// Takes up to `max` frames, waiting for one if there are none.
-    pub(super) async fn take(&self, max: usize, into: &mut Vec<Outgoing>) {
+    /// Takes up to `max` frames, of which at most `max_messages` forwarded messages (the frames
+    /// behind one more wait), waiting for one if there are none.
+    pub(super) async fn take(&self, max: usize, max_messages: usize, into: &mut Vec<Outgoing>) {
         loop {
             let ready = self.ready.notified();
             {
                 let mut queue = self.queue.lock();
-                let n = queue.frames.len().min(max);
-                if n > 0 {
-                    let taken = queue.frames.drain(..n);
-                    let mut messages = 0;
-                    for outgoing in taken {
-                        messages += usize::from(matches!(outgoing, Outgoing::Forward(_)));
-                        into.push(outgoing);
+                let mut taken = 0;
+                for ack in &mut queue.acks {
+                    if let Some(frame) = ack.take() {
+                        into.push(Outgoing::Control(frame));
+                        taken += 1;
                     }
+                }
+                let mut messages = 0;
+                while taken < max {
+                    let next_is_message = match queue.frames.front() {
+                        None => break,
+                        Some(outgoing) => matches!(outgoing, Outgoing::Forward(_)),
+                    };
+                    if next_is_message && messages == max_messages {
+                        break;
+                    }
+                    messages += usize::from(next_is_message);
+                    into.extend(queue.frames.pop_front());
+                    taken += 1;
+                }
+                if taken > 0 {
                     queue.messages -= messages;
                     let left = queue.messages;
                     drop(queue);
@@ -285,6 +321,12 @@ pub(super) struct Peer {
     pub acked: AtomicU64,
     /// QoS 1 and 2 copies written to a link and not yet acknowledged, oldest first.
     unacked: Mutex<VecDeque<ForwardCopy>>,
+    /// The number of the last forwarded message written to the link, and the last the peer
+    /// acknowledged: their difference is what the link holds (see [`WINDOW`]).
+    written_through: AtomicU64,
+    acked_through: AtomicU64,
+    /// Wakes the link's writer when an acknowledgement opens the window.
+    window_opened: Notify,
     received: Mutex<Received>,
     /// Cancelled when the peer is forgotten: ends its link task.
     pub gone: CancellationToken,
@@ -310,6 +352,9 @@ impl Peer {
             route_version: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             unacked: Mutex::default(),
+            written_through: AtomicU64::new(0),
+            acked_through: AtomicU64::new(0),
+            window_opened: Notify::new(),
             received: Mutex::default(),
             gone: CancellationToken::new(),
         }
@@ -344,6 +389,8 @@ impl Peer {
     /// A copy was just encoded for the link: a QoS 1 or 2 one is kept until the peer acknowledges
     /// it; a QoS 0 one is done.
     pub(super) fn written(&self, copy: ForwardCopy) {
+        self.written_through
+            .fetch_max(copy.forward.seq, Ordering::AcqRel);
         if copy.forward.message.qos == QoS::AtMostOnce {
             copy.done();
         } else {
@@ -355,6 +402,9 @@ impl Peer {
     pub(super) fn acknowledged(&self, stream: u64, seq: u64) {
         if stream != self.outbox.stream {
             return;
+        }
+        if self.acked_through.fetch_max(seq, Ordering::AcqRel) < seq {
+            self.window_opened.notify_one();
         }
         let mut held = Vec::new();
         {
@@ -368,8 +418,28 @@ impl Peer {
         }
     }
 
-    /// A new link is up: the copies the last one may have lost go first. Returns how many.
+    /// How many more forwarded messages the link may take now (see [`WINDOW`]).
+    pub(super) fn window_room(&self) -> usize {
+        let in_flight = self
+            .written_through
+            .load(Ordering::Acquire)
+            .saturating_sub(self.acked_through.load(Ordering::Acquire));
+        usize::try_from(WINDOW.saturating_sub(in_flight)).unwrap_or(usize::MAX)
+    }
+
+    /// Waits until an acknowledgement may have opened the window.
+    pub(super) async fn window_opened(&self) {
+        self.window_opened.notified().await;
+    }
+
+    /// A new link is up: the copies the last one may have lost go first, and the window starts
+    /// empty (what the last link held is either among them or was QoS 0 and is gone). Returns
+    /// how many go again.
     pub(super) fn resend_unacked(&self) -> usize {
+        self.acked_through.fetch_max(
+            self.written_through.load(Ordering::Acquire),
+            Ordering::AcqRel,
+        );
         let copies = std::mem::take(&mut *self.unacked.lock());
         let resent = copies.len();
         self.outbox.resend(copies);
@@ -401,8 +471,9 @@ impl Peer {
                 ..Received::default()
             };
         }
-        // A copy it already had is acknowledged again: the ack it sent may be what was lost.
-        received.ack_due |= forward.message.qos != QoS::AtMostOnce;
+        // Every copy is acknowledged, QoS 0 too: the acknowledgements pace the sender's window. A
+        // copy it already had is acknowledged again: the ack it sent may be what was lost.
+        received.ack_due = true;
         if forward.seq <= received.seq {
             return false;
         }
@@ -464,7 +535,7 @@ mod tests {
     /// Takes what waits in the outbox and "writes" it, as the link's writer does.
     async fn write_all(peer: &Peer) -> Vec<u64> {
         let mut taken = Vec::new();
-        peer.outbox.take(100, &mut taken).await;
+        peer.outbox.take(100, usize::MAX, &mut taken).await;
         let mut seqs = Vec::new();
         for outgoing in taken {
             if let Outgoing::Forward(copy) = outgoing {
@@ -498,7 +569,7 @@ mod tests {
         );
         assert_eq!(outbox.depth(), 8);
         let mut taken = Vec::new();
-        outbox.take(100, &mut taken).await;
+        outbox.take(100, usize::MAX, &mut taken).await;
         assert_eq!((taken.len(), outbox.depth()), (8, 0));
     }
 
@@ -523,9 +594,9 @@ mod tests {
         let mut cx = std::task::Context::from_waker(waker);
         // Taking down to 3 is not enough; down to 2 (a quarter of 10) is.
         let mut taken = Vec::new();
-        peer.outbox.take(2, &mut taken).await;
+        peer.outbox.take(2, usize::MAX, &mut taken).await;
         assert!(wait.as_mut().poll(&mut cx).is_pending());
-        peer.outbox.take(1, &mut taken).await;
+        peer.outbox.take(1, usize::MAX, &mut taken).await;
         assert!(wait.as_mut().poll(&mut cx).is_ready());
 
         for _ in 0..3 {
@@ -539,11 +610,53 @@ mod tests {
         assert!(!peer.outbox.is_backlogged(), "stalled: nobody waits for it");
         assert!(peer.wait_for_room(max_pause).is_none());
         taken.clear();
-        peer.outbox.take(100, &mut taken).await;
+        peer.outbox.take(100, usize::MAX, &mut taken).await;
         for _ in 0..5 {
             peer.outbox.push_forward(forward(QoS::AtLeastOnce)).unwrap();
         }
         assert!(peer.outbox.is_backlogged(), "drained, so waited for again");
+    }
+
+    /// The link takes no more forwarded messages than the window has room for, while
+    /// acknowledgements of what the peer sent go first whatever the window; an acknowledgement from
+    /// the peer opens the window again.
+    #[tokio::test]
+    async fn the_link_holds_a_window_of_messages_and_acknowledgements_pass_it() {
+        let peer = Arc::new(Peer::new(
+            Arc::from("n1"),
+            1,
+            "127.0.0.1:4370".parse().unwrap(),
+            NodeBit::LOCAL,
+            100_000,
+        ));
+        let window = usize::try_from(WINDOW).unwrap();
+        for _ in 0..window + 10 {
+            peer.outbox.push_forward(forward(QoS::AtMostOnce)).unwrap();
+        }
+        let mut taken = Vec::new();
+        peer.outbox
+            .take(usize::MAX, peer.window_room(), &mut taken)
+            .await;
+        assert_eq!(taken.len(), window);
+        for outgoing in taken.drain(..) {
+            if let Outgoing::Forward(copy) = outgoing {
+                peer.written(copy);
+            }
+        }
+        assert_eq!(peer.window_room(), 0);
+        peer.outbox.push_ack(Frame::RoutesAck { version: 1 });
+        peer.outbox.push_ack(Frame::RoutesAck { version: 2 });
+        peer.outbox.take(usize::MAX, 0, &mut taken).await;
+        assert!(
+            matches!(
+                taken.as_slice(),
+                [Outgoing::Control(Frame::RoutesAck { version: 2 })]
+            ),
+            "only the latest acknowledgement, and no message: {taken:?}"
+        );
+        peer.acknowledged(peer.outbox.stream, 100);
+        assert_eq!(peer.window_room(), 100);
+        assert_eq!(peer.outbox.depth(), 10);
     }
 
     #[tokio::test]
@@ -553,7 +666,7 @@ mod tests {
         outbox.push_forward(forward(QoS::AtLeastOnce)).unwrap();
         outbox.restart_sync(vec![Frame::RoutesBegin { version: 3 }, Frame::RoutesEnd]);
         let mut taken = Vec::new();
-        outbox.take(100, &mut taken).await;
+        outbox.take(100, usize::MAX, &mut taken).await;
         let names: Vec<&str> = taken
             .iter()
             .map(|o| match o {

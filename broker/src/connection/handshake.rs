@@ -563,7 +563,7 @@ impl Connection {
     /// Handles AUTH after CONNACK: a client-initiated re-authentication (4.12.1).
     pub(super) async fn on_auth(&mut self, auth: Auth) -> Result<(), Close> {
         let client = Arc::clone(&self.client);
-        let broker = Arc::clone(&self.slot.broker());
+        let broker = Arc::clone(self.slot.broker());
         let state = match self
             .extras
             .as_mut()

@@ -864,7 +864,7 @@ impl Connection {
     /// The connection is over: counted, announced and told to the hooks.
     fn gone(self, reason: Option<ReasonCode>) {
         self.slot.broker().stats().connections.dec();
-        crate::sys::client_notice(&self.slot.broker(), &self.client, false);
+        crate::sys::client_notice(self.slot.broker(), &self.client, false);
         for hook in self.slot.broker().hooks().iter() {
             hook.on_disconnect(&self.client, reason);
         }
