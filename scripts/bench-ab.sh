@@ -29,17 +29,30 @@ cases=(
 )
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null || true' EXIT
-port=$((21000 + RANDOM % 20000))
+# Below Linux's ephemeral range (32768 and up), where a client's own port could be taken already.
+port=$((20000 + RANDOM % 10000))
 for round in $(seq 1 "$rounds"); do
     for i in "${!cases[@]}"; do
         for which in base new; do
             binary=$base; [ "$which" = new ] && binary=$new
+            # The connections case binds its clients' source ports itself: with the last run's
+            # sockets still in TIME_WAIT (60 s), finding free ports slows its connects thirtyfold,
+            # whichever broker runs. Wait for them to go.
+            if [[ ${cases[$i]} == connections* ]]; then
+                for _ in $(seq 1 45); do
+                    [ "$(ss -Htan state time-wait 2>/dev/null | wc -l)" -lt 500 ] && break
+                    sleep 2
+                done
+            fi
             port=$((port + 1))
             dir=$(mktemp -d)
             printf 'listeners:\n  - name: bench\n    bind: 127.0.0.1:%s\nauth:\n  allow_anonymous: true\n' "$port" >"$dir/tern.yaml"
             RUST_LOG=warn "$binary" --config "$dir/tern.yaml" >"$dir/broker.log" 2>&1 &
             pid=$!
             sleep 0.5
+            if ! kill -0 "$pid" 2>/dev/null; then
+                echo "the $which broker did not start:" >&2; cat "$dir/broker.log" >&2; exit 1
+            fi
             # shellcheck disable=SC2206
             args=(${cases[$i]})
             extra=(--duration 5)
@@ -47,7 +60,8 @@ for round in $(seq 1 "$rounds"); do
             name="r$round-c$((i + 1))-$which"
             "$bench" "${args[@]}" --port "$port" --broker-pid "$pid" "${extra[@]}" \
                 --json "$out/$name.json" >"$out/$name.txt" 2>&1 || echo "$name failed: see $out/$name.txt" >&2
-            kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+            kill "$pid" 2>/dev/null || echo "the $which broker had exited: see $name.txt" >&2
+            wait "$pid" 2>/dev/null || true; pid=""
             rm -rf "$dir"
             echo "round $round, case $((i + 1)) (${cases[$i]}), $which: done" >&2
         done
