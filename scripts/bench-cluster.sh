@@ -67,7 +67,6 @@ logs="$out/logs"
 work="$out/work"
 bench="$root/target/release/tern-bench"
 broker_bin="$root/target/release/tern-broker"
-comqtt_version="v2.6.5"
 node_ips=(127.0.0.2 127.0.0.3 127.0.0.4)
 # The workload: pairs in point-to-point, subscribers in fan-out, and the fixed rates (per
 # publisher) that make 10,000 deliveries/s in both.
@@ -86,10 +85,8 @@ fi
 # delayed ACKs, some 30 ms at p99 for every setup alike, which would hide what crossing nodes adds.
 client_options=(--settle 1 --tcp-nodelay)
 
-step() { printf '\n==> %s\n' "$*" >&2; }
-has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-json_string() { python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"; }
+# step, has, as_root, json_string, build_go, install_comqtt_bench, go_module_version, tern_version
+. "$root/scripts/lib/bench-common.sh"
 
 # A record for the section's "Not measured" table.
 unmeasured() { # setup scenario-or-empty reason
@@ -177,60 +174,7 @@ step "building tern-broker and tern-bench (release)"
 cargo build --release --locked -j "$jobs" -p tern-broker
 cargo build --release --locked -j "$jobs" -p tern-bench
 
-# A Go module of ours in $cache/src/NAME, built to $cache/bin/NAME: main.go from stdin, or, with a
-# package path as $3, that package of the module (a program the module ships).
-build_go() { # name module@version [package]
-    command -v go >/dev/null || { echo "go is not installed" >&2; return 1; }
-    [ -x "$cache/bin/$1" ] && return 0
-    local dir="$cache/src/$1"
-    rm -rf "$dir" && mkdir -p "$dir"
-    [ -n "${3:-}" ] || cat > "$dir/main.go"
-    printf 'module tern.local/%s\n\ngo 1.21\n' "$1" > "$dir/go.mod"
-    # GOMAXPROCS only for the build (two cores); the brokers run with Go's defaults.
-    (cd "$dir" && export GOFLAGS=-mod=mod GOTOOLCHAIN=local GOMAXPROCS=1 &&
-        go get "$2" && { [ -n "${3:-}" ] || go mod tidy; } && go build -o "$cache/bin/$1" "${3:-.}")
-}
 
-install_comqtt_single() {
-    # The program and module version scripts/bench.sh's install_comqtt builds, under the same name:
-    # keep the two in step.
-    build_go comqtt-bench "github.com/wind-c/comqtt/v2@$comqtt_version" <<'GO'
-// Command comqtt-bench: a comqtt broker with the library's default options (in memory, no storage
-// hook), the allow-all auth hook and one TCP listener (-addr).
-package main
-
-import (
-	"flag"
-	"log"
-	"os"
-	"os/signal"
-	"syscall"
-
-	"github.com/wind-c/comqtt/v2/mqtt"
-	"github.com/wind-c/comqtt/v2/mqtt/hooks/auth"
-	"github.com/wind-c/comqtt/v2/mqtt/listeners"
-)
-
-func main() {
-	addr := flag.String("addr", "127.0.0.1:1883", "TCP listen address")
-	flag.Parse()
-	server := mqtt.New(nil)
-	if err := server.AddHook(new(auth.AllowHook), nil); err != nil {
-		log.Fatal(err)
-	}
-	if err := server.AddListener(listeners.NewTCP("tcp", *addr, nil)); err != nil {
-		log.Fatal(err)
-	}
-	if err := server.Serve(); err != nil {
-		log.Fatal(err)
-	}
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
-	<-stop
-	server.Close()
-}
-GO
-}
 
 install_comqtt_cluster() {
     command -v redis-server >/dev/null ||
@@ -274,21 +218,6 @@ pick_ports() {
         [ "$free" = 1 ] && break
     done
     port=$next_port
-}
-
-tern_version() {
-    local version rev
-    version=$("$broker_bin" --version | awk '{print $2}')
-    rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    git -C "$root" diff --quiet HEAD -- broker e2e/bench scripts Cargo.toml Cargo.lock 2>/dev/null ||
-        rev="$rev+changes"
-    echo "$version ($rev)"
-}
-
-# The version of a module built into a Go binary, read from the binary itself: scripts/bench.sh may
-# have built comqtt-bench (from a source directory of its own).
-go_module_version() { # binary module
-    go version -m "$cache/bin/$1" | awk -v m="$2" '($1 == "mod" || $1 == "dep") && $2 == m { print $3; exit }'
 }
 
 wait_listening() { # ip port pid log

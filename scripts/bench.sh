@@ -56,10 +56,8 @@ bench="$root/target/release/tern-bench"
 rumqttd_version="0.20.0"
 export GOFLAGS=-mod=mod GOMAXPROCS=1 GOTOOLCHAIN=local
 
-step() { printf '\n==> %s\n' "$*" >&2; }
-has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-json_string() { python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"; }
+# step, has, as_root, json_string, build_go, install_comqtt_bench, go_module_version, tern_version
+. "$root/scripts/lib/bench-common.sh"
 
 # A record for the page's "Not measured" table.
 unmeasured() { # broker scenario-or-empty reason
@@ -107,19 +105,8 @@ install_rumqttd() {
     cargo install rumqttd --version "$rumqttd_version" --root "$cache/rumqttd" -j "$jobs"
 }
 
-# A Go module of ours in $cache/src/NAME with main.go from stdin, built to $cache/bin/NAME-bench.
-build_go_broker() { # name module [version]
-    command -v go >/dev/null || { echo "go is not installed" >&2; return 1; }
-    [ -x "$cache/bin/$1-bench" ] && return 0
-    local dir="$cache/src/$1"
-    rm -rf "$dir" && mkdir -p "$dir"
-    cat > "$dir/main.go"
-    printf 'module tern.local/%s-bench\n\ngo 1.21\n' "$1" > "$dir/go.mod"
-    (cd "$dir" && go get "$2@${3:-latest}" && go mod tidy && go build -o "$cache/bin/$1-bench" .)
-}
-
 install_mochi() {
-    build_go_broker mochi github.com/mochi-mqtt/server/v2 <<'GO'
+    build_go mochi-bench github.com/mochi-mqtt/server/v2@latest <<'GO'
 // Command mochi-bench: a mochi-mqtt broker with the library's default options, the allow-all
 // auth hook and one TCP listener (-addr), as mochi's own cmd/main.go sets it up.
 package main
@@ -157,46 +144,7 @@ func main() {
 GO
 }
 
-install_comqtt() {
-    # Pinned: the Go module proxy refuses comqtt's version list (and so @latest) with 403 but
-    # serves this release, the newest it has.
-    build_go_broker comqtt github.com/wind-c/comqtt/v2 v2.6.5 <<'GO'
-// Command comqtt-bench: a comqtt broker with the library's default options (in memory, no storage
-// hook), the allow-all auth hook and one TCP listener (-addr).
-package main
-
-import (
-	"flag"
-	"log"
-	"os"
-	"os/signal"
-	"syscall"
-
-	"github.com/wind-c/comqtt/v2/mqtt"
-	"github.com/wind-c/comqtt/v2/mqtt/hooks/auth"
-	"github.com/wind-c/comqtt/v2/mqtt/listeners"
-)
-
-func main() {
-	addr := flag.String("addr", "127.0.0.1:1883", "TCP listen address")
-	flag.Parse()
-	server := mqtt.New(nil)
-	if err := server.AddHook(new(auth.AllowHook), nil); err != nil {
-		log.Fatal(err)
-	}
-	if err := server.AddListener(listeners.NewTCP("tcp", *addr, nil)); err != nil {
-		log.Fatal(err)
-	}
-	if err := server.Serve(); err != nil {
-		log.Fatal(err)
-	}
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
-	<-stop
-	server.Close()
-}
-GO
-}
+install_comqtt() { install_comqtt_bench; }
 
 install_stresser() {
     command -v go >/dev/null || { echo "go is not installed" >&2; return 1; }
@@ -239,19 +187,6 @@ pick_port() {
     while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
     port=$next_port
 }
-
-tern_version() {
-    local version rev
-    version=$("$root/target/release/tern-broker" --version | awk '{print $2}')
-    rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    # Only edits to what builds the broker or drives the load count: a docs edit during a run
-    # does not make it a different broker.
-    git -C "$root" diff --quiet HEAD -- broker e2e/bench scripts Cargo.toml Cargo.lock 2>/dev/null ||
-        rev="$rev+changes"
-    echo "$version ($rev)"
-}
-
-go_module_version() { (cd "$cache/src/$1" && go list -m -f '{{.Version}}' "$2"); }
 
 # Starts $1 on a fresh port with its defaults plus what $2 (extra connections needed, or 0) asks.
 # Sets broker_pid, port, broker_version, broker_cmd and the changes array.
@@ -310,13 +245,13 @@ TOML
             ;;
         mochi)
             broker_cmd="mochi-bench -addr 127.0.0.1:PORT"
-            broker_version=$(go_module_version mochi github.com/mochi-mqtt/server/v2)
+            broker_version=$(go_module_version mochi-bench github.com/mochi-mqtt/server/v2)
             changes+=("library defaults (mqtt.New(nil)), the allow-all auth hook and one TCP listener, as its cmd/main.go has them, without that program's WebSocket and HTTP stats listeners")
             "$cache/bin/mochi-bench" -addr "127.0.0.1:$port" > "$logs/$name-$port.log" 2>&1 &
             ;;
         comqtt)
             broker_cmd="comqtt-bench -addr 127.0.0.1:PORT"
-            broker_version=$(go_module_version comqtt github.com/wind-c/comqtt/v2)
+            broker_version=$(go_module_version comqtt-bench github.com/wind-c/comqtt/v2)
             changes+=("library defaults (mqtt.New(nil)), in memory, the allow-all auth hook and one TCP listener (its cmd/single also opens WebSocket, QUIC and HTTP listeners and stores sessions in bolt)")
             "$cache/bin/comqtt-bench" -addr "127.0.0.1:$port" > "$logs/$name-$port.log" 2>&1 &
             ;;
