@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::format::{mib, ms, rate, thousands};
-use super::markdown::{BROKER_ORDER, SCENARIOS, case, cell, command_line, command_sequence};
+use super::markdown::{
+    BROKER_ORDER, SCENARIOS, case, cell, command_line, command_sequence, unmeasured_table,
+};
 use super::result::{BrokerInfo, RunResult, Unmeasured};
 
 pub const HEADING: &str = "## Cluster";
@@ -171,19 +173,7 @@ pub fn render(commands: &[String], runs: &[RunResult], unmeasured: &[Unmeasured]
         );
     }
     setup_table(&mut out, runs);
-    if !unmeasured.is_empty() {
-        out.push_str("### Not measured\n\n| setup | scenario | why |\n|---|---|---|\n");
-        for u in unmeasured {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} |",
-                u.broker,
-                u.scenario.as_deref().unwrap_or("all"),
-                cell(&u.reason)
-            );
-        }
-        out.push('\n');
-    }
+    unmeasured_table(&mut out, "### Not measured", "setup", unmeasured);
     for (scenario, heading, about) in &SCENARIOS[..4] {
         let grouped = by_case(runs, scenario);
         if grouped.is_empty() {

@@ -212,19 +212,7 @@ pub fn render(
     );
     machine(&mut out, runs);
     broker_table(&mut out, runs, &order);
-    if !unmeasured.is_empty() {
-        out.push_str("## Not measured\n\n| broker | scenario | why |\n|---|---|---|\n");
-        for u in unmeasured {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} |",
-                u.broker,
-                u.scenario.as_deref().unwrap_or("all"),
-                cell(&u.reason)
-            );
-        }
-        out.push('\n');
-    }
+    unmeasured_table(&mut out, "## Not measured", "broker", unmeasured);
     if !charts.is_empty() {
         out.push_str("## Charts\n\n");
         for (title, href) in charts {
@@ -481,6 +469,33 @@ pub(super) fn command_line(argv: &[String]) -> String {
 }
 
 /// Text safe inside a table cell (no column breaks, line breaks or HTML tags).
+/// The "Not measured" table under `heading`, naming what was not measured in `first_column`;
+/// nothing when everything was.
+pub(super) fn unmeasured_table(
+    out: &mut String,
+    heading: &str,
+    first_column: &str,
+    unmeasured: &[Unmeasured],
+) {
+    if unmeasured.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "{heading}\n\n| {first_column} | scenario | why |\n|---|---|---|\n"
+    );
+    for u in unmeasured {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            u.broker,
+            u.scenario.as_deref().unwrap_or("all"),
+            cell(&u.reason)
+        );
+    }
+    out.push('\n');
+}
+
 pub(super) fn cell(text: &str) -> String {
     text.replace('|', "\\|")
         .replace('\n', " ")
