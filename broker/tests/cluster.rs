@@ -590,6 +590,27 @@ async fn the_admin_api_finds_and_kicks_a_client_on_another_node() {
 }
 
 /// Node `i`'s view of `peer`'s link: a field of its entry in `GET /api/v1/cluster`.
+/// A QoS 1 subscriber to `filter` on node 1, whose route node 0 holds, and a publisher on node 0:
+/// every message crosses the link (or its proxy) from node 0 to node 1.
+async fn far_subscriber_and_near_publisher(
+    cluster: &TestCluster,
+    filter: &str,
+) -> (AsyncClient, Inbox, AsyncClient, Inbox) {
+    let (subscriber, mut inbox) = client(cluster, 1, "far-subscriber").await;
+    subscribe_everywhere(
+        cluster,
+        1,
+        &subscriber,
+        &mut inbox,
+        filter,
+        QoS::AtLeastOnce,
+        1,
+    )
+    .await;
+    let (publisher, publisher_inbox) = client(cluster, 0, "near-publisher").await;
+    (subscriber, inbox, publisher, publisher_inbox)
+}
+
 async fn link_field(cluster: &TestCluster, i: usize, peer: usize, field: &str) -> u64 {
     let view = cluster.view(i).await;
     let peer_id = cluster.node_id(peer);
@@ -626,18 +647,8 @@ async fn wait_unacked(cluster: &TestCluster, i: usize, peer: usize, count: u64) 
 #[tokio::test]
 async fn qos1_messages_on_a_link_that_breaks_are_sent_again_on_the_next() {
     let (cluster, proxy) = TestCluster::start_proxied(2, "relink", "", 1).await;
-    let (subscriber, mut inbox) = client(&cluster, 1, "far-subscriber").await;
-    subscribe_everywhere(
-        &cluster,
-        1,
-        &subscriber,
-        &mut inbox,
-        "relink/#",
-        QoS::AtLeastOnce,
-        1,
-    )
-    .await;
-    let (publisher, mut publisher_inbox) = client(&cluster, 0, "near-publisher").await;
+    let (_subscriber, mut inbox, publisher, mut publisher_inbox) =
+        far_subscriber_and_near_publisher(&cluster, "relink/#").await;
     v5::publish(
         &publisher,
         &mut publisher_inbox,
@@ -683,18 +694,8 @@ async fn qos1_messages_on_a_link_that_breaks_are_sent_again_on_the_next() {
 async fn with_cluster_acknowledgement_a_puback_waits_until_the_other_node_holds_the_message() {
     let (cluster, proxy) =
         TestCluster::start_proxied(2, "strict", "  acknowledge: cluster\n", 1).await;
-    let (subscriber, mut inbox) = client(&cluster, 1, "far-subscriber").await;
-    subscribe_everywhere(
-        &cluster,
-        1,
-        &subscriber,
-        &mut inbox,
-        "strict/far",
-        QoS::AtLeastOnce,
-        1,
-    )
-    .await;
-    let (publisher, mut publisher_inbox) = client(&cluster, 0, "near-publisher").await;
+    let (_subscriber, mut inbox, publisher, mut publisher_inbox) =
+        far_subscriber_and_near_publisher(&cluster, "strict/far").await;
     v5::publish(
         &publisher,
         &mut publisher_inbox,
@@ -750,18 +751,8 @@ async fn with_cluster_acknowledgement_a_puback_waits_until_the_other_node_holds_
 #[tokio::test]
 async fn with_local_acknowledgement_a_puback_does_not_wait_for_the_other_node() {
     let (cluster, proxy) = TestCluster::start_proxied(2, "local", "", 1).await;
-    let (subscriber, mut inbox) = client(&cluster, 1, "far-subscriber").await;
-    subscribe_everywhere(
-        &cluster,
-        1,
-        &subscriber,
-        &mut inbox,
-        "local/far",
-        QoS::AtLeastOnce,
-        1,
-    )
-    .await;
-    let (publisher, mut publisher_inbox) = client(&cluster, 0, "near-publisher").await;
+    let (_subscriber, mut inbox, publisher, mut publisher_inbox) =
+        far_subscriber_and_near_publisher(&cluster, "local/far").await;
     proxy.hold();
     v5::publish(
         &publisher,
