@@ -237,6 +237,7 @@ mod tests {
                 retain: false,
                 subscription_ids: Vec::new(),
                 share: 1,
+                seq: 0,
             };
             wait = session.deliver(delivery, backpressure.marks(), &Stats::new())
                 != crate::session::Backlog::Clear;

@@ -48,6 +48,8 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     /// Membership of a cluster of brokers; a single node when absent.
     pub cluster: Option<ClusterConfig>,
+    /// Where sessions and retained messages are kept across restarts; in memory only when absent.
+    pub storage: Option<StorageConfig>,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             sys: SysConfig::default(),
             http: None,
             cluster: None,
+            storage: None,
         }
     }
 }
@@ -619,6 +622,76 @@ impl Config {
             && let Err((key, message)) = cluster.check()
         {
             return Err(invalid(key, &message));
+        }
+        if let Some(storage) = &self.storage
+            && let Err((key, message)) = storage.check()
+        {
+            return Err(invalid(key, message));
+        }
+        Ok(())
+    }
+}
+
+/// The `storage:` section (DESIGN.md §2): sessions, their queued and in-flight QoS 1/2 messages
+/// and retained messages kept in one file under `dir`; see `docs/storage.md`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The directory of the store (`DIR/tern.redb`), created if missing: in Kubernetes, the pod's
+    /// volume.
+    pub dir: PathBuf,
+    /// When what a client is told is kept is on disk.
+    #[serde(default)]
+    pub durability: Durability,
+    /// With `batched`: how often what changed is written and synced.
+    #[serde(default = "default_batch_interval_ms")]
+    pub batch_interval_ms: u64,
+}
+
+/// When an acknowledgement may go out, relative to the disk (see `docs/storage.md`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// PUBACK, PUBREC and SUBACK wait until what they acknowledge is synced to disk; one sync
+    /// covers every change that arrived meanwhile (group commit). The default: it is what an
+    /// acknowledgement promises.
+    #[default]
+    Sync,
+    /// Changes are written and synced every `batch_interval_ms`; acknowledgements do not wait, so
+    /// a crash loses at most that interval.
+    Batched,
+    /// Nothing is written: sessions and retained messages live in memory only, as without a
+    /// `storage` section.
+    Off,
+}
+
+fn default_batch_interval_ms() -> u64 {
+    10
+}
+
+impl StorageConfig {
+    /// The settings for a store an embedding program supplies without a `storage` section: no
+    /// directory, acknowledgements after the disk.
+    pub fn embedded() -> Self {
+        Self {
+            dir: PathBuf::new(),
+            durability: Durability::default(),
+            batch_interval_ms: default_batch_interval_ms(),
+        }
+    }
+
+    /// The batching interval, for `batched`.
+    pub fn batch_interval(&self) -> Duration {
+        Duration::from_millis(self.batch_interval_ms)
+    }
+
+    /// The first key that is wrong, and why.
+    fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.dir.as_os_str().is_empty() {
+            return Err(("storage.dir", "must not be empty"));
+        }
+        if !(1..=60_000).contains(&self.batch_interval_ms) {
+            return Err(("storage.batch_interval_ms", "must be 1 ..= 60000"));
         }
         Ok(())
     }

@@ -18,9 +18,11 @@
 //! 6. [`router`], [`cluster`], [`backpressure`], [`auth`]: routing and retained messages, the
 //!    other nodes of a cluster, publishers waiting for subscribers, the built-in users and ACL;
 //! 7. [`session`], [`hook`]: per-client state that outlives a connection, the extension point;
-//! 8. [`control`], [`message`]: how a connection is woken, what a message is;
-//! 9. [`identity`], [`topic`], [`codec`], [`config`], [`stats`], [`limits`], [`reload`]: values,
-//!    parsers and counters that know nothing of the layers above.
+//! 8. [`storage`]: what outlives the process, written to disk by one writer thread;
+//! 9. [`control`], [`message`], [`receipt`]: how a connection is woken, what a message is, what
+//!    an acknowledgement waits for;
+//! 10. [`identity`], [`topic`], [`codec`], [`config`], [`stats`], [`limits`], [`reload`]:
+//!     values, parsers and counters that know nothing of the layers above.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,11 +47,13 @@ pub mod identity;
 pub mod limits;
 pub mod listener;
 pub mod message;
+pub mod receipt;
 pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod storage;
 pub mod sys;
 pub mod topic;
 

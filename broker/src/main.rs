@@ -62,6 +62,25 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         timeout: u64,
     },
+    /// Check or repair the store under `storage.dir` while no broker uses it (docs/storage.md).
+    Storage {
+        #[command(subcommand)]
+        action: StorageAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum StorageAction {
+    /// Verify every page and every stored value; exits 0 when the store is intact, 1 when not.
+    Check {
+        /// The store's directory (`storage.dir`).
+        dir: PathBuf,
+    },
+    /// Drop whatever is damaged, keep everything still valid, and compact the file.
+    Repair {
+        /// The store's directory (`storage.dir`).
+        dir: PathBuf,
+    },
 }
 
 // Every failure is printed as one line with its causes and a non-zero status; none is returned
@@ -78,6 +97,20 @@ fn main() {
         if let Err(error) = passwd::run(file, username, *delete, *password_stdin) {
             eprintln!("tern-broker passwd: {error:#}");
             std::process::exit(1);
+        }
+        return;
+    }
+    if let Some(Command::Storage { action }) = &args.command {
+        let (name, result) = match action {
+            StorageAction::Check { dir } => ("check", tern_broker::storage::check(dir)),
+            StorageAction::Repair { dir } => ("repair", tern_broker::storage::repair(dir)),
+        };
+        match result {
+            Ok(report) => println!("{report}"),
+            Err(error) => {
+                eprintln!("tern-broker storage {name}: {error}");
+                std::process::exit(1);
+            }
         }
         return;
     }

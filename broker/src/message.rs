@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
-use crate::codec::{PublishProperties, QoS};
+use crate::codec::{self, Packet, PacketId, ProtocolVersion, PublishProperties, PublishView, QoS};
 use crate::identity::SessionId;
 
 /// A published message as the router holds it. Immutable once built; fan-out clones the `Arc`.
@@ -89,6 +89,64 @@ impl Message {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
+    /// Encodes the message as an MQTT 5 PUBLISH with `expiry` as its Message Expiry Interval: how
+    /// it travels to other nodes and sits in the store, so both read it back with the codec.
+    pub fn encode_as_publish(&self, expiry: Option<u32>, out: &mut BytesMut) {
+        let publish = PublishView {
+            dup: false,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            // The identifier means nothing off the wire; the codec wants one for QoS 1 and 2.
+            packet_id: (self.qos != QoS::AtMostOnce).then_some(PacketId::MIN),
+            properties: &self.properties,
+            message_expiry_interval: expiry,
+            topic_alias: None,
+            subscription_identifiers: &[],
+            payload: &self.payload,
+        };
+        let start = out.len();
+        // A message the broker accepted encodes within the protocol's limits.
+        if codec::encode_publish(&publish, ProtocolVersion::V5, u32::MAX, out).is_err() {
+            out.truncate(start);
+        }
+    }
+
+    /// Reads back what [`Self::encode_as_publish`] wrote: the message (not yet expiring, received
+    /// now, with the given id) and the expiry interval it carried.
+    pub fn decode_from_publish(
+        mut packet: BytesMut,
+        id: u64,
+    ) -> Result<(Self, Option<u32>), String> {
+        let publish = match codec::decode(&mut packet, ProtocolVersion::V5, u32::MAX) {
+            Ok(Some(Packet::Publish(publish))) => publish,
+            Ok(Some(other)) => return Err(format!("{} is not a PUBLISH", other.kind())),
+            Ok(None) => return Err("a truncated PUBLISH".into()),
+            Err(error) => return Err(error.to_string()),
+        };
+        if !packet.is_empty() {
+            return Err("bytes after the PUBLISH".into());
+        }
+        let expiry = publish.properties.message_expiry_interval;
+        let message = Self {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties: PublishProperties {
+                message_expiry_interval: None,
+                topic_alias: None,
+                subscription_identifiers: Vec::new(),
+                ..publish.properties
+            },
+            expires_at: None,
+            publisher: None,
+            received_at: Instant::now(),
+            id,
+        };
+        Ok((message, expiry))
+    }
+
     /// Sets the expiry from a Message Expiry Interval in seconds.
     pub fn with_expiry_interval(mut self, interval: Option<u32>) -> Self {
         self.expires_at =
@@ -131,6 +189,9 @@ pub struct Delivery {
     /// This delivery's part of its message's [`Message::data_size`] in the broker-wide count of
     /// queued bytes: the sessions a message is routed to share one copy, so each counts its share.
     pub share: u32,
+    /// Where the delivery is in its session's stored sequence (see `crate::storage`); 0 when it is
+    /// not stored (QoS 0, a session that ends with its connection, or no storage).
+    pub seq: u64,
 }
 
 impl Delivery {

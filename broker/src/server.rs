@@ -22,10 +22,12 @@ use crate::broker::{Broker, BrokerSink};
 use crate::client::InlineClient;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
+use crate::config::StorageConfig;
 use crate::hook::{Hook, Hooks};
 use crate::http::{HttpError, HttpServer, ListenerInfo};
 use crate::listener::{BoundListener, ListenerError};
 use crate::stats::Stats;
+use crate::storage::{Storage, StorageError, Store};
 
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -44,6 +46,8 @@ pub enum ServerError {
     Http(HttpError),
     #[error("{0}")]
     Cluster(ClusterError),
+    #[error("storage: {0}")]
+    Storage(StorageError),
     #[error("listener {name} ({addr}): {error}")]
     Listener {
         name: String,
@@ -56,6 +60,7 @@ pub enum ServerError {
 pub struct ServerBuilder {
     config: Config,
     hooks: Vec<Arc<dyn Hook>>,
+    store: Option<Box<dyn Store>>,
 }
 
 impl ServerBuilder {
@@ -65,12 +70,29 @@ impl ServerBuilder {
         self
     }
 
+    /// Keeps sessions and retained messages in `store` rather than in the built-in store under
+    /// `storage.dir` (with `storage.durability` as configured, `sync` without a `storage`
+    /// section). See `docs/storage.md`.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Box::new(store));
+        self
+    }
+
     /// Loads every file the configuration names, then binds every listener and the HTTP
     /// endpoint. Nothing is accepted until [`Server::run`].
     pub async fn bind(self) -> Result<Server, ServerError> {
         // Made here rather than by the broker so that the users file's login guard counts in it too.
         let stats = Arc::new(Stats::default());
         let files = StartFiles::load(&self.config, &stats)?;
+        let storage = match (self.store, &self.config.storage) {
+            (Some(store), config) => {
+                let default = StorageConfig::embedded();
+                let config = config.as_ref().unwrap_or(&default);
+                Some(Storage::with_store(store, config, &stats).map_err(ServerError::Storage)?)
+            }
+            (None, Some(config)) => Storage::open(config, &stats).map_err(ServerError::Storage)?,
+            (None, None) => None,
+        };
         let mut listeners = Vec::with_capacity(self.config.listeners.len());
         for (listener, tls) in self.config.listeners.iter().zip(files.tls) {
             let bound = BoundListener::bind(listener, tls).await.map_err(|error| {
@@ -106,7 +128,14 @@ impl ServerBuilder {
                 .map_err(ServerError::Cluster)?;
             broker = broker.with_cluster(cluster);
         }
+        let (storage, recovered) = storage.unzip();
+        if let Some(storage) = storage {
+            broker = broker.with_storage(storage);
+        }
         let broker = Arc::new(broker);
+        if let Some(recovered) = recovered {
+            broker.recover(recovered);
+        }
         if let Some(file_auth) = &file_auth {
             broker.register_reload(file_auth.clone());
         }
@@ -157,6 +186,7 @@ pub struct Server {
 impl Server {
     pub fn builder(config: Config) -> ServerBuilder {
         ServerBuilder {
+            store: None,
             config,
             hooks: Vec::new(),
         }
@@ -233,6 +263,10 @@ impl Server {
                 remaining = broker.tasks().len(),
                 "tasks still running after the grace period"
             );
+        }
+        // 5. What the sessions recorded as they detached is written, and the store closed.
+        if let Some(storage) = broker.storage().cloned() {
+            let _ = tokio::task::spawn_blocking(move || storage.close()).await;
         }
         info!("stopped");
     }

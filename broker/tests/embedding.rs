@@ -177,3 +177,107 @@ async fn inline_publish_rejects_invalid_topic_names() {
     assert!(inline.publish("", "x", QoS::AtMostOnce, false).is_err());
     assert!(inline.publish("a/b", "x", QoS::AtMostOnce, false).is_ok());
 }
+
+#[path = "../examples/memory_store/store.rs"]
+mod memory_store;
+
+/// A store the embedding program brings (`tern_broker::storage::Store`, here the example's tables
+/// in memory) keeps what the built-in one does: a session kept after its connection, its
+/// subscription and the QoS 1 message queued for it while away are there for a second server
+/// started on the same store [MQTT-3.1.2-4], [MQTT-3.1.2-5], with Session Present = 1
+/// [MQTT-3.2.2-2].
+#[tokio::test]
+async fn a_store_the_program_brings_keeps_a_session_and_its_queue_across_servers() {
+    use memory_store::MemoryStore;
+    use tern_broker::storage::Table;
+
+    let store = MemoryStore::default();
+    let first = Server::builder(loopback_config())
+        .store(store.clone())
+        .bind()
+        .await
+        .unwrap();
+    let port = first.local_addrs()[0].1.port();
+    let inline = first.client();
+    let token = first.shutdown_token();
+    let running = tokio::spawn(first.run(std::future::pending()));
+
+    let (reader, mut events) = persistent_client(port).await;
+    assert!(!next_connack(&mut events).await.session_present);
+    reader
+        .subscribe("news", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    wait_for(&mut events, |p| {
+        matches!(p, Packet::SubAck(_)).then_some(())
+    })
+    .await;
+    reader.disconnect().await.unwrap();
+    drop(events);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    inline
+        .publish("news", "while away", QoS::AtLeastOnce, false)
+        .unwrap();
+    token.cancel();
+    running.await.unwrap();
+    assert_eq!(store.rows(Table::Sessions), 1);
+    assert_eq!(store.rows(Table::Subscriptions), 1);
+    assert_eq!(store.rows(Table::Deliveries), 1);
+
+    let mut config = loopback_config();
+    config.listeners[0].bind = format!("127.0.0.1:{port}").parse().unwrap();
+    let second = Server::builder(config)
+        .store(store.clone())
+        .bind()
+        .await
+        .unwrap();
+    let token = second.shutdown_token();
+    let running = tokio::spawn(second.run(std::future::pending()));
+    let (_reader, mut events) = persistent_client(port).await;
+    assert!(next_connack(&mut events).await.session_present);
+    let publish = wait_for(&mut events, |p| match p {
+        Packet::Publish(publish) => Some(publish.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (publish.topic.as_str(), &publish.payload[..]),
+        ("news", &b"while away"[..])
+    );
+    token.cancel();
+    running.await.unwrap();
+}
+
+/// A v3.1.1 client with CleanSession = 0 (a session kept after the connection).
+async fn persistent_client(port: u16) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut options = MqttOptions::new("reader", "127.0.0.1", port);
+    options.set_clean_session(false);
+    let (client, events) = AsyncClient::new(options, 10);
+    (client, events)
+}
+
+async fn next_connack(events: &mut rumqttc::EventLoop) -> rumqttc::ConnAck {
+    wait_for(events, |p| match p {
+        Packet::ConnAck(ack) => Some(ack.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// Polls the event loop until `pick` takes an incoming packet, within [`WAIT`].
+async fn wait_for<T>(
+    events: &mut rumqttc::EventLoop,
+    mut pick: impl FnMut(&Packet) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(packet) = events.poll().await.unwrap()
+                && let Some(found) = pick(&packet)
+            {
+                return found;
+            }
+        }
+    })
+    .await
+    .unwrap()
+}

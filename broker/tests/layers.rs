@@ -18,7 +18,8 @@ const LAYERS: &[&[&str]] = &[
     &["broker"],
     &["router", "cluster", "backpressure", "auth"],
     &["session", "hook"],
-    &["control", "message"],
+    &["storage"],
+    &["control", "message", "receipt"],
     &[
         "identity", "topic", "codec", "config", "stats", "limits", "reload",
     ],

@@ -26,6 +26,7 @@ use crate::identity::ClientId;
 use crate::message::{Delivery, RetainedWrite};
 use crate::router::{RouteChange, RouteScope};
 use crate::session::{PendingWill, Session, SessionSnapshot};
+use crate::storage::unix_millis_now;
 
 /// How long a node asked to hand a session over waits for a CONNECT for the same client id that
 /// it is handling itself (the later CONNECT wins, so it goes first).
@@ -152,7 +153,16 @@ impl Broker {
             self.end_session(&stale, Some(ReasonCode::SESSION_TAKEN_OVER), None);
         }
         let session = Arc::new(self.new_session(snapshot.client_id.clone()));
+        {
+            // Stored here from the start, so that the deliveries it brings are stored too.
+            let mut state = session.lock();
+            state.expiry_interval = snapshot.expiry_interval;
+            self.start_journal(&session, &mut state);
+        }
         session.restore(&mut snapshot);
+        session
+            .lock()
+            .record_session(&session.client_id, Some(Some(unix_millis_now())));
         self.sessions.lock().insert(Arc::clone(&session));
         for (filter, record) in snapshot.subscriptions {
             self.subscribe_quietly(&session, filter, record.options, record.identifier);
@@ -374,7 +384,12 @@ impl ClusterSink for BrokerSink {
 
     fn retained(&self, write: RetainedWrite) {
         if let Some(broker) = self.0.upgrade() {
-            broker.retained.apply(write);
+            let stored = broker.storage.is_some().then(|| write.clone());
+            if broker.retained.apply(write)
+                && let Some(write) = stored
+            {
+                broker.store_retained(&write);
+            }
         }
     }
 

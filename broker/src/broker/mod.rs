@@ -8,7 +8,8 @@
 //!   session's own record and the hooks in step, and re-checking subscriptions after a reload;
 //! - [`publish`]: accepting a message (hooks, retained store, routing) and delivering it locally;
 //! - [`reload`]: re-reading files and applying changed rights to connected clients;
-//! - [`drain`]: stopping to accept, telling clients to go, and shutting down.
+//! - [`drain`]: stopping to accept, telling clients to go, and shutting down;
+//! - [`durable`]: what the store keeps of it, and rebuilding it from the store at start.
 //!
 //! What it lends out is read-only or synchronises itself: the configuration, statistics, hooks, the
 //! retained store and backpressure. Nothing here awaits while holding a lock; timers (will delay,
@@ -18,6 +19,7 @@
 mod admission;
 mod cluster;
 mod drain;
+mod durable;
 mod publish;
 mod reload;
 mod sessions;
@@ -48,6 +50,7 @@ use crate::reload::Reload;
 use crate::router::{RetainedStore, Router};
 use crate::session::{QueueLimits, Session, SessionRegistry};
 use crate::stats::Stats;
+use crate::storage::Storage;
 
 #[derive(Debug)]
 pub struct Broker {
@@ -68,6 +71,8 @@ pub struct Broker {
     admission: admission::Admission,
     /// The other nodes, when this one is part of a cluster.
     cluster: Option<Cluster>,
+    /// Where sessions and retained messages outlive the process, when `storage` is configured.
+    storage: Option<Storage>,
     /// This node's name in retained-message stamps: its cluster node id, or empty.
     origin: Arc<str>,
     /// Claims and session moves under way in the cluster.
@@ -105,6 +110,7 @@ impl Broker {
             queue_limits: QueueLimits::from_limits(&config.limits),
             admission: admission::Admission::new(&config.limits),
             cluster: None,
+            storage: None,
             origin: Arc::from(""),
             cluster_state: cluster::ClusterState::default(),
             config: Arc::new(config),
@@ -128,6 +134,18 @@ impl Broker {
         self.origin = Arc::from(cluster.node_id());
         self.cluster = Some(cluster);
         self
+    }
+
+    /// Keeps sessions and retained messages in `storage` (see [`durable`]).
+    #[must_use]
+    pub fn with_storage(mut self, storage: Storage) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// The store, when sessions and retained messages outlive the process.
+    pub fn storage(&self) -> Option<&Storage> {
+        self.storage.as_ref()
     }
 
     /// The cluster this broker is a node of, if any.

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use super::Broker;
 use crate::backpressure::BacklogWait;
-use crate::cluster::{Forwarded, Receipt};
+use crate::cluster::Forwarded;
 use crate::codec::{QoS, ReasonCode};
 use crate::hook::Access;
 use crate::identity::ClientInfo;
 use crate::message::Message;
+use crate::receipt::Receipt;
 use crate::router::{RetainedFull, RouteScope, Routed};
 use crate::stats::{DropReason, LimitKind};
 use crate::topic;
@@ -97,6 +98,7 @@ impl Broker {
         }
         let full = match self.retained.store(message, &self.origin) {
             Ok(write) => {
+                self.store_retained(&write);
                 if let Some(cluster) = &self.cluster {
                     cluster.retained_written(write);
                 }
@@ -155,6 +157,7 @@ impl Broker {
         let Some(write) = self.retained.remove(topic, &self.origin) else {
             return false;
         };
+        self.store_retained(&write);
         if let Some(cluster) = &self.cluster {
             cluster.retained_written(write);
         }

@@ -15,6 +15,7 @@ use crate::control::ConnectionControl;
 use crate::identity::{ClientId, ClientInfo, Generation, SessionId};
 use crate::session::{NEVER_EXPIRES, PendingWill, Session};
 use crate::stats::DropReason;
+use crate::storage::{Change, unix_millis_now};
 
 /// How long a CONNECT waits for the connection it takes a session from to let go: it acts on what
 /// its socket already holds and closes, normally within milliseconds; one stuck in a slow hook is
@@ -101,7 +102,16 @@ impl Broker {
                 .filter(|_| !request.clean_start)
                 .and_then(|session| resume(session, &request, &control));
             match (resumed, existing) {
-                (Some(generation), Some(session)) => (session, true, generation),
+                (Some(generation), Some(session)) => {
+                    let mut state = session.lock();
+                    if state.journal().is_none() {
+                        // It moved here from another node: stored from now on.
+                        self.start_journal(&session, &mut state);
+                    }
+                    state.record_session(&session.client_id, Some(None));
+                    drop(state);
+                    (session, true, generation)
+                }
                 (_, existing) => {
                     // Clean start (or nothing to resume): any old session ends here. Its connection,
                     // if any, is kicked and publishes its own will as it closes.
@@ -113,6 +123,8 @@ impl Broker {
                         state.connection = Some(Arc::clone(&control));
                         state.expiry_interval = request.expiry_interval;
                         state.client = Some(request.client.clone());
+                        self.start_journal(&session, &mut state);
+                        state.record_session(&session.client_id, Some(None));
                     }
                     session.set_online(true);
                     sessions.insert(Arc::clone(&session));
@@ -204,6 +216,9 @@ impl Broker {
                     Some(will) => self.publish_will(will, session),
                     None => {}
                 }
+                session
+                    .lock()
+                    .record_session(&session.client_id, Some(Some(unix_millis_now())));
                 if expiry != NEVER_EXPIRES {
                     self.spawn_expiry_timer(
                         session,
@@ -232,6 +247,8 @@ impl Broker {
                 return;
             }
             session.mark_ended();
+            let held = state.held_messages();
+            state.record(|id| Change::EndSession { id, messages: held });
             state.queue.clear();
             if let (Some(reason), Some(connection)) = (kick, state.connection.take()) {
                 connection.kick(reason);
@@ -261,7 +278,7 @@ impl Broker {
         self.publish_will_message(will, None);
     }
 
-    fn publish_will(&self, will: Box<PendingWill>, session: &Session) {
+    pub(super) fn publish_will(&self, will: Box<PendingWill>, session: &Session) {
         if let Some(cluster) = &self.cluster {
             // Published here: the node that kept it in case this one died lets it go.
             cluster.drop_will(&session.client_id);
@@ -290,7 +307,7 @@ impl Broker {
         self.publish(message.with_expiry_interval(interval), None);
     }
 
-    fn spawn_will_timer(
+    pub(super) fn spawn_will_timer(
         self: &Arc<Self>,
         session: &Arc<Session>,
         generation: Generation,
@@ -311,7 +328,11 @@ impl Broker {
                 {
                     return;
                 }
-                state.take_pending_will()
+                let will = state.take_pending_will();
+                // Gone from the store before it goes out: a crash from here on loses it rather
+                // than sending it twice.
+                state.record_session(&session.client_id, None);
+                will
             };
             if let Some(will) = will {
                 broker.publish_will(will, &session);
@@ -319,7 +340,7 @@ impl Broker {
         });
     }
 
-    fn spawn_expiry_timer(
+    pub(super) fn spawn_expiry_timer(
         self: &Arc<Self>,
         session: &Arc<Session>,
         generation: Generation,

@@ -17,6 +17,7 @@ use crate::codec::SubscriptionOptions;
 use crate::identity::{ClientInfo, SessionId};
 use crate::router::RouteChange;
 use crate::session::{Session, SubscriptionRecord};
+use crate::storage::Change;
 use crate::topic::SubscriptionFilter;
 
 /// What a subscribe did.
@@ -82,6 +83,12 @@ impl Broker {
             let mut state = session.lock();
             if !session.is_ended() {
                 state.subscriptions.insert(filter.clone(), record);
+                state.record(|session| Change::Subscribe {
+                    session,
+                    filter: Arc::from(filter.to_string()),
+                    options,
+                    identifier,
+                });
             }
             session.is_ended()
         };
@@ -106,7 +113,15 @@ impl Broker {
         client: &ClientInfo,
         filter: &SubscriptionFilter,
     ) -> Unsubscribed {
-        session.lock().subscriptions.remove(filter);
+        {
+            let mut state = session.lock();
+            if state.subscriptions.remove(filter).is_some() {
+                state.record(|session| Change::Unsubscribe {
+                    session,
+                    filter: Arc::from(filter.to_string()),
+                });
+            }
+        }
         let removed = self.router.unsubscribe(session.id, filter);
         if removed.route_gone {
             self.route_changed(RouteChange::Removed(filter.clone()));

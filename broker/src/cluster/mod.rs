@@ -20,7 +20,6 @@ mod metrics;
 mod owners;
 mod ownership;
 mod peer;
-mod receipt;
 mod routes;
 mod tls;
 pub mod wire;
@@ -41,11 +40,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use peer::PeerWait;
-pub use receipt::Receipt;
 pub use routes::{MAX_NODES, Plan};
 pub use tls::PeerTlsError;
 pub use wire::Forward;
 
+use crate::receipt::Receipt;
 use link::LinkStream;
 use members::Member;
 use metrics::{ClusterMetrics, LinkSample};

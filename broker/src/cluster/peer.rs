@@ -34,10 +34,10 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::receipt::Receipt;
 use super::routes::NodeBit;
 use super::wire::{Forward, Frame};
 use crate::codec::QoS;
+use crate::receipt::Receipt;
 
 /// A frame waiting for the link: replicated state (routes, retained messages), which a new link's
 /// snapshot replaces; a forwarded message; or a control frame (claims, session moves, wills),
@@ -61,7 +61,7 @@ impl ForwardCopy {
     /// This peer is done with the copy: it holds it, dropped it, or died.
     fn done(self) {
         if let Some(receipt) = self.receipt {
-            receipt.peer_done();
+            receipt.party_done();
         }
     }
 }

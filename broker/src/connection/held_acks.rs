@@ -1,6 +1,8 @@
 //! Acknowledgements of a client's QoS 1 and 2 messages held until the other nodes of the cluster
-//! hold the message (`cluster.acknowledge: cluster`). PUBACKs and PUBRECs go in the order their
-//! PUBLISHes arrived [MQTT-4.6.0-2], so once one is held, every later one waits behind it.
+//! hold the message (`cluster.acknowledge: cluster`) and until the store has it on disk
+//! (`storage.durability: sync`): a [`Receipt`] with a party for each. PUBACKs and PUBRECs go in
+//! the order their PUBLISHes arrived [MQTT-4.6.0-2], so once one is held, every later one waits
+//! behind it.
 //!
 //! The client is read from meanwhile: its Receive Maximum bounds how many acknowledgements it
 //! awaits, so a publisher fills its window and pauses itself, and a slow peer costs it latency
@@ -10,8 +12,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::cluster::Receipt;
 use crate::codec::Packet;
+use crate::receipt::Receipt;
 
 #[derive(Default)]
 pub(super) struct HeldAcks {

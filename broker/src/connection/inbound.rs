@@ -11,15 +11,16 @@ use tracing::info;
 
 use super::{Close, Connection, Wait};
 use crate::broker::Published;
-use crate::cluster::Receipt;
 use crate::codec::{
     Ack, AckProperties, Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::hook::Access;
 use crate::message::{Delivery, Message};
+use crate::receipt::Receipt;
 use crate::session::NEVER_EXPIRES;
 use crate::stats::{DropReason, LimitKind};
+use crate::storage::Storage;
 use crate::topic::{self, SubscriptionFilter};
 
 impl Connection {
@@ -29,13 +30,13 @@ impl Connection {
         match packet {
             Packet::Publish(publish) => self.on_publish(publish),
             Packet::PubAck(ack) => {
-                self.session.lock().inflight.complete(ack.packet_id, false);
+                self.session.lock().acknowledge(ack.packet_id, false);
                 Ok(())
             }
             Packet::PubRec(ack) => self.on_pubrec(ack),
             Packet::PubRel(ack) => self.on_pubrel(ack),
             Packet::PubComp(ack) => {
-                self.session.lock().inflight.complete(ack.packet_id, true);
+                self.session.lock().acknowledge(ack.packet_id, true);
                 Ok(())
             }
             Packet::Subscribe(_) => Err(Close::protocol("SUBSCRIBE handled by apply_input")),
@@ -109,6 +110,9 @@ impl Connection {
             }
         }
 
+        // What the store records from here on (the message for stored sessions, the inbound
+        // packet id) is what the acknowledgement waits for in `durability: sync`.
+        let recorded = self.slot.broker().storage().map(Storage::recorded);
         let reason = self.publish_reason(&publish);
         let matched = if reason.is_success() {
             let message = Message {
@@ -156,17 +160,31 @@ impl Connection {
         match publish.qos {
             QoS::AtMostOnce => Ok(()),
             QoS::AtLeastOnce => {
+                let receipt = self.durable(recorded, receipt);
                 self.send_publish_ack(Packet::PubAck(self.ack(pid(packet_id)?, reason)), receipt)
             }
             QoS::ExactlyOnce => {
                 if reason.is_success() {
                     self.session
                         .lock()
-                        .inbound_qos2
-                        .push_back(packet_id.map_or(0, PacketId::get));
+                        .hold_inbound_qos2(packet_id.map_or(0, PacketId::get));
                 }
+                let receipt = self.durable(recorded, receipt);
                 self.send_publish_ack(Packet::PubRec(self.ack(pid(packet_id)?, reason)), receipt)
             }
+        }
+    }
+
+    /// `receipt`, made to wait for the store too when it recorded something since `recorded`
+    /// and acknowledgements wait for the disk (`durability: sync`).
+    fn durable(
+        &self,
+        recorded: Option<u64>,
+        receipt: Option<Arc<Receipt>>,
+    ) -> Option<Arc<Receipt>> {
+        match (self.slot.broker().storage(), recorded) {
+            (Some(storage), Some(since)) => storage.hold(since, receipt),
+            _ => receipt,
         }
     }
 
@@ -252,11 +270,11 @@ impl Connection {
         let known = {
             let mut state = self.session.lock();
             if ack.reason_code.is_success() {
-                state.inflight.released(ack.packet_id)
+                state.release(ack.packet_id)
             } else {
                 // An error PUBREC ends the exchange: PUBREL answers only a PUBREC below 0x80
                 // [MQTT-4.3.3-4].
-                state.inflight.remove(ack.packet_id);
+                state.abandon(ack.packet_id);
                 return Ok(());
             }
         };
@@ -269,18 +287,10 @@ impl Connection {
     }
 
     fn on_pubrel(&mut self, ack: Ack) -> Result<(), Close> {
-        let known = {
-            let mut state = self.session.lock();
-            let id = ack.packet_id.get();
-            let held = state.inbound_qos2.iter().position(|&x| x == id);
-            match held {
-                Some(index) => {
-                    state.inbound_qos2.remove(index);
-                    true
-                }
-                None => false,
-            }
-        };
+        let known = self
+            .session
+            .lock()
+            .release_inbound_qos2(ack.packet_id.get());
         let reason = if known {
             ReasonCode::SUCCESS
         } else {
@@ -300,6 +310,7 @@ impl Connection {
                 Cow::Borrowed("subscription identifiers not supported"),
             ));
         }
+        let recorded = self.slot.broker().storage().map(Storage::recorded);
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         let mut new_route = false;
@@ -320,13 +331,21 @@ impl Connection {
             },
             retained,
         };
-        match self.slot.broker().cluster() {
-            Some(cluster) if new_route => Ok(Some(Wait::Routes(Box::new((
-                cluster.local_route_version(),
-                answer,
-            ))))),
-            _ => self.answer_subscribe(answer).map(|()| None),
+        let routes = self
+            .slot
+            .broker()
+            .cluster()
+            .filter(|_| new_route)
+            .map(|cluster| cluster.local_route_version());
+        let stored = self.durable(recorded, None);
+        if routes.is_none() && stored.is_none() {
+            return self.answer_subscribe(answer).map(|()| None);
         }
+        Ok(Some(Wait::SubAck(Box::new(HeldSubAck {
+            routes,
+            stored,
+            answer,
+        }))))
     }
 
     /// Sends the SUBACK, then the retained messages the subscriptions asked for.
@@ -356,6 +375,7 @@ impl Connection {
             let delivery = Delivery {
                 qos: message.qos.min(granted),
                 share: Delivery::share_of(&message, 1),
+                seq: 0,
                 message,
                 retain: true, // [MQTT-3.3.1-8]
                 subscription_ids: identifier.into_iter().collect(),
@@ -545,7 +565,16 @@ impl SubscribeOutcome {
     }
 }
 
-/// The answer to a SUBSCRIBE, held back while a new route reaches the other nodes.
+/// A SUBACK held back until the cluster's other nodes hold this node's routes up to `routes`
+/// (a new route reaches them), and until the store holds the subscriptions (`stored`, in
+/// `durability: sync`).
+pub(super) struct HeldSubAck {
+    pub(super) routes: Option<u64>,
+    pub(super) stored: Option<Arc<Receipt>>,
+    pub(super) answer: SubscribeAnswer,
+}
+
+/// The answer to a SUBSCRIBE.
 pub(super) struct SubscribeAnswer {
     suback: SubAck,
     retained: Vec<RetainedRequest>,

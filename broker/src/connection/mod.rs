@@ -184,8 +184,8 @@ enum Wait {
     Auth(Box<Auth>),
     /// `limits.max_publish_rate` holds the client's reads back this long.
     Pause(Duration),
-    /// A SUBACK waits until the cluster's other nodes hold this node's routes up to this version.
-    Routes(Box<(u64, inbound::SubscribeAnswer)>),
+    /// A SUBACK waits for the cluster's other nodes, the store, or both.
+    SubAck(Box<inbound::HeldSubAck>),
 }
 
 /// The state of an established connection (after a successful CONNACK).
@@ -625,10 +625,17 @@ impl Connection {
                     }
                 }
                 Wait::Pause(pause) => tokio::time::sleep(pause).await,
-                Wait::Routes(pending) => {
-                    let (version, answer) = *pending;
-                    if let Some(cluster) = self.slot.broker().cluster() {
+                Wait::SubAck(held) => {
+                    let inbound::HeldSubAck {
+                        routes,
+                        stored,
+                        answer,
+                    } = *held;
+                    if let (Some(version), Some(cluster)) = (routes, self.slot.broker().cluster()) {
                         cluster.wait_acked(version).await;
+                    }
+                    if let Some(receipt) = stored {
+                        std::future::poll_fn(|cx| receipt.poll_done(cx)).await;
                     }
                     self.answer_subscribe(answer)?;
                     if self.write_buf.len() < WRITE_HIGH_WATER {
@@ -736,7 +743,7 @@ impl Connection {
     fn send_publish_ack(
         &mut self,
         ack: Packet,
-        receipt: Option<Arc<crate::cluster::Receipt>>,
+        receipt: Option<Arc<crate::receipt::Receipt>>,
     ) -> Result<(), Close> {
         let waits = receipt.as_ref().is_some_and(|r| !r.is_done())
             || self

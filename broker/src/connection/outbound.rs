@@ -97,7 +97,7 @@ impl Connection {
                         .publish(delivery, Some(entry.packet_id), true, now)
                         .map_err(encode_failure)?;
                 }
-                InflightState::AwaitingComp => {
+                InflightState::AwaitingComp { .. } => {
                     self.send(&Packet::PubRel(Ack::success(entry.packet_id)))?;
                 }
             }
@@ -145,6 +145,7 @@ impl Connection {
             };
             if delivery.message.is_expired(now) {
                 stats.dropped(DropReason::Expired); // [MQTT-3.3.2-5]
+                state.discard(&delivery);
                 continue;
             }
             let (qos, received_at) = (delivery.qos, delivery.message.received_at);
@@ -164,7 +165,7 @@ impl Connection {
                     None => false,
                 };
                 if !sent {
-                    state.inflight.remove(id);
+                    state.abandon(id);
                 }
                 sent
             };

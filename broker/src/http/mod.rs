@@ -23,6 +23,7 @@ pub use admin::AdminToken;
 use crate::auth::FileAuth;
 use crate::broker::Broker;
 use crate::config::HttpConfig;
+use crate::storage::Storage;
 
 /// Why the HTTP endpoint could not start. The cause is part of the message rather than a `source`,
 /// so that a report that prints the chain names it once.
@@ -127,6 +128,9 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, &'static st
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else if broker.cluster().is_some_and(|cluster| !cluster.is_ready()) {
         (StatusCode::SERVICE_UNAVAILABLE, "joining the cluster\n")
+    } else if broker.storage().is_some_and(Storage::is_failing) {
+        // Acknowledgements that wait for the disk are held: new clients are better elsewhere.
+        (StatusCode::SERVICE_UNAVAILABLE, "storage failing\n")
     } else {
         (StatusCode::OK, "ready\n")
     }

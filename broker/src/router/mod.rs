@@ -240,6 +240,7 @@ impl Router {
                 retain: first.retain_as_published && message.retain,
                 subscription_ids: first.identifier.into_iter().collect(),
                 share,
+                seq: 0,
             };
             let mut backpressure = first.backpressure;
             while let Some(next) = iter.next_if(|t| t.session.id == first.session.id) {

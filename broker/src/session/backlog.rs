@@ -126,6 +126,7 @@ mod tests {
                 retain: false,
                 subscription_ids: Vec::new(),
                 share: 1,
+                seq: 0,
             };
             queue.push(delivery, true);
         }

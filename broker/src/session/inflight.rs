@@ -11,8 +11,9 @@ pub enum InflightState {
     /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
     AwaitingAck(Delivery),
     /// PUBREL sent; waiting for PUBCOMP. The message itself is no longer needed: a PUBLISH is never
-    /// re-sent once its PUBREL has been [MQTT-4.3.3-6].
-    AwaitingComp,
+    /// re-sent once its PUBREL has been [MQTT-4.3.3-6]. `seq` is the delivery's place in the
+    /// store (0 when not stored).
+    AwaitingComp { seq: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -46,9 +47,16 @@ impl Inflight {
         self.entries.is_empty()
     }
 
-    /// Records a new exchange under a fresh packet identifier and returns that identifier.
+    /// Records a new exchange under a fresh packet identifier and returns that identifier. A
+    /// stored delivery takes the identifier its sequence number gives, so that after a crash it is
+    /// sent again under the identifier it may already have gone out with, and a QoS 2 receiver
+    /// recognises it [MQTT-4.3.3-10] (another one, if that identifier is still in flight after
+    /// 65,535 later deliveries).
     pub fn push(&mut self, delivery: Delivery) -> PacketId {
-        let id = self.allocate_id();
+        let id = match stored_packet_id(delivery.seq) {
+            Some(id) if self.position(id).is_none() => id,
+            _ => self.allocate_id(),
+        };
         self.entries.push_back(InflightEntry {
             packet_id: id,
             state: InflightState::AwaitingAck(delivery),
@@ -60,51 +68,59 @@ impl Inflight {
     pub fn newest(&self) -> Option<&Delivery> {
         match &self.entries.back()?.state {
             InflightState::AwaitingAck(delivery) => Some(delivery),
-            InflightState::AwaitingComp => None,
+            InflightState::AwaitingComp { .. } => None,
         }
+    }
+
+    /// Puts back an exchange read from the store that awaits PUBCOMP.
+    pub fn push_released(&mut self, packet_id: PacketId, seq: u64) {
+        self.entries.push_back(InflightEntry {
+            packet_id,
+            state: InflightState::AwaitingComp { seq },
+        });
     }
 
     /// Removes the exchange with this identifier if it is in `AwaitingAck` (PUBACK) or
-    /// `AwaitingComp` (PUBCOMP) as `expect_comp` says; returns whether one was removed.
-    pub fn complete(&mut self, id: PacketId, expect_comp: bool) -> bool {
-        let Some(index) = self.position(id) else {
-            return false;
-        };
+    /// `AwaitingComp` (PUBCOMP) as `expect_comp` says; returns it.
+    pub fn complete(&mut self, id: PacketId, expect_comp: bool) -> Option<InflightState> {
+        let index = self.position(id)?;
         let matches = self.entries.get(index).is_some_and(|entry| {
             matches!(
                 (&entry.state, expect_comp),
-                (InflightState::AwaitingAck(_), false) | (InflightState::AwaitingComp, true)
+                (InflightState::AwaitingAck(_), false) | (InflightState::AwaitingComp { .. }, true)
             )
         });
         if matches {
-            self.entries.remove(index);
+            self.entries.remove(index).map(|entry| entry.state)
+        } else {
+            None
         }
-        matches
     }
 
-    /// PUBREC received: the exchange moves on to PUBCOMP. Returns false for an unknown identifier.
-    pub fn released(&mut self, id: PacketId) -> bool {
-        match self
+    /// PUBREC received: the exchange moves on to PUBCOMP. Returns the delivery it no longer
+    /// needs, or `None` for an identifier not awaiting PUBREC (one already released is answered
+    /// again, so `Some(None)`).
+    pub fn released(&mut self, id: PacketId) -> Option<Option<Delivery>> {
+        let entry = self
             .position(id)
-            .and_then(|index| self.entries.get_mut(index))
-        {
-            Some(entry) => {
-                entry.state = InflightState::AwaitingComp;
-                true
+            .and_then(|index| self.entries.get_mut(index))?;
+        match &entry.state {
+            InflightState::AwaitingAck(delivery) => {
+                let seq = delivery.seq;
+                let old = std::mem::replace(&mut entry.state, InflightState::AwaitingComp { seq });
+                match old {
+                    InflightState::AwaitingAck(delivery) => Some(Some(delivery)),
+                    InflightState::AwaitingComp { .. } => Some(None),
+                }
             }
-            None => false,
+            InflightState::AwaitingComp { .. } => Some(None),
         }
     }
 
-    /// Drops an exchange outright (a PUBREC with an error code ends a QoS 2 exchange).
-    pub fn remove(&mut self, id: PacketId) -> bool {
-        match self.position(id) {
-            Some(index) => {
-                self.entries.remove(index);
-                true
-            }
-            None => false,
-        }
+    /// Drops an exchange outright (a PUBREC with an error code ends a QoS 2 exchange); returns it.
+    pub fn remove(&mut self, id: PacketId) -> Option<InflightState> {
+        let index = self.position(id)?;
+        self.entries.remove(index).map(|entry| entry.state)
     }
 
     /// Takes every exchange out, in send order, with where the identifiers had got to (a session
@@ -129,6 +145,14 @@ impl Inflight {
     /// Every exchange in send order, for resending on session resumption.
     pub fn iter(&self) -> impl Iterator<Item = &InflightEntry> {
         self.entries.iter()
+    }
+
+    /// Every delivery still held (awaiting PUBACK or PUBREC).
+    pub fn deliveries(&self) -> impl Iterator<Item = &Delivery> {
+        self.entries.iter().filter_map(|entry| match &entry.state {
+            InflightState::AwaitingAck(delivery) => Some(delivery),
+            InflightState::AwaitingComp { .. } => None,
+        })
     }
 
     /// Acknowledgements usually arrive in order, so the front is checked first.
@@ -164,6 +188,14 @@ impl Inflight {
     }
 }
 
+/// The packet identifier of a stored delivery: its sequence number, wrapped onto 1 ..= 65535.
+fn stored_packet_id(seq: u64) -> Option<PacketId> {
+    if seq == 0 {
+        return None;
+    }
+    PacketId::new(u16::try_from((seq - 1) % 65_535 + 1).unwrap_or(1))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -179,6 +211,7 @@ mod tests {
             retain: false,
             subscription_ids: Vec::new(),
             share: 1,
+            seq: 0,
         }
     }
 
@@ -190,10 +223,10 @@ mod tests {
         assert_eq!(first.get(), 1);
         assert_eq!(second.get(), 2);
         // Walk the counter all the way round: id 1 is still in flight and must be skipped.
-        assert!(inflight.complete(second, false));
+        assert!(inflight.complete(second, false).is_some());
         for _ in 0..65_533 {
             let id = inflight.push(delivery());
-            assert!(inflight.complete(id, false));
+            assert!(inflight.complete(id, false).is_some());
         }
         let wrapped = inflight.push(delivery());
         assert_ne!(
@@ -207,15 +240,28 @@ mod tests {
         let mut inflight = Inflight::default();
         let id = inflight.push(delivery());
         assert!(
-            !inflight.complete(id, true),
+            inflight.complete(id, true).is_none(),
             "PUBCOMP before PUBREC must not complete"
         );
-        assert!(inflight.released(id));
+        assert!(inflight.released(id).is_some());
         assert!(
-            !inflight.complete(id, false),
+            inflight.complete(id, false).is_none(),
             "PUBACK after PUBREC must not complete"
         );
-        assert!(inflight.complete(id, true));
+        assert!(inflight.complete(id, true).is_some());
         assert!(inflight.is_empty());
+    }
+
+    /// A stored delivery goes out under the identifier its sequence number gives, so the same one
+    /// is used again when it is resent after a restart.
+    #[test]
+    fn a_stored_delivery_takes_the_identifier_of_its_sequence_number() {
+        let mut inflight = Inflight::default();
+        let stored = |seq| Delivery { seq, ..delivery() };
+        assert_eq!(inflight.push(stored(7)).get(), 7);
+        assert_eq!(inflight.push(stored(65_535 + 8)).get(), 8);
+        // 65,535 deliveries later, 7 is still in flight: another identifier is taken.
+        let clash = inflight.push(stored(2 * 65_535 + 7));
+        assert!(clash.get() != 7 && clash.get() != 8);
     }
 }

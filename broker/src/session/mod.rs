@@ -8,6 +8,7 @@
 mod backlog;
 mod deque;
 mod inflight;
+mod journal;
 mod queue;
 mod registry;
 mod snapshot;
@@ -22,6 +23,7 @@ use parking_lot::{Mutex, MutexGuard};
 pub use backlog::{BacklogMarks, MIN_DELAYED};
 pub use deque::LazyDeque;
 pub use inflight::{Inflight, InflightEntry, InflightState};
+pub use journal::SessionJournal;
 pub use queue::{Enqueued, OutboundQueue, QueueBound, QueueLimits};
 pub use registry::SessionRegistry;
 pub use snapshot::SessionSnapshot;
@@ -92,6 +94,8 @@ struct Rare {
     /// so that one that reaches it twice (once through the old node, once directly) is delivered
     /// once.
     arriving: Option<HashSet<u64, ProcessSeed>>,
+    /// A stored session's link to the store (see [`journal`]).
+    journal: Option<SessionJournal>,
 }
 
 impl SessionState {
@@ -100,6 +104,11 @@ impl SessionState {
         let will = self.rare.as_mut()?.pending_will.take();
         self.tidy_rare();
         will
+    }
+
+    /// The will waiting out its delay, if any.
+    pub fn pending_will(&self) -> Option<&PendingWill> {
+        self.rare.as_ref()?.pending_will.as_deref()
     }
 
     /// Keeps a will until its delay has passed or the session ends.
@@ -136,11 +145,9 @@ impl SessionState {
     }
 
     fn tidy_rare(&mut self) {
-        if self
-            .rare
-            .as_ref()
-            .is_some_and(|rare| rare.pending_will.is_none() && rare.arriving.is_none())
-        {
+        if self.rare.as_ref().is_some_and(|rare| {
+            rare.pending_will.is_none() && rare.arriving.is_none() && rare.journal.is_none()
+        }) {
             self.rare = None;
         }
     }
@@ -305,7 +312,7 @@ impl Session {
                 return Backlog::Clear;
             }
             let online = state.connection.is_some();
-            let outcome = state.queue.push(delivery, online);
+            let outcome = state.push_delivery(delivery, online);
             let backlogged = match backlog {
                 Some(marks) if online && marks.reached(&state.queue) && self.enter_backlog() => {
                     if marks.full(&state.queue) {
@@ -352,7 +359,7 @@ impl Session {
                 return false;
             }
             let online = state.connection.is_some();
-            let outcome = state.queue.push(delivery, online);
+            let outcome = state.push_delivery(delivery, online);
             count_overflow(outcome, stats);
             match &state.connection {
                 Some(connection) if connection.mark_queued() => Some(Arc::clone(connection)),

@@ -143,6 +143,17 @@ impl OutboundQueue {
     /// Offers a delivery. `online` says whether a connection is attached: the disconnect policy only
     /// makes sense for a client that is there to be disconnected.
     pub fn push(&mut self, delivery: Delivery, online: bool) -> Enqueued {
+        self.push_observed(delivery, online, |_| {})
+    }
+
+    /// [`Self::push`], handing each delivery the drop-oldest policy pushes out to `dropped` (a
+    /// stored session forgets it in the store).
+    pub fn push_observed(
+        &mut self,
+        delivery: Delivery,
+        online: bool,
+        mut dropped: impl FnMut(Delivery),
+    ) -> Enqueued {
         let limits = &*self.limits;
         let share = delivery.share as usize;
         if !limits.total_has_room(share) {
@@ -161,13 +172,15 @@ impl OutboundQueue {
         }
         match limits.policy {
             QueueOverflow::DropOldest => {
-                let mut dropped = 0;
-                while queued.bound_hit(limits, size).is_some() && queued.pop().is_some() {
-                    dropped += 1;
+                let mut count = 0;
+                while queued.bound_hit(limits, size).is_some() {
+                    let Some(oldest) = queued.pop() else { break };
+                    dropped(oldest);
+                    count += 1;
                 }
                 queued.push(delivery, size);
                 queued.report(limits);
-                Enqueued::QueuedDroppedOldest(dropped, bound)
+                Enqueued::QueuedDroppedOldest(count, bound)
             }
             QueueOverflow::DropNewest => Enqueued::Dropped(bound),
             QueueOverflow::Disconnect if online => Enqueued::DroppedDisconnect(bound),
@@ -220,6 +233,11 @@ impl OutboundQueue {
         queued.shares += delivery.share as usize;
         queued.items.push_front(delivery);
         queued.report(&self.limits);
+    }
+
+    /// Every queued delivery, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Delivery> {
+        self.items.iter().flat_map(|queued| queued.items.iter())
     }
 
     pub fn clear(&mut self) {
@@ -315,6 +333,7 @@ mod tests {
             retain: false,
             subscription_ids: Vec::new(),
             share: u32::try_from(size).unwrap(),
+            seq: 0,
         }
     }
 

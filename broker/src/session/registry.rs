@@ -80,6 +80,11 @@ impl SessionRegistry {
         SessionId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
+    /// Ids up to `used` are taken (by sessions read back from the store): new ones come after.
+    pub fn reserve(&self, used: SessionId) {
+        self.next_id.fetch_max(used.0, Ordering::Relaxed);
+    }
+
     pub fn get(&self, client_id: &ClientId) -> Option<Arc<Session>> {
         self.sessions.lock().get(client_id).cloned()
     }

@@ -35,6 +35,9 @@ impl Session {
         }
         self.mark_ended();
         self.set_online(false);
+        // The session lives on another node now: this one's store lets it go.
+        let held = state.held_messages();
+        state.record(|id| crate::storage::Change::EndSession { id, messages: held });
         let mut queued = Vec::with_capacity(state.queue.len());
         while let Some(delivery) = state.queue.pop() {
             queued.push(delivery);
@@ -69,7 +72,7 @@ impl Session {
         state.start_arriving();
         for delivery in snapshot.queued.drain(..) {
             state.note_arrived(delivery.message.id);
-            state.queue.push(delivery, false);
+            state.push_delivery(delivery, false);
         }
         for entry in &snapshot.inflight {
             if let super::InflightState::AwaitingAck(delivery) = &entry.state {

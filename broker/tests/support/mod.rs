@@ -98,6 +98,10 @@ pub struct TestBroker {
     port: u16,
     child: Option<Child>,
     log_path: PathBuf,
+    /// What [`TestBroker::start_with`] added to the config, for [`TestBroker::restart`].
+    extra_yaml: String,
+    /// The logs of earlier runs of this broker (see [`TestBroker::restart`]).
+    earlier_logs: String,
     // Held for its Drop: removes the config and log once the test is over.
     _dir: TempDir,
 }
@@ -128,6 +132,86 @@ impl TestBroker {
         let dir = tempfile::tempdir().expect("temporary directory");
         let port = free_port();
         let log_path = dir.path().join("broker.log");
+        let child = launch(kind, &dir, port, extra_yaml, &log_path);
+        TestBroker {
+            kind,
+            port,
+            child: Some(child),
+            log_path,
+            extra_yaml: extra_yaml.to_string(),
+            earlier_logs: String::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the process at once with SIGKILL, as a crash would: nothing is flushed or closed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again after [`Self::kill`] or [`Self::stop_gracefully`], on the same
+    /// port with the same configuration, and waits until it listens.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "the broker is still running");
+        self.earlier_logs.push_str(&self.log());
+        self.earlier_logs.push_str("----- restarted -----\n");
+        let child = launch(
+            self.kind,
+            &self._dir,
+            self.port,
+            &self.extra_yaml,
+            &self.log_path,
+        );
+        self.child = Some(child);
+        if let Err(why) = self.wait_until_listening().await {
+            panic!("the broker did not start again: {why}");
+        }
+    }
+
+    /// Starts the broker again and waits for it to exit without listening (a refusal to
+    /// start); its log then says why.
+    pub async fn restart_expecting_failure(&mut self) -> ExitStatus {
+        assert!(self.child.is_none(), "the broker is still running");
+        self.earlier_logs.push_str(&self.log());
+        self.earlier_logs.push_str("----- restarted -----\n");
+        let mut child = launch(
+            self.kind,
+            &self._dir,
+            self.port,
+            &self.extra_yaml,
+            &self.log_path,
+        );
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().expect("poll broker") {
+                assert!(!status.success(), "the broker exited with success");
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the broker started (or hung) instead of refusing\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Starts a broker process with its config in `dir`, its output in `log_path` (truncated).
+fn launch(
+    kind: BrokerKind,
+    dir: &TempDir,
+    port: u16,
+    extra_yaml: &str,
+    log_path: &PathBuf,
+) -> Child {
+    {
         let mut command = match kind {
             BrokerKind::Tern => {
                 let config = dir.path().join("tern.yaml");
@@ -144,23 +228,18 @@ impl TestBroker {
                 command
             }
         };
-        let log = fs::File::create(&log_path).expect("create broker log");
+        let log = fs::File::create(log_path).expect("create broker log");
         command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log);
-        let child = command
+        command
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {kind:?} broker: {e}"));
-        TestBroker {
-            kind,
-            port,
-            child: Some(child),
-            log_path,
-            _dir: dir,
-        }
+            .unwrap_or_else(|e| panic!("spawn {kind:?} broker: {e}"))
     }
+}
 
+impl TestBroker {
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -169,7 +248,7 @@ impl TestBroker {
         self.kind
     }
 
-    /// The broker's stdout and stderr so far.
+    /// The broker's stdout and stderr so far (this run's).
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -245,9 +324,10 @@ impl Drop for TestBroker {
         }
         if std::thread::panicking() {
             eprintln!(
-                "----- {:?} broker log ({}) -----\n{}----- end of broker log -----",
+                "----- {:?} broker log ({}) -----\n{}{}----- end of broker log -----",
                 self.kind,
                 self.log_path.display(),
+                self.earlier_logs,
                 self.log()
             );
         }

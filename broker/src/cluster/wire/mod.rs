@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
-use crate::codec::{self, Packet, PacketId, ProtocolVersion, PublishView, QoS};
+use crate::codec;
 use crate::message::{Delivery, Message, RetainStamp, RetainedWrite};
 use crate::session::{PendingWill, SessionSnapshot};
 use crate::topic::SubscriptionFilter;
@@ -636,23 +636,10 @@ fn decode_body(body: &mut Bytes) -> Result<Frame, WireError> {
 /// A message: its id, then an MQTT 5 PUBLISH (with its remaining expiry), length-prefixed.
 pub(super) fn put_message(buf: &mut BytesMut, message: &Message) {
     let mut packet = BytesMut::new();
-    let publish = PublishView {
-        dup: false,
-        qos: message.qos,
-        retain: message.retain,
-        topic: &message.topic,
-        // The identifier means nothing between nodes; the codec wants one for QoS 1 and 2.
-        packet_id: (message.qos != QoS::AtMostOnce).then_some(PacketId::MIN),
-        properties: &message.properties,
-        message_expiry_interval: message.remaining_expiry(std::time::Instant::now()),
-        topic_alias: None,
-        subscription_identifiers: &[],
-        payload: &message.payload,
-    };
-    // A message the broker accepted encodes within the protocol's limits.
-    if codec::encode_publish(&publish, ProtocolVersion::V5, u32::MAX, &mut packet).is_err() {
-        packet.clear();
-    }
+    message.encode_as_publish(
+        message.remaining_expiry(std::time::Instant::now()),
+        &mut packet,
+    );
     buf.put_u64(message.id);
     put_len(buf, packet.len());
     buf.put_slice(&packet);
@@ -664,39 +651,9 @@ pub(super) fn get_message(body: &mut Bytes) -> Result<Message, WireError> {
     if body.remaining() < len {
         return Err(WireError::Truncated);
     }
-    let mut packet = BytesMut::from(&body.split_to(len)[..]);
-    let publish = match codec::decode(&mut packet, ProtocolVersion::V5, u32::MAX) {
-        Ok(Some(Packet::Publish(publish))) => publish,
-        Ok(Some(other)) => {
-            return Err(WireError::Message(format!(
-                "{} is not a PUBLISH",
-                other.kind()
-            )));
-        }
-        Ok(None) => return Err(WireError::Truncated),
-        Err(error) => return Err(WireError::Message(error.to_string())),
-    };
-    if !packet.is_empty() {
-        return Err(WireError::Message("bytes after the PUBLISH".into()));
-    }
-    let expiry = publish.properties.message_expiry_interval;
-    Ok(Message {
-        topic: publish.topic,
-        payload: publish.payload,
-        qos: publish.qos,
-        retain: publish.retain,
-        properties: codec::PublishProperties {
-            message_expiry_interval: None,
-            topic_alias: None,
-            subscription_identifiers: Vec::new(),
-            ..publish.properties
-        },
-        expires_at: None,
-        publisher: None,
-        received_at: std::time::Instant::now(),
-        id,
-    }
-    .with_expiry_interval(expiry))
+    let packet = BytesMut::from(&body.split_to(len)[..]);
+    let (message, expiry) = Message::decode_from_publish(packet, id).map_err(WireError::Message)?;
+    Ok(message.with_expiry_interval(expiry))
 }
 
 pub(super) fn put_len(buf: &mut BytesMut, len: usize) {

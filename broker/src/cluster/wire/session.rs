@@ -41,6 +41,7 @@ pub(super) fn get_delivery(body: &mut Bytes) -> Result<Delivery, WireError> {
     Ok(Delivery {
         // Counted whole against the one session it goes to.
         share: Delivery::share_of(&message, 1),
+        seq: 0,
         message,
         qos,
         retain,
@@ -168,7 +169,7 @@ pub(super) fn put_snapshot(buf: &mut BytesMut, snapshot: &SessionSnapshot) {
                 buf.put_u8(0);
                 put_delivery(buf, delivery);
             }
-            InflightState::AwaitingComp => buf.put_u8(1),
+            InflightState::AwaitingComp { .. } => buf.put_u8(1),
         }
     }
     buf.put_u16(snapshot.next_packet_id.get());
@@ -215,7 +216,7 @@ pub(super) fn get_snapshot(body: &mut Bytes) -> Result<SessionSnapshot, WireErro
         let packet_id = get_packet_id(body)?;
         let state = match get_u8(body)? {
             0 => InflightState::AwaitingAck(get_delivery(body)?),
-            _ => InflightState::AwaitingComp,
+            _ => InflightState::AwaitingComp { seq: 0 },
         };
         inflight.push(InflightEntry { packet_id, state });
     }
@@ -272,6 +273,7 @@ mod tests {
         };
         let delivery = |text| Delivery {
             share: 0,
+            seq: 0,
             message: message(text),
             qos: QoS::AtLeastOnce,
             retain: false,
@@ -298,7 +300,7 @@ mod tests {
             inflight: vec![
                 InflightEntry {
                     packet_id: PacketId::new(41).unwrap(),
-                    state: InflightState::AwaitingComp,
+                    state: InflightState::AwaitingComp { seq: 0 },
                 },
                 InflightEntry {
                     packet_id: PacketId::new(42).unwrap(),
@@ -334,7 +336,7 @@ mod tests {
         assert_eq!(ids, [41, 42]);
         assert!(matches!(
             back.inflight[0].state,
-            InflightState::AwaitingComp
+            InflightState::AwaitingComp { .. }
         ));
         assert_eq!(back.next_packet_id.get(), 43);
         assert_eq!(back.inbound_qos2, [9, 10]);

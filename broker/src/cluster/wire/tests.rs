@@ -3,6 +3,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::codec::PublishProperties;
+use crate::codec::QoS;
 
 fn route(text: &'static str) -> SubscriptionFilter {
     SubscriptionFilter::parse(&ByteString::from_static(text), true).expect("a valid filter")

@@ -1,17 +1,17 @@
-//! The receipt for a message forwarded to peers under `cluster.acknowledge: cluster`: its
-//! publisher's PUBACK or PUBREC waits until every peer the message went to holds it.
+//! A receipt: what a client's acknowledgement (PUBACK, PUBREC, SUBACK) waits for before it may
+//! go out, counted in parties that each say once that they are done.
 //!
-//! A peer *holds* a copy once it has handed it to its own subscribers' sessions and said so with a
-//! [`Frame::ForwardAck`](super::wire::Frame::ForwardAck). A peer that is declared dead, or whose
-//! queue had no room for the copy, counts as done too: the first will never hold it, and the second
-//! dropped it and counted the drop (see `docs/cluster.md`).
+//! The parties are the other nodes of a cluster under `cluster.acknowledge: cluster` (each holds
+//! the forwarded message, has been declared dead or dropped the copy and counted the drop; see
+//! `docs/cluster.md`) and, with `storage.durability: sync`, the store (what the acknowledgement
+//! covers is on disk; see `docs/storage.md`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
-/// How many peers a forwarded message still waits for, and who to wake when none is left.
+/// How many parties an acknowledgement still waits for, and who to wake when none is left.
 #[derive(Debug)]
 pub struct Receipt {
     waiting: AtomicUsize,
@@ -19,14 +19,14 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    pub(super) fn new(peers: usize) -> Self {
+    pub fn new(parties: usize) -> Self {
         Self {
-            waiting: AtomicUsize::new(peers),
+            waiting: AtomicUsize::new(parties),
             waker: AtomicWaker::new(),
         }
     }
 
-    /// Every peer holds the message (or is done with it).
+    /// Every party is done.
     pub fn is_done(&self) -> bool {
         self.waiting.load(Ordering::Acquire) == 0
     }
@@ -45,8 +45,14 @@ impl Receipt {
         }
     }
 
-    /// One peer holds the message, died, or dropped it.
-    pub(super) fn peer_done(&self) {
+    /// One more party to wait for; only by whoever created the receipt, before anyone waits on
+    /// it.
+    pub fn add_party(&self) {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One party is done.
+    pub fn party_done(&self) {
         if self.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.waker.wake();
         }
@@ -70,19 +76,19 @@ mod tests {
     }
 
     #[test]
-    fn a_receipt_is_done_and_wakes_its_waiter_when_the_last_peer_is() {
+    fn a_receipt_is_done_and_wakes_its_waiter_when_the_last_party_is() {
         let receipt = Receipt::new(2);
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(Arc::clone(&flag));
         let mut cx = Context::from_waker(&waker);
         assert!(receipt.poll_done(&mut cx).is_pending());
-        receipt.peer_done();
+        receipt.party_done();
         assert!(!receipt.is_done());
         assert!(
             !flag.0.load(Ordering::Acquire),
-            "one peer is still waited for"
+            "one party is still waited for"
         );
-        receipt.peer_done();
+        receipt.party_done();
         assert!(receipt.is_done());
         assert!(flag.0.load(Ordering::Acquire));
         assert!(receipt.poll_done(&mut cx).is_ready());

@@ -1,0 +1,352 @@
+//! Durable sessions and retained messages (`storage`, docs/storage.md): what a stored session
+//! holds and what retained messages the broker holds survive a crash (`kill -9`) and a restart;
+//! an acknowledged message is never lost under `durability: sync`; what expired while the broker
+//! was down is not brought back; a damaged store is refused, and repaired keeping what is valid.
+//!
+//! Each test runs the real broker binary on a store in its own temporary directory, and kills it
+//! with SIGKILL: nothing is flushed or closed on the way down.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use rumqttc::QoS;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use support::client::{Client, Version};
+use support::{TestBroker, v5};
+use tempfile::TempDir;
+
+/// A broker whose store lives in `data` (which outlives the broker's own directory).
+async fn stored_broker(data: &TempDir, extra: &str) -> TestBroker {
+    TestBroker::start_with(&format!(
+        "storage:\n  dir: {}\n  durability: sync\n{extra}",
+        data.path().display()
+    ))
+    .await
+}
+
+/// [MQTT-3.1.2-4], [MQTT-3.1.2-5] A session kept after its connection is resumed with its
+/// subscriptions and the QoS 1 and 2 messages queued for it, and [MQTT-3.2.2-2] Session Present
+/// says so, even though the broker was killed and restarted in between; [MQTT-3.3.1-5] a
+/// retained message is still stored and [MQTT-3.3.1-8] delivered with RETAIN set to a new
+/// subscription. (MQTT 3.1.1)
+#[tokio::test]
+async fn v311_a_stored_session_and_retained_messages_survive_kill_9() {
+    a_stored_session_and_retained_messages_survive_kill_9(Version::V311).await;
+}
+
+/// The same for MQTT 5: [MQTT-3.1.2-5], [MQTT-3.2.2-3], [MQTT-3.3.1-5].
+#[tokio::test]
+async fn v5_a_stored_session_and_retained_messages_survive_kill_9() {
+    a_stored_session_and_retained_messages_survive_kill_9(Version::V5).await;
+}
+
+async fn a_stored_session_and_retained_messages_survive_kill_9(version: Version) {
+    let data = TempDir::new().unwrap();
+    let mut broker = stored_broker(&data, "").await;
+    let port = broker.port();
+    // CleanSession = 0 (3.1.1) keeps the session after the connection; with nothing to resume,
+    // Session Present is 0 [MQTT-3.2.2-3].
+    let (mut subscriber, present) =
+        Client::start_session(version, port, "keeper", false, false).await;
+    assert!(!present);
+    subscriber.subscribe("orders/#", QoS::ExactlyOnce).await;
+    subscriber.disconnect().await;
+
+    let mut publisher = Client::connect(version, port, "publisher").await;
+    publisher
+        .publish("config/site", QoS::AtLeastOnce, true, "retained")
+        .await;
+    publisher
+        .publish("orders/1", QoS::AtLeastOnce, false, "one")
+        .await;
+    publisher
+        .publish("orders/2", QoS::ExactlyOnce, false, "two")
+        .await;
+    publisher.drop_connection().await;
+
+    broker.kill();
+    broker.restart().await;
+
+    let (mut subscriber, present) =
+        Client::start_session(version, port, "keeper", false, false).await;
+    assert!(present, "the session was not resumed after the restart");
+    let queued = subscriber.expect_publishes(2).await;
+    let received: Vec<(&str, &str, QoS)> = queued
+        .iter()
+        .map(|m| (m.topic.as_str(), m.payload(), m.qos))
+        .collect();
+    assert_eq!(
+        received,
+        [
+            ("orders/1", "one", QoS::AtLeastOnce),
+            ("orders/2", "two", QoS::ExactlyOnce)
+        ]
+    );
+    subscriber.expect_no_publish().await;
+
+    // The subscription itself came back too.
+    let mut publisher = Client::connect(version, port, "publisher").await;
+    publisher
+        .publish("orders/3", QoS::AtLeastOnce, false, "three")
+        .await;
+    assert_eq!(subscriber.expect_publish().await.payload(), "three");
+
+    let mut newcomer = Client::connect(version, port, "newcomer").await;
+    newcomer.subscribe("config/#", QoS::AtLeastOnce).await;
+    let retained = newcomer.expect_publish().await;
+    assert_eq!(
+        (retained.topic.as_str(), retained.payload(), retained.retain),
+        ("config/site", "retained", true)
+    );
+}
+
+/// With `durability: sync` a PUBACK goes out only once the message is on disk: every message a
+/// publisher saw acknowledged before the broker was killed reaches the stored session after the
+/// restart, in order [MQTT-4.6.0-6]. The publisher keeps many messages in flight, so that many
+/// acknowledgements share each disk sync.
+#[tokio::test]
+async fn every_message_acknowledged_before_kill_9_is_delivered_after_the_restart() {
+    const MESSAGES: usize = 300;
+    let data = TempDir::new().unwrap();
+    let mut broker = stored_broker(&data, "").await;
+    let port = broker.port();
+    let (mut subscriber, _) = Client::start_session(Version::V5, port, "ledger", true, false).await;
+    subscriber.subscribe("ledger", QoS::AtLeastOnce).await;
+    subscriber.disconnect().await;
+
+    let mut publisher = Client::connect(Version::V5, port, "teller").await;
+    for n in 0..MESSAGES {
+        publisher
+            .queue_publish("ledger", QoS::AtLeastOnce, false, format!("entry {n}"))
+            .await;
+    }
+    for _ in 0..MESSAGES {
+        publisher
+            .expect_publish_acknowledged(QoS::AtLeastOnce)
+            .await;
+    }
+    broker.kill();
+    broker.restart().await;
+
+    let (mut subscriber, present) =
+        Client::start_session(Version::V5, port, "ledger", false, false).await;
+    assert!(present);
+    let received = subscriber.expect_publishes(MESSAGES).await;
+    for (n, message) in received.iter().enumerate() {
+        assert_eq!(message.payload(), format!("entry {n}"));
+    }
+    subscriber.expect_no_publish().await;
+}
+
+/// [MQTT-4.4.0-1] A QoS 1 or 2 message sent and not yet acknowledged is sent again when the
+/// session resumes, under its original packet identifier, even across a crash of the broker: a
+/// QoS 2 receiver recognises it by that identifier and does not deliver it twice
+/// [MQTT-4.3.3-10]. Once PUBREC has arrived, only PUBREL is sent again [MQTT-4.3.3-6].
+#[tokio::test]
+async fn an_unacknowledged_message_is_resent_under_its_packet_id_after_kill_9() {
+    let data = TempDir::new().unwrap();
+    let mut broker = stored_broker(&data, "").await;
+    let port = broker.port();
+    // Three messages delivered and acknowledged first, so that the identifiers of the next two
+    // are not the ones a fresh start would hand out anyway.
+    let (mut subscriber, _) = Client::start_session(Version::V5, port, "slow", true, false).await;
+    subscriber.subscribe("jobs", QoS::AtLeastOnce).await;
+    let mut publisher = Client::connect(Version::V5, port, "boss").await;
+    for job in ["warm-up 1", "warm-up 2", "warm-up 3"] {
+        publisher
+            .publish("jobs", QoS::AtLeastOnce, false, job)
+            .await;
+    }
+    subscriber.expect_publishes(3).await;
+    subscriber.disconnect().await;
+
+    let (mut subscriber, _) = Client::start_session(Version::V5, port, "slow", false, true).await;
+    subscriber.subscribe("jobs", QoS::ExactlyOnce).await;
+    for job in ["first", "second"] {
+        publisher
+            .publish("jobs", QoS::ExactlyOnce, false, job)
+            .await;
+    }
+    // Received, never acknowledged (manual acks).
+    let sent = subscriber.expect_publishes(2).await;
+    assert!(sent.iter().all(|m| m.pkid > 3), "{sent:?}");
+    broker.kill();
+    subscriber.drop_connection().await;
+    broker.restart().await;
+
+    let (mut subscriber, present) =
+        Client::start_session(Version::V5, port, "slow", false, true).await;
+    assert!(present);
+    let resent = subscriber.expect_publishes(2).await;
+    let ids = |messages: &[support::client::Message]| -> Vec<(String, u16)> {
+        messages
+            .iter()
+            .map(|m| (m.payload().to_string(), m.pkid))
+            .collect()
+    };
+    assert_eq!(ids(&resent), ids(&sent));
+}
+
+/// [MQTT-3.1.2-23] A session is kept for its Session Expiry Interval after its connection ends,
+/// and no longer; the time the broker was down counts. [MQTT-3.3.2-5] A message whose expiry
+/// interval passed while the broker was down is not delivered.
+#[tokio::test]
+async fn what_expired_while_the_broker_was_down_is_not_brought_back() {
+    let data = TempDir::new().unwrap();
+    let mut broker = stored_broker(&data, "").await;
+    let port = broker.port();
+
+    let mut brief = v5::options(port, "brief");
+    brief
+        .set_clean_start(true)
+        .set_session_expiry_interval(Some(1));
+    let (client, mut inbox, _) = v5::start(brief).await;
+    v5::subscribe(
+        &client,
+        &mut inbox,
+        "news",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+    )
+    .await;
+    v5::disconnect(&client, &mut inbox).await;
+
+    let (mut keeper, _) = Client::start_session(Version::V5, port, "keeper", true, false).await;
+    keeper.subscribe("news", QoS::AtLeastOnce).await;
+    keeper.disconnect().await;
+
+    let (publisher, mut pub_inbox) = v5::connect(port, "press").await;
+    let short = PublishProperties {
+        message_expiry_interval: Some(1),
+        ..PublishProperties::default()
+    };
+    v5::publish_with(
+        &publisher,
+        &mut pub_inbox,
+        "news",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        false,
+        "stale soon",
+        short,
+    )
+    .await;
+    v5::publish(
+        &publisher,
+        &mut pub_inbox,
+        "news",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        false,
+        "lasting",
+    )
+    .await;
+    broker.kill();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    broker.restart().await;
+
+    let mut again = v5::options(port, "brief");
+    again
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(60));
+    let (_client, _inbox, connack) = v5::start(again).await;
+    assert!(!connack.session_present, "an expired session was resumed");
+
+    let (mut keeper, present) =
+        Client::start_session(Version::V5, port, "keeper", false, false).await;
+    assert!(present);
+    assert_eq!(keeper.expect_publish().await.payload(), "lasting");
+    keeper.expect_no_publish().await;
+}
+
+/// A damaged store is never read as valid data: the broker refuses to start and names the file
+/// and the repair command; `tern-broker storage check` fails on it; `tern-broker storage repair`
+/// drops what is damaged and keeps the rest, which the broker then serves.
+#[tokio::test]
+async fn a_damaged_store_is_refused_then_repaired_keeping_what_is_valid() {
+    const DAMAGED: &str = "DAMAGED-PAYLOAD-0123456789";
+    let data = TempDir::new().unwrap();
+    let mut broker = stored_broker(&data, "").await;
+    let port = broker.port();
+    let (mut subscriber, _) = Client::start_session(Version::V5, port, "reader", true, false).await;
+    subscriber.subscribe("pages", QoS::AtLeastOnce).await;
+    subscriber.disconnect().await;
+    let mut publisher = Client::connect(Version::V5, port, "writer").await;
+    for payload in ["kept 1", DAMAGED, "kept 2"] {
+        publisher
+            .publish("pages", QoS::AtLeastOnce, false, payload)
+            .await;
+    }
+    publisher.disconnect().await;
+    assert!(broker.stop_gracefully().await.success());
+
+    let file = data.path().join("tern.redb");
+    let flipped = flip_every_copy(&file, DAMAGED.as_bytes());
+    assert!(flipped > 0, "the payload is not in the file");
+
+    assert!(!storage_command("check", data.path()).status.success());
+    broker.restart_expecting_failure().await;
+    let log = broker.log();
+    assert!(
+        log.contains(&file.display().to_string()) && log.contains("storage repair"),
+        "the refusal does not name the file and the repair command:\n{log}"
+    );
+
+    let repair = storage_command("repair", data.path());
+    assert!(
+        repair.status.success(),
+        "{}",
+        String::from_utf8_lossy(&repair.stderr)
+    );
+    assert!(storage_command("check", data.path()).status.success());
+    broker.restart().await;
+    let (mut subscriber, present) =
+        Client::start_session(Version::V5, port, "reader", false, false).await;
+    assert!(present);
+    let payloads: Vec<String> = subscriber
+        .expect_publishes(2)
+        .await
+        .iter()
+        .map(|m| m.payload().to_string())
+        .collect();
+    assert_eq!(payloads, ["kept 1", "kept 2"]);
+    subscriber.expect_no_publish().await;
+}
+
+/// Inverts one byte in every copy of `needle` in `file`; returns how many copies there were.
+fn flip_every_copy(file: &Path, needle: &[u8]) -> usize {
+    let mut bytes = std::fs::read(file).unwrap();
+    let mut copies = 0;
+    let mut at = 0;
+    while let Some(found) = bytes[at..]
+        .windows(needle.len())
+        .position(|window| window == needle)
+    {
+        let index = at + found + needle.len() / 2;
+        bytes[index] ^= 0xFF;
+        copies += 1;
+        at = index + 1;
+    }
+    std::fs::write(file, bytes).unwrap();
+    copies
+}
+
+fn storage_command(action: &str, dir: &Path) -> std::process::Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_tern-broker"))
+        .args(["storage", action])
+        .arg(dir)
+        .output()
+        .unwrap();
+    eprintln!(
+        "tern-broker storage {action}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
