@@ -1,8 +1,9 @@
 //! Acknowledgements of a client's QoS 1 and 2 messages held until the other nodes of the cluster
 //! hold the message (`cluster.acknowledge: cluster`) and until the store has it on disk
-//! (`storage.durability: sync`): a [`Receipt`] with a party for each. PUBACKs and PUBRECs go in
-//! the order their PUBLISHes arrived [MQTT-4.6.0-2], so once one is held, every later one waits
-//! behind it.
+//! (`storage.durability: sync`): a [`Receipt`] with a party for each. The PUBREL and PUBCOMP the
+//! broker answers with in a QoS 2 exchange wait for the store the same way. PUBACKs and PUBRECs go
+//! in the order their PUBLISHes arrived [MQTT-4.6.0-2], and PUBRELs in the order of their PUBRECs
+//! [MQTT-4.6.0-3], so once one acknowledgement is held, every later one waits behind it.
 //!
 //! The client is read from meanwhile: its Receive Maximum bounds how many acknowledgements it
 //! awaits, so a publisher fills its window and pauses itself, and a slow peer costs it latency

@@ -266,7 +266,11 @@ impl Connection {
         Ok(())
     }
 
+    /// PUBREC for an outbound QoS 2 message. In `durability: sync` the PUBREL waits until the
+    /// store knows the message was received: after a crash the broker must not send the PUBLISH
+    /// again once it has sent PUBREL [MQTT-4.3.3-6], since the client would take it for a new one.
     fn on_pubrec(&mut self, ack: Ack) -> Result<(), Close> {
+        let recorded = self.slot.broker().storage().map(Storage::recorded);
         let known = {
             let mut state = self.session.lock();
             if ack.reason_code.is_success() {
@@ -283,10 +287,15 @@ impl Connection {
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
-        self.send(&Packet::PubRel(self.ack(ack.packet_id, reason)))
+        let receipt = self.durable(recorded, None);
+        self.send_publish_ack(Packet::PubRel(self.ack(ack.packet_id, reason)), receipt)
     }
 
+    /// PUBREL for an inbound QoS 2 message. In `durability: sync` the PUBCOMP waits until the
+    /// store has let the packet id go: after a crash a held id would make the broker take the
+    /// client's next message under it for a repeat and drop it [MQTT-4.3.3-10].
     fn on_pubrel(&mut self, ack: Ack) -> Result<(), Close> {
+        let recorded = self.slot.broker().storage().map(Storage::recorded);
         let known = self
             .session
             .lock()
@@ -296,7 +305,8 @@ impl Connection {
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
-        self.send(&Packet::PubComp(self.ack(ack.packet_id, reason)))
+        let receipt = self.durable(recorded, None);
+        self.send_publish_ack(Packet::PubComp(self.ack(ack.packet_id, reason)), receipt)
     }
 
     /// Applies a SUBSCRIBE. In a cluster, when it made a route this node did not have, the SUBACK

@@ -81,7 +81,8 @@ pub struct MqttClusterSpec {
     /// Let clients connect without a username and password.
     #[serde(default)]
     pub allow_anonymous: bool,
-    /// A volume per pod for the broker's data.
+    /// A volume per pod where the broker keeps its sessions and retained messages across restarts
+    /// (`storage` in its configuration; docs/storage.md). Without it they live in memory only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence: Option<PersistenceSpec>,
     /// Broker settings rendered into its configuration file; unset ones keep the broker's defaults.
@@ -319,10 +320,69 @@ pub struct PersistenceSpec {
     pub size: Quantity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// `storage.durability`: `sync` (default), acknowledgements wait until what they acknowledge
+    /// is on disk; `batched`, changes are synced every `batchIntervalMs` and a crash loses at most
+    /// that.
+    #[serde(default)]
+    pub durability: StorageDurability,
+    /// `storage.batch_interval_ms`, with `batched` (1 ..= 60000; the broker's default is 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub batch_interval_ms: Option<u32>,
+    /// What happens to the pods' volumes when the cluster shrinks or is deleted (the
+    /// StatefulSet's `persistentVolumeClaimRetentionPolicy`): `Retain` (default) keeps them, so a
+    /// pod that comes back finds its sessions; `Delete` removes them with their data.
+    #[serde(default)]
+    pub retention: VolumeRetention,
 }
 
 fn default_volume_size() -> Quantity {
     Quantity("1Gi".into())
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageDurability {
+    #[default]
+    Sync,
+    Batched,
+}
+
+impl StorageDurability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Batched => "batched",
+        }
+    }
+}
+
+/// When the pods' volumes are deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeRetention {
+    /// When the `MqttCluster` (and so its StatefulSet) is deleted.
+    #[serde(default)]
+    pub when_deleted: RetentionPolicy,
+    /// When `replicas` goes down: the volumes of the pods that go.
+    #[serde(default)]
+    pub when_scaled: RetentionPolicy,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum RetentionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+impl RetentionPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retain => "Retain",
+            Self::Delete => "Delete",
+        }
+    }
 }
 
 /// Broker settings; each maps to a key of the broker's configuration file

@@ -10,7 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use serde_json::{Map, Value, json};
 
 use super::names::{CLUSTER_PORT, ClusterNames, HTTP_PORT, env, keys, paths};
-use crate::crd::{BrokerSettings, ClientCertificates, ListenerSpec, MqttClusterSpec};
+use crate::crd::{
+    BrokerSettings, ClientCertificates, ListenerSpec, MqttClusterSpec, PersistenceSpec,
+};
 
 /// `NAME-config` with `config` (the text [`broker_config`] renders) under `broker.yaml`.
 pub fn config_map(names: &ClusterNames, owner: OwnerReference, config: String) -> ConfigMap {
@@ -57,6 +59,9 @@ pub fn broker_config(names: &ClusterNames, spec: &MqttClusterSpec, cluster_domai
     // Everything so far is taken literally from the spec; `$` must not start an expansion.
     escape_dollars(&mut config);
     config["cluster"] = cluster(names, cluster_domain);
+    if let Some(persistence) = &spec.persistence {
+        config["storage"] = storage(persistence);
+    }
     let header = "# Rendered by tern-operator from the MqttCluster; edits are overwritten.\n";
     // A JSON value of strings, numbers and booleans always serializes.
     format!(
@@ -83,6 +88,19 @@ fn cluster(names: &ClusterNames, cluster_domain: &str) -> Value {
             "ca_file": peer_file(keys::CA_CERT),
         },
     })
+}
+
+/// The `storage` section: the broker keeps its sessions and retained messages on the pod's
+/// volume, mounted at the data directory.
+fn storage(persistence: &PersistenceSpec) -> Value {
+    let mut storage = json!({
+        "dir": paths::DATA_DIR,
+        "durability": persistence.durability.as_str(),
+    });
+    if let Some(interval) = persistence.batch_interval_ms {
+        storage["batch_interval_ms"] = interval.into();
+    }
+    storage
 }
 
 /// Doubles every `$` in the strings of `value`: the broker reads `$$` as a literal `$` and
@@ -263,6 +281,30 @@ mod tests {
         assert_eq!(data.keys().collect::<Vec<_>>(), ["broker.yaml"]);
         assert_eq!(data["broker.yaml"], text);
         parses(&data["broker.yaml"]);
+    }
+
+    /// `persistence` keeps sessions and retained messages on the pod's volume; without it the
+    /// broker keeps them in memory.
+    #[test]
+    fn persistence_renders_storage_on_the_data_volume() {
+        let text = render(
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {persistence: {size: 2Gi, durability: batched, batchIntervalMs: 25}}\n",
+        );
+        let storage = parses(&text).storage.unwrap();
+        assert_eq!(storage.dir.to_str(), Some("/var/lib/tern"));
+        assert_eq!(storage.durability, tern_broker::config::Durability::Batched);
+        assert_eq!(storage.batch_interval_ms, 25);
+
+        let text = render(
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {persistence: {}}\n",
+        );
+        let storage = parses(&text).storage.unwrap();
+        assert_eq!(storage.durability, tern_broker::config::Durability::Sync);
+
+        let text = render(
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {}\n",
+        );
+        assert!(parses(&text).storage.is_none());
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
@@ -72,6 +75,12 @@ pub fn statefulset(inputs: &StatefulSetInputs<'_>) -> StatefulSet {
                 }),
                 spec: Some(pod_spec(inputs)),
             },
+            persistent_volume_claim_retention_policy: spec.persistence.as_ref().map(|p| {
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(p.retention.when_deleted.as_str().into()),
+                    when_scaled: Some(p.retention.when_scaled.as_str().into()),
+                }
+            }),
             volume_claim_templates: spec.persistence.as_ref().map(|p| {
                 vec![PersistentVolumeClaim {
                     metadata: ObjectMeta {
@@ -511,6 +520,21 @@ spec:
             .as_ref()
             .unwrap();
         assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+        let retention = set
+            .spec
+            .as_ref()
+            .unwrap()
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (
+                retention.when_deleted.as_deref(),
+                retention.when_scaled.as_deref()
+            ),
+            (Some("Retain"), Some("Retain")),
+            "volumes are kept by default"
+        );
         assert!(
             pod(&set)
                 .volumes
@@ -518,6 +542,34 @@ spec:
                 .unwrap()
                 .iter()
                 .all(|v| v.empty_dir.is_none())
+        );
+    }
+
+    #[test]
+    fn the_volumes_go_with_the_pods_when_asked() {
+        let set = render(
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {persistence: {retention: {whenScaled: Delete, whenDeleted: Delete}}}\n",
+        );
+        let retention = set
+            .spec
+            .unwrap()
+            .persistent_volume_claim_retention_policy
+            .unwrap();
+        assert_eq!(
+            (
+                retention.when_deleted.as_deref(),
+                retention.when_scaled.as_deref()
+            ),
+            (Some("Delete"), Some("Delete"))
+        );
+        let set = render(
+            "apiVersion: tern.dev/v1alpha1\nkind: MqttCluster\nmetadata: {name: demo}\nspec: {}\n",
+        );
+        assert!(
+            set.spec
+                .unwrap()
+                .persistent_volume_claim_retention_policy
+                .is_none()
         );
     }
 }
