@@ -350,3 +350,138 @@ fn storage_command(action: &str, dir: &Path) -> std::process::Output {
     );
     output
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = TempDir::new().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tern-test"])
+            .arg(dir.path())
+            .status()
+            .expect("mount(8) runs");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CAP_SYS_ADMIN): the full-disk test cannot run"
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// The HTTP endpoint's answer to `GET path`: status and body.
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Polls `GET path` until `done` holds for the answer, within a generous bound.
+async fn wait_for_http(port: u16, path: &str, done: impl Fn(u16, &str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(port, path).await;
+        if done(status, &body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "GET {path} still answers {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A full disk: the store's commits fail, `tern_storage_failing` is 1 and `/readyz` answers 503,
+/// acknowledgements that wait for the disk are held (nothing is acknowledged that is not on disk),
+/// and once space returns the broker goes on by itself: every held acknowledgement goes out,
+/// readiness comes back, and every message reaches the stored session [MQTT-3.1.2-5].
+#[tokio::test]
+async fn a_full_disk_holds_acknowledgements_and_the_broker_recovers_when_space_returns() {
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    const MESSAGES: usize = 100;
+    const PAYLOAD: usize = 64 * 1024;
+    // Declared first, so that it is unmounted after the broker has stopped.
+    let disk = Tmpfs::mount("64m");
+    let ballast = disk.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 60 << 20]).unwrap();
+    let http_port = support::free_port();
+    let mut broker = TestBroker::start_with(&format!(
+        "storage:\n  dir: {}\n  durability: sync\nhttp:\n  bind: 127.0.0.1:{http_port}\n\
+         limits:\n  max_queued_bytes: 104857600\n",
+        disk.path().join("store").display()
+    ))
+    .await;
+    let port = broker.port();
+    wait_for_http(http_port, "/readyz", |status, _| status == 200).await;
+
+    let mut reader = v5::options(port, "hoard");
+    reader
+        .set_clean_start(true)
+        .set_session_expiry_interval(Some(3600))
+        .set_max_packet_size(Some(1 << 20));
+    let (client, mut inbox, _) = v5::start(reader.clone()).await;
+    v5::subscribe(&client, &mut inbox, "bulk", QoS5::AtLeastOnce).await;
+    v5::disconnect(&client, &mut inbox).await;
+
+    let mut writer = v5::options(port, "writer");
+    writer.set_max_packet_size(Some(1 << 20));
+    let (publisher, mut pub_inbox, _) = v5::start(writer).await;
+    for n in 0..MESSAGES {
+        let mut payload = vec![b'.'; PAYLOAD];
+        payload[..8].copy_from_slice(format!("{n:08}").as_bytes());
+        publisher
+            .publish("bulk", QoS5::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    // About 4 MiB free for 6.4 MiB of messages: commits fail.
+    wait_for_http(http_port, "/readyz", |status, body| {
+        status == 503 && body.contains("storage failing")
+    })
+    .await;
+    let metrics = http_get(http_port, "/metrics").await.1;
+    assert!(metrics.contains("tern_storage_failing 1"), "{metrics}");
+    assert!(
+        !metrics.contains("tern_storage_commit_failures_total 0"),
+        "{metrics}"
+    );
+
+    std::fs::remove_file(&ballast).unwrap();
+    for _ in 0..MESSAGES {
+        v5::expect_publish_acknowledged(&mut pub_inbox, QoS5::AtLeastOnce).await;
+    }
+    wait_for_http(http_port, "/readyz", |status, _| status == 200).await;
+    let metrics = http_get(http_port, "/metrics").await.1;
+    assert!(metrics.contains("tern_storage_failing 0"), "{metrics}");
+
+    // Everything acknowledged is on disk: it survives a crash too.
+    broker.kill();
+    broker.restart().await;
+    reader.set_clean_start(false);
+    let (_client, mut inbox, connack) = v5::start(reader).await;
+    assert!(connack.session_present);
+    for n in 0..MESSAGES {
+        let publish = inbox
+            .next_matching("PUBLISH", support::WAIT, |p| match p {
+                rumqttc::v5::mqttbytes::v5::Packet::Publish(publish) => Some(publish.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(&publish.payload[..8], format!("{n:08}").as_bytes());
+    }
+}

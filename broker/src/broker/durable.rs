@@ -113,6 +113,11 @@ impl Broker {
             storage.record(Change::EndSession { id, messages });
             return None;
         }
+        if let Some(older) = self.sessions.get(&record.client_id) {
+            // Two records for one client id: a clean start replaced the older session just before
+            // the broker stopped, and its end was not on disk yet. Ids only grow: this one is newer.
+            self.end_session(&older, None, None);
+        }
         let session = Arc::new(Session::new(
             id,
             record.client_id.clone(),

@@ -15,7 +15,7 @@ use crate::control::ConnectionControl;
 use crate::identity::{ClientId, ClientInfo, Generation, SessionId};
 use crate::session::{NEVER_EXPIRES, PendingWill, Session};
 use crate::stats::DropReason;
-use crate::storage::{Change, unix_millis_now};
+use crate::storage::unix_millis_now;
 
 /// How long a CONNECT waits for the connection it takes a session from to let go: it acts on what
 /// its socket already holds and closes, normally within milliseconds; one stuck in a slow hook is
@@ -247,8 +247,7 @@ impl Broker {
                 return;
             }
             session.mark_ended();
-            let held = state.held_messages();
-            state.record(|id| Change::EndSession { id, messages: held });
+            state.record_end();
             state.queue.clear();
             if let (Some(reason), Some(connection)) = (kick, state.connection.take()) {
                 connection.kick(reason);

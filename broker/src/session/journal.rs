@@ -225,9 +225,14 @@ impl SessionState {
         true
     }
 
-    /// The ids of the messages the session's stored deliveries hold, for its end.
-    pub fn held_messages(&self) -> Vec<u64> {
-        Change::held_messages(self.queue.iter().chain(self.inflight.deliveries()))
+    /// The session ends here (expired, taken over by a clean start, moved to another node): the
+    /// store lets go of it, and of the messages its deliveries held. Called before its queue is
+    /// cleared.
+    pub fn record_end(&self) {
+        self.record(|id| Change::EndSession {
+            id,
+            messages: Change::held_messages(self.queue.iter().chain(self.inflight.deliveries())),
+        });
     }
 
     fn forget_exchange(&self, state: &InflightState) {

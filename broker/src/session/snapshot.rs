@@ -36,8 +36,7 @@ impl Session {
         self.mark_ended();
         self.set_online(false);
         // The session lives on another node now: this one's store lets it go.
-        let held = state.held_messages();
-        state.record(|id| crate::storage::Change::EndSession { id, messages: held });
+        state.record_end();
         let mut queued = Vec::with_capacity(state.queue.len());
         while let Some(delivery) = state.queue.pop() {
             queued.push(delivery);

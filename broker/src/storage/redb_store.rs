@@ -22,7 +22,10 @@ fn definition(table: Table) -> Bytes {
 
 /// The broker's state in one redb file.
 pub struct RedbStore {
-    db: redb::Database,
+    /// `None` after a failed commit: redb refuses every write after an I/O error (a full disk)
+    /// until the file is opened again, which also repairs what the failed commit left. The next
+    /// commit opens it.
+    db: Option<redb::Database>,
     path: PathBuf,
 }
 
@@ -55,15 +58,70 @@ impl RedbStore {
         let db = builder
             .create(&path)
             .map_err(|error| database_error(&path, error))?;
-        let store = Self { db, path };
         // Every table exists from the start, so that reads never meet a missing one.
-        let tx = store.db.begin_write().map_err(other)?;
+        let tx = db.begin_write().map_err(other)?;
         for table in Table::ALL {
             tx.open_table(definition(table)).map_err(other)?;
         }
-        tx.commit()
-            .map_err(|error| commit_error(&store.path, error))?;
-        Ok(store)
+        tx.commit().map_err(|error| commit_error(&path, error))?;
+        Ok(Self { db: Some(db), path })
+    }
+
+    /// The open database, opened again after a failed commit.
+    fn database(&mut self) -> Result<&redb::Database, StoreError> {
+        if self.db.is_none() {
+            let db = redb::Builder::new()
+                .create(&self.path)
+                .map_err(|error| database_error(&self.path, error))?;
+            tracing::info!(path = %self.path.display(), "storage: the store is open again after a failed commit");
+            self.db = Some(db);
+        }
+        self.db
+            .as_ref()
+            .ok_or_else(|| StoreError::Other("the store is not open".into()))
+    }
+
+    fn try_commit(&mut self, writes: &[Write], durable: bool) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let mut tx = self.database()?.begin_write().map_err(other)?;
+        tx.set_durability(if durable {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        })
+        .map_err(other)?;
+        {
+            let mut tables = Vec::with_capacity(Table::ALL.len());
+            for table in Table::ALL {
+                tables.push(tx.open_table(definition(table)).map_err(other)?);
+            }
+            let index = |table: Table| Table::ALL.iter().position(|t| *t == table).unwrap_or(0);
+            for write in writes {
+                match write {
+                    Write::Put { table, key, value } => {
+                        tables[index(*table)]
+                            .insert(key.as_slice(), value.as_slice())
+                            .map_err(|error| storage_error(&path, error))?;
+                    }
+                    Write::Delete { table, key } => {
+                        tables[index(*table)]
+                            .remove(key.as_slice())
+                            .map_err(|error| storage_error(&path, error))?;
+                    }
+                    Write::DeletePrefix { table, prefix } => {
+                        let table = &mut tables[index(*table)];
+                        let result = match successor(prefix) {
+                            Some(end) => {
+                                table.retain_in(prefix.as_slice()..end.as_slice(), |_, _| false)
+                            }
+                            None => table.retain_in(prefix.as_slice().., |_, _| false),
+                        };
+                        result.map_err(|error| storage_error(&path, error))?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(|error| commit_error(&path, error))
     }
 
     /// The store's file.
@@ -92,55 +150,20 @@ impl RedbStore {
 
 impl Store for RedbStore {
     fn commit(&mut self, writes: &[Write], durable: bool) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write().map_err(other)?;
-        tx.set_durability(if durable {
-            redb::Durability::Immediate
-        } else {
-            redb::Durability::None
-        })
-        .map_err(other)?;
-        {
-            let mut tables = Vec::with_capacity(Table::ALL.len());
-            for table in Table::ALL {
-                tables.push(tx.open_table(definition(table)).map_err(other)?);
-            }
-            let index = |table: Table| Table::ALL.iter().position(|t| *t == table).unwrap_or(0);
-            for write in writes {
-                match write {
-                    Write::Put { table, key, value } => {
-                        tables[index(*table)]
-                            .insert(key.as_slice(), value.as_slice())
-                            .map_err(|error| storage_error(&self.path, error))?;
-                    }
-                    Write::Delete { table, key } => {
-                        tables[index(*table)]
-                            .remove(key.as_slice())
-                            .map_err(|error| storage_error(&self.path, error))?;
-                    }
-                    Write::DeletePrefix { table, prefix } => {
-                        let table = &mut tables[index(*table)];
-                        let result = match successor(prefix) {
-                            Some(end) => {
-                                table.retain_in(prefix.as_slice()..end.as_slice(), |_, _| false)
-                            }
-                            None => table.retain_in(prefix.as_slice().., |_, _| false),
-                        };
-                        result.map_err(|error| storage_error(&self.path, error))?;
-                    }
-                }
-            }
+        let result = self.try_commit(writes, durable);
+        if result.is_err() {
+            // Closed now, opened again by the next commit (see `RedbStore::db`).
+            self.db = None;
         }
-        tx.commit().map_err(|error| commit_error(&self.path, error))
+        result
     }
 
     fn scan(&mut self, table: Table, visit: &mut Visit<'_>) -> Result<(), StoreError> {
-        let tx = self.db.begin_read().map_err(other)?;
+        let path = self.path.clone();
+        let tx = self.database()?.begin_read().map_err(other)?;
         let read = tx.open_table(definition(table)).map_err(other)?;
-        for entry in read
-            .iter()
-            .map_err(|error| storage_error(&self.path, error))?
-        {
-            let (key, value) = entry.map_err(|error| storage_error(&self.path, error))?;
+        for entry in read.iter().map_err(|error| storage_error(&path, error))? {
+            let (key, value) = entry.map_err(|error| storage_error(&path, error))?;
             visit(key.value(), value.value())?;
         }
         Ok(())

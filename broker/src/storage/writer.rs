@@ -67,7 +67,7 @@ impl Writer {
         let mut receipts: Vec<Arc<Receipt>> = Vec::new();
         let mut failing = false;
         loop {
-            let (changes, waiting, closing) = self.take(failing, writes.is_empty());
+            let (changes, waiting, closing) = self.take(failing);
             for change in changes {
                 self.translate(change, &mut writes);
             }
@@ -109,8 +109,9 @@ impl Writer {
         }
     }
 
-    /// Waits for changes (in `sync`, any; in `batched`, the interval) and takes them all.
-    fn take(&self, failing: bool, idle: bool) -> (Vec<Change>, Vec<Arc<Receipt>>, bool) {
+    /// Waits for changes (in `sync`, any; in `batched`, the interval; after a failed commit, the
+    /// retry pause) and takes them all.
+    fn take(&self, failing: bool) -> (Vec<Change>, Vec<Arc<Receipt>>, bool) {
         let shared = &self.shared;
         let mut pending = shared.pending.lock();
         if failing {
@@ -121,11 +122,7 @@ impl Writer {
                 shared.wake.wait_until(&mut pending, deadline);
             }
         } else {
-            while idle
-                && !pending.closing
-                && pending.changes.is_empty()
-                && pending.receipts.is_empty()
-            {
+            while !pending.closing && pending.changes.is_empty() && pending.receipts.is_empty() {
                 shared.wake.wait(&mut pending);
             }
         }

@@ -192,6 +192,10 @@ pub struct PubSubArgs {
     /// milliseconds of latency that belong to the client, not the broker.
     #[arg(long)]
     pub tcp_nodelay: bool,
+    /// Every client keeps its session after the connection (MQTT 3.1.1 CleanSession = 0), so a
+    /// broker that stores sessions stores their QoS 1 and 2 messages (`scripts/bench-storage.sh`).
+    #[arg(long)]
+    pub persistent_sessions: bool,
 }
 
 #[derive(Debug, Clone, Args)]

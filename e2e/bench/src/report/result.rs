@@ -111,6 +111,9 @@ pub struct Params {
     /// Whether the clients set TCP_NODELAY (`--tcp-nodelay`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tcp_nodelay: bool,
+    /// Whether every client kept its session (`--persistent-sessions`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persistent_sessions: bool,
 }
 
 /// The brokers of a run whose subscribers connected elsewhere than its publishers.

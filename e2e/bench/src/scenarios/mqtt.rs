@@ -1,7 +1,8 @@
 //! rumqttc clients for the scenarios: options, connecting many at once (waiting for CONNACK and,
 //! for subscribers, SUBACK), and a polite DISCONNECT at the end.
 //!
-//! Every client speaks MQTT 3.1.1 with a clean session, which all the peer brokers support alike.
+//! Every client speaks MQTT 3.1.1, which all the peer brokers support alike, with a clean session
+//! unless the run asks for persistent ones.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +34,8 @@ pub struct ClientConfig {
     pub channel_capacity: usize,
     /// TCP_NODELAY on the client's socket (rumqttc leaves Nagle's algorithm on).
     pub tcp_nodelay: bool,
+    /// CleanSession = 0: the broker keeps the session after the connection.
+    pub persistent: bool,
 }
 
 impl ClientConfig {
@@ -41,7 +44,7 @@ impl ClientConfig {
         let (host, port) = server.map_or((self.host.as_str(), self.port), |s| (&s.host, s.port));
         let mut options = MqttOptions::new(client_id, host, port);
         options
-            .set_clean_session(true)
+            .set_clean_session(!self.persistent)
             .set_keep_alive(Duration::from_secs(60))
             .set_inflight(self.inflight.max(1))
             .set_max_packet_size(self.max_packet, self.max_packet);

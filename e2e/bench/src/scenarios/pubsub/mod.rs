@@ -159,6 +159,7 @@ pub async fn run(kind: Kind, args: PubSubArgs) -> anyhow::Result<RunResult> {
             targets,
             settle_s: (args.settle > 0.0).then_some(args.settle),
             tcp_nodelay: args.tcp_nodelay,
+            persistent_sessions: args.persistent_sessions,
             ..Params::default()
         },
     );
@@ -215,6 +216,7 @@ async fn connect(
         max_packet: (args.payload + 1024).max(10 * 1024),
         channel_capacity: 16,
         tcp_nodelay: args.tcp_nodelay,
+        persistent: args.persistent_sessions,
     };
     let sub_specs: Vec<_> = topology
         .subscribers

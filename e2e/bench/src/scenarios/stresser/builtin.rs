@@ -47,6 +47,7 @@ pub async fn run(args: &StresserArgs, result: &mut RunResult) -> anyhow::Result<
         max_packet: 10 * 1024,
         channel_capacity: 16,
         tcp_nodelay: false,
+        persistent: false,
     };
     let topic = |i: usize| format!("tern-bench/{run_id}/stresser/{i}");
     let subs = (0..args.clients).map(|i| ClientSpec {
