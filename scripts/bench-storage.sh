@@ -12,6 +12,8 @@
 #   --setups LIST        from tern-off,tern-batched,tern-sync,mosquitto,mochi-badger (default: all)
 #   --cases LIST         from p2p-q1,p2p-q2,fanout-q1,fanout-q2,restart (default: all)
 #   --restart-sizes LIST stored messages for the restart case (default 10000,100000,1000000)
+#   --add                keep the results already in target/bench-storage/RESULTS (the cases run
+#                        now replace their own earlier results)
 #   --publish            put the section into docs/benchmarks.md in place of its "## Storage"
 #                        section (default: target/bench-storage/storage.md)
 # Environment: TERN_BENCH_CACHE (default ~/.cache/tern-bench) holds the peer brokers it builds.
@@ -25,19 +27,23 @@ root=$(pwd)
 invocation="scripts/bench-storage.sh${*:+ $*}"
 quick=0
 publish=0
+add=0
 duration=10
-setups="tern-off,tern-batched,tern-sync,mosquitto,mochi-badger"
-cases="p2p-q1,p2p-q2,fanout-q1,fanout-q2,restart"
+all_setups="tern-off,tern-batched,tern-sync,mosquitto,mochi-badger"
+all_cases="p2p-q1,p2p-q2,fanout-q1,fanout-q2,restart"
+setups=$all_setups
+cases=$all_cases
 sizes="10000,100000,1000000"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; duration=2; sizes="10000,100000" ;;
         --publish) publish=1 ;;
+        --add) add=1 ;;
         --duration) duration="$2"; shift ;;
         --setups) setups="$2"; shift ;;
         --cases) cases="$2"; shift ;;
         --restart-sizes) sizes="$2"; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
@@ -58,7 +64,15 @@ export GOFLAGS=-mod=mod GOMAXPROCS=1 GOTOOLCHAIN=local
 # --- setup --------------------------------------------------------------------------------------
 
 ulimit -n "$(ulimit -Hn)"
-rm -rf "$results" "$logs" "$work"
+if [ "$add" = 1 ]; then
+    for case_name in ${cases//,/ }; do
+        if [ "$case_name" = restart ]; then rm -f "$results/restart.tsv"; fi
+        for setup in ${setups//,/ }; do rm -f "$results/$case_name--$setup.json"; done
+    done
+    rm -rf "$logs" "$work"
+else
+    rm -rf "$results" "$logs" "$work"
+fi
 mkdir -p "$results" "$logs" "$work" "$cache/bin"
 
 step "installing what the run needs"
@@ -153,6 +167,7 @@ start_broker() { # setup
                 printf 'listeners: [{name: mqtt, bind: "127.0.0.1:%s"}]\n' "$port"
                 printf 'auth: {allow_anonymous: true}\nlog: {level: warn}\n'
                 [ "$mode" = off ] || printf 'storage: {dir: %s, durability: %s}\n' "$data/store" "$mode"
+                [ -z "${extra_config:-}" ] || printf '%s\n' "$extra_config"
             } > "$data/tern.yaml"
             "$tern" --config "$data/tern.yaml" > "$log" 2>&1 &
             label=tern; version=$(tern_version)
@@ -227,14 +242,27 @@ done
 # One offline session holds `n` QoS 1 messages of 64 bytes, queued with durability batched (the
 # fill is not what is measured); then kill -9, and a restart with durability sync is timed from the
 # process's start to its first accepted connection. Afterwards the session is drained and counted.
+# The session's queue is bounded at `n` messages rather than the default 10,000.
 restart_case() { # n
     local n=$1
+    local http=$((port + 5000))
+    extra_config="limits: {max_queued_messages: $n, max_queued_bytes: $((n * 200)), max_queued_bytes_total: $((n * 200))}
+http: {bind: \"127.0.0.1:$http\"}"
     start_broker tern-batched
     mosquitto_sub -p "$port" -i holder -c -q 1 -t restart/q -E
     local payload
     payload=$(printf '%064d' 0)
-    yes "$payload" | head -n "$n" | mosquitto_pub -p "$port" -q 1 -t restart/q -l
-    sleep 0.1
+    # --repeat, not -l: mosquitto_pub -l drops lines when stdin outruns it (about a third of
+    # 100,000 arrived, with Mosquitto as the broker too).
+    mosquitto_pub -p "$port" -q 1 -t restart/q -m "$payload" --repeat "$n"
+    # Killed once the writer has caught up (its commit count stops moving): what is measured is
+    # reading back all n, not what batched may lose.
+    local commits="" last=-1
+    until [ "$commits" = "$last" ]; do
+        last=$commits
+        sleep 0.5
+        commits=$(curl -s "http://127.0.0.1:$http/metrics" | awk '$1 == "tern_storage_commits_total" {print $2}')
+    done
     kill -9 "$pid"; wait "$pid" 2>/dev/null || true
     local size
     size=$(du -b "$data/store/tern.redb" | cut -f1)
@@ -249,14 +277,15 @@ restart_case() { # n
         sleep 0.005
     done
     took=$(( ($(date +%s%N) - started) / 1000000 ))
-    local read_back
+    local read_back stored
     read_back=$(sed -n 's/.*storage: read back.* millis=\([0-9]*\).*/\1/p' "$log" | head -1)
+    stored=$(sed -n 's/.*storage: read back.* messages=\([0-9]*\).*/\1/p' "$log" | head -1)
     local rss
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
     local received
-    received=$(mosquitto_sub -p "$port" -i holder -c -q 1 -t restart/q -W 600 -C "$n" 2>/dev/null | wc -l)
+    received=$(mosquitto_sub -p "$port" -i holder -c -q 1 -t restart/q -W 120 -C "$n" 2>/dev/null | wc -l)
     stop_broker
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$size" "$took" "${read_back:--}" "$rss" "$received" >> "$results/restart.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${stored:--}" "$size" "$took" "${read_back:--}" "$rss" "$received" >> "$results/restart.tsv"
 }
 
 if [[ ",$cases," == *",restart,"* ]]; then
@@ -284,9 +313,9 @@ page="$out/storage.md"
     echo
     echo "| case | setup | delivered/s | p50 ms | p99 ms | broker CPU µs per delivery | lost | duplicates |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|"
-    for case_name in ${cases//,/ }; do
+    for case_name in ${all_cases//,/ }; do
         [ "$case_name" = restart ] && continue
-        for setup in ${setups//,/ }; do
+        for setup in ${all_setups//,/ }; do
             file="$results/$case_name--$setup.json"
             [ -f "$file" ] || continue
             jq -r --arg case "$case_name" '
@@ -309,7 +338,7 @@ page="$out/storage.md"
         echo "accepted connection, which comes after the store is checked page by page and read back"
         echo "whole; then the session is drained and its messages counted."
         echo
-        echo "| stored messages | store file | start to accepting | of which reading the store back | RSS after start | drained |"
+        echo "| stored messages (read back) | store file | start to accepting | of which reading the store back | RSS after start | drained |"
         echo "|---:|---:|---:|---:|---:|---:|"
         while IFS=$'\t' read -r n size took read_back rss received; do
             printf '| %s | %s MiB | %s ms | %s ms | %s MiB | %s |\n' "$n" \

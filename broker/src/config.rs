@@ -658,7 +658,8 @@ pub enum Durability {
     #[default]
     Sync,
     /// Changes are written and synced every `batch_interval_ms`; acknowledgements do not wait, so
-    /// a crash loses at most that interval.
+    /// a crash loses at most that interval (and at most `storage::BATCHED_BACKLOG` changes: past
+    /// that, acknowledgements wait as in `Sync`).
     Batched,
     /// Nothing is written: sessions and retained messages live in memory only, as without a
     /// `storage` section.

@@ -26,10 +26,13 @@ pub enum DropReason {
     RetainedQueueFull,
     /// A retained PUBLISH found the retained store full; MQTT 5 publishers were told (0x97).
     RetainedStoreFull,
+    /// A QoS 1 or 2 PUBLISH from an MQTT 5 client while the store's commits fail (a full disk):
+    /// refused with 0x97 rather than acknowledged without being kept.
+    StorageFailing,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         Self::QueueFull,
         Self::QueueFullOldest,
         Self::Expired,
@@ -37,6 +40,7 @@ impl DropReason {
         Self::NotAuthorized,
         Self::RetainedQueueFull,
         Self::RetainedStoreFull,
+        Self::StorageFailing,
     ];
 
     pub fn kind(self) -> &'static str {
@@ -48,6 +52,7 @@ impl DropReason {
             Self::NotAuthorized => "not_authorized",
             Self::RetainedQueueFull => "retained_queue_full",
             Self::RetainedStoreFull => "retained_store_full",
+            Self::StorageFailing => "storage_failing",
         }
     }
 }

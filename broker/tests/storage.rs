@@ -265,6 +265,48 @@ async fn what_expired_while_the_broker_was_down_is_not_brought_back() {
     keeper.expect_no_publish().await;
 }
 
+/// [MQTT-3.1.2-8] A will is published when the network connection closes without DISCONNECT; a
+/// crash of the broker closes it too. The will of a client whose stored session was attached when
+/// the broker was killed goes out after the restart (its Will Delay Interval, 0 here, counting
+/// from then), to a subscriber whose stored session was away.
+#[tokio::test]
+async fn the_will_of_a_client_connected_when_the_broker_crashed_goes_out_after_the_restart() {
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    let data = TempDir::new().unwrap();
+    let mut broker = stored_broker(&data, "").await;
+    let port = broker.port();
+    let (mut watcher, _) = Client::start_session(Version::V5, port, "watcher", true, false).await;
+    watcher.subscribe("status/#", QoS::AtLeastOnce).await;
+    watcher.disconnect().await;
+
+    let mut options = v5::options(port, "sensor");
+    options
+        .set_clean_start(true)
+        .set_session_expiry_interval(Some(3600))
+        .set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+            "status/sensor",
+            "lost",
+            QoS5::AtLeastOnce,
+            false,
+            None,
+        ));
+    let (sensor, mut inbox, _) = v5::start(options).await;
+    // Under `durability: sync` this SUBACK comes once the subscription is on disk, and with it
+    // the will, which was stored before.
+    v5::subscribe(&sensor, &mut inbox, "commands", QoS5::AtLeastOnce).await;
+    broker.kill();
+    broker.restart().await;
+
+    let (mut watcher, present) =
+        Client::start_session(Version::V5, port, "watcher", false, false).await;
+    assert!(present);
+    let will = watcher.expect_publish().await;
+    assert_eq!(
+        (will.topic.as_str(), will.payload()),
+        ("status/sensor", "lost")
+    );
+}
+
 /// A damaged store is never read as valid data: the broker refuses to start and names the file
 /// and the repair command; `tern-broker storage check` fails on it; `tern-broker storage repair`
 /// drops what is damaged and keeps the rest, which the broker then serves.
@@ -406,10 +448,12 @@ async fn wait_for_http(port: u16, path: &str, done: impl Fn(u16, &str) -> bool) 
     }
 }
 
-/// A full disk: the store's commits fail, `tern_storage_failing` is 1 and `/readyz` answers 503,
-/// acknowledgements that wait for the disk are held (nothing is acknowledged that is not on disk),
-/// and once space returns the broker goes on by itself: every held acknowledgement goes out,
-/// readiness comes back, and every message reaches the stored session [MQTT-3.1.2-5].
+/// A full disk: the store's commits fail, `tern_storage_failing` is 1 and `/readyz` answers 503;
+/// the acknowledgements of what was accepted before are held until it is on disk, and new QoS 1
+/// messages are refused with 0x97 *Quota exceeded* (MQTT 5, §3.4.2.1), so nothing is acknowledged
+/// that is not on disk. Once space returns the broker goes on by itself: the held acknowledgements
+/// go out, readiness comes back, and exactly the acknowledged messages reach the stored session,
+/// after a crash too [MQTT-3.1.2-5].
 #[tokio::test]
 async fn a_full_disk_holds_acknowledgements_and_the_broker_recovers_when_space_returns() {
     use rumqttc::v5::mqttbytes::QoS as QoS5;
@@ -460,14 +504,57 @@ async fn a_full_disk_holds_acknowledgements_and_the_broker_recovers_when_space_r
         !metrics.contains("tern_storage_commit_failures_total 0"),
         "{metrics}"
     );
+    // A message sent while the disk is full is refused at once (the writer's window may still be
+    // full of held ones, so it comes from another client).
+    const LATE: usize = 5;
+    let (late, mut late_inbox, _) = v5::start(v5::options(port, "latecomer")).await;
+    for n in 0..LATE {
+        late.publish("bulk", QoS5::AtLeastOnce, false, format!("late {n}"))
+            .await
+            .unwrap();
+        let reason = late_inbox
+            .next_matching("PUBACK", support::WAIT, |p| match p {
+                rumqttc::v5::mqttbytes::v5::Packet::PubAck(ack) => Some(ack.reason),
+                _ => None,
+            })
+            .await;
+        assert_eq!(
+            reason,
+            rumqttc::v5::mqttbytes::v5::PubAckReason::QuotaExceeded
+        );
+    }
 
     std::fs::remove_file(&ballast).unwrap();
+    // rumqttc numbers the PUBLISHes 1, 2, … (100 fit in its window): packet id n + 1 is message n.
+    let mut accepted = Vec::new();
+    let mut refused = 0;
     for _ in 0..MESSAGES {
-        v5::expect_publish_acknowledged(&mut pub_inbox, QoS5::AtLeastOnce).await;
+        let (pkid, reason) = pub_inbox
+            .next_matching("PUBACK", support::WAIT, |p| match p {
+                rumqttc::v5::mqttbytes::v5::Packet::PubAck(ack) => Some((ack.pkid, ack.reason)),
+                _ => None,
+            })
+            .await;
+        match reason {
+            rumqttc::v5::mqttbytes::v5::PubAckReason::Success => {
+                accepted.push(usize::from(pkid) - 1)
+            }
+            rumqttc::v5::mqttbytes::v5::PubAckReason::QuotaExceeded => refused += 1,
+            other => panic!("PUBACK {pkid}: {other:?}"),
+        }
     }
+    accepted.sort_unstable();
+    assert!(!accepted.is_empty(), "{refused} refused, none accepted");
     wait_for_http(http_port, "/readyz", |status, _| status == 200).await;
     let metrics = http_get(http_port, "/metrics").await.1;
     assert!(metrics.contains("tern_storage_failing 0"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "tern_messages_dropped_total{{reason=\"storage_failing\"}} {}",
+            refused + LATE
+        )),
+        "{metrics}"
+    );
 
     // Everything acknowledged is on disk: it survives a crash too.
     broker.kill();
@@ -475,7 +562,7 @@ async fn a_full_disk_holds_acknowledgements_and_the_broker_recovers_when_space_r
     reader.set_clean_start(false);
     let (_client, mut inbox, connack) = v5::start(reader).await;
     assert!(connack.session_present);
-    for n in 0..MESSAGES {
+    for n in accepted {
         let publish = inbox
             .next_matching("PUBLISH", support::WAIT, |p| match p {
                 rumqttc::v5::mqttbytes::v5::Packet::Publish(publish) => Some(publish.clone()),
@@ -484,4 +571,10 @@ async fn a_full_disk_holds_acknowledgements_and_the_broker_recovers_when_space_r
             .await;
         assert_eq!(&publish.payload[..8], format!("{n:08}").as_bytes());
     }
+    let refused_one = inbox
+        .next_matching_within("PUBLISH", support::QUIET, |p| {
+            matches!(p, rumqttc::v5::mqttbytes::v5::Packet::Publish(_)).then_some(())
+        })
+        .await;
+    assert!(refused_one.is_none(), "a refused message was delivered");
 }

@@ -28,6 +28,12 @@ impl Broker {
         }
     }
 
+    /// The will of a connection that holds a stored session is stored with it (see
+    /// `SessionState::keep_live_will`).
+    pub fn store_will(&self, session: &Session, will: &PendingWill) {
+        session.lock().keep_live_will(&session.client_id, will);
+    }
+
     /// The store hears of a retained message written or deleted; `$SYS` topics are the broker's
     /// own and written afresh at start.
     pub(super) fn store_retained(&self, write: &RetainedWrite) {

@@ -160,6 +160,10 @@ where
         // Kept by another node too, which publishes it if this node dies.
         cluster.keep_will(&client.client_id, will);
     }
+    if let (Some(_), Some(will)) = (broker.storage(), &will) {
+        // Kept on disk too, and published after a restart if this node crashes.
+        broker.store_will(&attachment.session, will);
+    }
     let stats = broker.stats();
     stats.connections.inc();
     stats.connections_total.inc();

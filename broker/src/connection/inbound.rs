@@ -114,7 +114,13 @@ impl Connection {
         // packet id) is what the acknowledgement waits for in `durability: sync`.
         let recorded = self.slot.broker().storage().map(Storage::recorded);
         let reason = self.publish_reason(&publish);
-        let matched = if reason.is_success() {
+        let matched = if reason.is_success() && self.storage_refuses(publish.qos) {
+            self.slot
+                .broker()
+                .stats()
+                .dropped(DropReason::StorageFailing);
+            Err(ReasonCode::QUOTA_EXCEEDED)
+        } else if reason.is_success() {
             let message = Message {
                 topic: publish.topic,
                 payload: publish.payload,
@@ -173,6 +179,20 @@ impl Connection {
                 self.send_publish_ack(Packet::PubRec(self.ack(pid(packet_id)?, reason)), receipt)
             }
         }
+    }
+
+    /// Whether a QoS 1 or 2 message is refused because the store's commits fail (a full disk):
+    /// an MQTT 5 publisher is told with 0x97 *Quota exceeded* rather than acknowledged late, and
+    /// keeps the message. MQTT 3 has no negative acknowledgement (a refusal would be acknowledged
+    /// and dropped), so an MQTT 3 publisher's acknowledgement waits for the disk instead.
+    fn storage_refuses(&self, qos: QoS) -> bool {
+        qos != QoS::AtMostOnce
+            && self.protocol.is_v5()
+            && self
+                .slot
+                .broker()
+                .storage()
+                .is_some_and(Storage::is_failing)
     }
 
     /// `receipt`, made to wait for the store too when it recorded something since `recorded`

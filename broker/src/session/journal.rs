@@ -12,7 +12,7 @@ use crate::identity::{ClientId, SessionId};
 use crate::message::Delivery;
 use crate::storage::{Change, SessionRecord, Storage, StoredWill};
 
-use super::{InflightState, SessionState};
+use super::{InflightState, PendingWill, SessionState};
 
 /// What a stored session needs to record its changes.
 #[derive(Debug)]
@@ -24,6 +24,9 @@ pub struct SessionJournal {
     /// When its connection ended (milliseconds since the Unix epoch); `None` while one is
     /// attached. The session's expiry and its will's delay count from here, across a restart.
     disconnected_at: Option<u64>,
+    /// The will of the connection attached now, kept so that a crash of the broker does not lose
+    /// it: after the restart the session is detached and the will goes out after its delay.
+    live_will: Option<StoredWill>,
 }
 
 impl SessionJournal {
@@ -35,6 +38,7 @@ impl SessionJournal {
             storage,
             next_seq: next_seq.max(1),
             disconnected_at: None,
+            live_will: None,
         }
     }
 
@@ -63,13 +67,12 @@ impl SessionState {
         };
         if let Some(at) = disconnected_at {
             journal.disconnected_at = at;
+            // Attached or detached, the connection whose will this was is gone.
+            journal.live_will = None;
         }
         let disconnected_at = journal.disconnected_at;
-        let will = self.pending_will().map(|will| StoredWill {
-            client: Arc::clone(&will.client),
-            delay: will.delay,
-            message: will.message.clone(),
-        });
+        let live_will = journal.live_will.clone();
+        let will = self.pending_will().map(stored_will).or(live_will);
         let record = SessionRecord {
             client_id: client_id.clone(),
             expiry_interval: self.expiry_interval,
@@ -80,6 +83,16 @@ impl SessionState {
             id,
             record: Box::new(record),
         });
+    }
+
+    /// The attached connection has a will: stored with the session, so that it goes out (after its
+    /// delay) even if the broker crashes before the connection ends.
+    pub fn keep_live_will(&mut self, client_id: &ClientId, will: &PendingWill) {
+        let Some(journal) = self.rare.as_mut().and_then(|rare| rare.journal.as_mut()) else {
+            return;
+        };
+        journal.live_will = Some(stored_will(will));
+        self.record_session(client_id, None);
     }
 
     /// Puts back a delivery read from the store, which holds it already: nothing is recorded
@@ -248,6 +261,14 @@ impl SessionState {
             }
             InflightState::AwaitingComp { .. } => {}
         }
+    }
+}
+
+fn stored_will(will: &PendingWill) -> StoredWill {
+    StoredWill {
+        client: Arc::clone(&will.client),
+        delay: will.delay,
+        message: will.message.clone(),
     }
 }
 

@@ -59,6 +59,10 @@ impl From<StoreError> for StorageError {
     }
 }
 
+/// How many changes `batched` lets wait for the disk before acknowledgements wait too: what a crash
+/// can lose at most when the disk is slower than the traffic.
+pub const BATCHED_BACKLOG: u64 = 10_000;
+
 /// The broker's handle on its store: cheap to clone, shared by everything that changes durable
 /// state.
 #[derive(Clone)]
@@ -80,6 +84,8 @@ struct Shared {
     wake: Condvar,
     /// Changes recorded so far; read without the lock (see [`Storage::recorded`]).
     recorded: AtomicU64,
+    /// How many of the recorded changes are on disk (the first this many).
+    durable_through: AtomicU64,
     /// `durability: sync`: acknowledgements wait for the disk.
     sync: bool,
     /// `durability: batched`: commit this often.
@@ -126,6 +132,7 @@ impl Storage {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             recorded: AtomicU64::new(0),
+            durable_through: AtomicU64::new(0),
             sync: config.durability == Durability::Sync,
             batch_interval: (config.durability == Durability::Batched)
                 .then(|| config.batch_interval()),
@@ -144,6 +151,7 @@ impl Storage {
             shared: Arc::clone(&shared),
             store,
             references: std::mem::take(&mut recovered.references),
+            last_commit: std::time::Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name("tern-storage".into())
@@ -161,7 +169,7 @@ impl Storage {
         shared.recorded.fetch_add(1, Ordering::Release);
         let first = pending.changes.len() == 1;
         drop(pending);
-        if first && shared.batch_interval.is_none() {
+        if first {
             shared.wake.notify_one();
         }
     }
@@ -172,11 +180,18 @@ impl Storage {
         self.shared.recorded.load(Ordering::Acquire)
     }
 
-    /// In `sync`, when changes were recorded since `since`: a receipt (`receipt` with one more
-    /// party, or a new one) that the writer completes once they are on disk, for an
-    /// acknowledgement to wait for. Otherwise `receipt` as it was.
+    /// When changes were recorded since `since` and the acknowledgement must wait for them: a
+    /// receipt (`receipt` with one more party, or a new one) that the writer completes once they
+    /// are on disk. Otherwise `receipt` as it was. In `sync` an acknowledgement always waits; in
+    /// `batched` only while the disk has fallen more than [`BATCHED_BACKLOG`] changes behind, so
+    /// that a crash never loses more than that.
     pub fn hold(&self, since: u64, receipt: Option<Arc<Receipt>>) -> Option<Arc<Receipt>> {
-        if !self.shared.sync || self.recorded() == since {
+        let recorded = self.recorded();
+        if recorded == since {
+            return receipt;
+        }
+        let behind = recorded.saturating_sub(self.shared.durable_through.load(Ordering::Acquire));
+        if !self.shared.sync && behind < BATCHED_BACKLOG {
             return receipt;
         }
         let receipt = match receipt {

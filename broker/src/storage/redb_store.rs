@@ -14,6 +14,11 @@ use super::store::{Store, StoreError, Table, Visit, Write};
 /// The store's file within `storage.dir`.
 pub const FILE_NAME: &str = "tern.redb";
 
+/// redb's page cache. Its default, 1 GiB, kept every page read at start in memory (905 MiB of RSS
+/// after reading back 1,000,000 queued messages); after the start the store is mostly written, and
+/// the pages a commit touches are the recent ones.
+const CACHE_BYTES: usize = 64 << 20;
+
 type Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 fn definition(table: Table) -> Bytes {
@@ -55,6 +60,7 @@ impl RedbStore {
         let path = dir.join(FILE_NAME);
         let mut builder = redb::Builder::new();
         builder.set_check_integrity_on_open(check);
+        builder.set_cache_size(CACHE_BYTES);
         let db = builder
             .create(&path)
             .map_err(|error| database_error(&path, error))?;
@@ -71,6 +77,7 @@ impl RedbStore {
     fn database(&mut self) -> Result<&redb::Database, StoreError> {
         if self.db.is_none() {
             let db = redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
                 .create(&self.path)
                 .map_err(|error| database_error(&self.path, error))?;
             tracing::info!(path = %self.path.display(), "storage: the store is open again after a failed commit");

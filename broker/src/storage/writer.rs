@@ -59,6 +59,9 @@ pub(super) struct Writer {
     pub shared: Arc<Shared>,
     pub store: Box<dyn Store>,
     pub references: References,
+    /// When the last commit began: in `batched` the next one begins an interval later, or at
+    /// once if that commit took longer.
+    pub last_commit: Instant,
 }
 
 impl Writer {
@@ -67,12 +70,13 @@ impl Writer {
         let mut receipts: Vec<Arc<Receipt>> = Vec::new();
         let mut failing = false;
         loop {
-            let (changes, waiting, closing) = self.take(failing);
+            let (changes, waiting, closing, through) = self.take(failing);
             for change in changes {
                 self.translate(change, &mut writes);
             }
             receipts.extend(waiting);
             if !writes.is_empty() || !receipts.is_empty() {
+                self.last_commit = Instant::now();
                 match self.commit(&writes) {
                     Ok(()) => {
                         if failing {
@@ -81,6 +85,9 @@ impl Writer {
                             failing = false;
                         }
                         writes.clear();
+                        self.shared
+                            .durable_through
+                            .store(through, std::sync::atomic::Ordering::Release);
                         for receipt in receipts.drain(..) {
                             receipt.party_done();
                         }
@@ -111,15 +118,25 @@ impl Writer {
 
     /// Waits for changes (in `sync`, any; in `batched`, the interval; after a failed commit, the
     /// retry pause) and takes them all.
-    fn take(&self, failing: bool) -> (Vec<Change>, Vec<Arc<Receipt>>, bool) {
+    /// Also returns how many changes were recorded in all by then: once this batch is committed,
+    /// that many are on disk.
+    fn take(&self, failing: bool) -> (Vec<Change>, Vec<Arc<Receipt>>, bool, u64) {
         let shared = &self.shared;
         let mut pending = shared.pending.lock();
         if failing {
             shared.wake.wait_for(&mut pending, RETRY_PAUSE);
         } else if let Some(interval) = shared.batch_interval {
-            let deadline = Instant::now() + interval;
-            while !pending.closing && Instant::now() < deadline {
-                shared.wake.wait_until(&mut pending, deadline);
+            // An interval after the last commit began, once there is something to commit.
+            let deadline = self.last_commit + interval;
+            while !pending.closing {
+                let idle = pending.changes.is_empty() && pending.receipts.is_empty();
+                if Instant::now() < deadline {
+                    shared.wake.wait_until(&mut pending, deadline);
+                } else if idle {
+                    shared.wake.wait(&mut pending);
+                } else {
+                    break;
+                }
             }
         } else {
             while !pending.closing && pending.changes.is_empty() && pending.receipts.is_empty() {
@@ -132,7 +149,13 @@ impl Writer {
             closing,
             ..
         } = &mut *pending;
-        (std::mem::take(changes), std::mem::take(receipts), *closing)
+        let through = shared.recorded.load(std::sync::atomic::Ordering::Acquire);
+        (
+            std::mem::take(changes),
+            std::mem::take(receipts),
+            *closing,
+            through,
+        )
     }
 
     /// One commit, durable: a panic inside the store counts as a failed commit, not as the end of

@@ -6,6 +6,7 @@ mod cluster;
 pub mod format;
 mod markdown;
 pub mod result;
+mod sections;
 mod standing;
 mod svg;
 pub mod table;
@@ -16,6 +17,9 @@ use anyhow::{Context, bail};
 
 use self::result::{RunResult, Unmeasured};
 use crate::cli::ReportArgs;
+
+/// The section `scripts/bench-storage.sh` writes, which the whole-page report keeps.
+const STORAGE_HEADING: &str = "## Storage";
 
 /// Chart files the page refers to.
 const THROUGHPUT_SVG: &str = "throughput.svg";
@@ -37,7 +41,10 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     };
     if args.cluster {
         let section = cluster::render(&args.commands, &runs, &unmeasured);
-        write(&args.markdown, cluster::splice(&existing, &section))?;
+        write(
+            &args.markdown,
+            sections::splice(&existing, cluster::HEADING, &section),
+        )?;
         eprintln!(
             "report: {} results, {} unmeasured → the {} section of {}",
             runs.len(),
@@ -71,9 +78,12 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
             ),
         ],
     );
-    // Measured by scripts/bench-cluster.sh, from results that are not in --results.
-    if let Some(section) = cluster::section_of(&existing) {
-        page = cluster::splice(&page, section);
+    // Measured by scripts/bench-cluster.sh and scripts/bench-storage.sh, from results that are
+    // not in --results.
+    for heading in [cluster::HEADING, STORAGE_HEADING] {
+        if let Some(section) = sections::section_of(&existing, heading) {
+            page = sections::splice(&page, heading, section);
+        }
     }
     write(&args.markdown, page)?;
     eprintln!(
