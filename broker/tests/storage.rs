@@ -424,6 +424,18 @@ impl Drop for Tmpfs {
     }
 }
 
+/// The CONNACK code of a refused MQTT 5 connection attempt.
+async fn refused_v5(
+    options: rumqttc::v5::MqttOptions,
+) -> rumqttc::v5::mqttbytes::v5::ConnectReturnCode {
+    let (_client, eventloop) = rumqttc::v5::AsyncClient::new(options, 10);
+    let mut inbox = v5::spawn_inbox(eventloop);
+    match inbox.ended(support::WAIT).await {
+        support::Note::Failed(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => code,
+        other => panic!("expected a refusing CONNACK, got {other:?}"),
+    }
+}
+
 /// The HTTP endpoint's answer to `GET path`: status and body.
 async fn http_get(port: u16, path: &str) -> (u16, String) {
     let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
@@ -482,6 +494,13 @@ async fn a_full_disk_holds_acknowledgements_and_the_broker_recovers_when_space_r
     v5::subscribe(&client, &mut inbox, "bulk", QoS5::AtLeastOnce).await;
     v5::disconnect(&client, &mut inbox).await;
 
+    // A stored session that is connected when the disk fills up.
+    let mut lister = v5::options(port, "lister");
+    lister
+        .set_clean_start(true)
+        .set_session_expiry_interval(Some(3600));
+    let (lister, mut lister_inbox, _) = v5::start(lister).await;
+
     let mut writer = v5::options(port, "writer");
     writer.set_max_packet_size(Some(1 << 20));
     let (publisher, mut pub_inbox, _) = v5::start(writer).await;
@@ -523,6 +542,21 @@ async fn a_full_disk_holds_acknowledgements_and_the_broker_recovers_when_space_r
             rumqttc::v5::mqttbytes::v5::PubAckReason::QuotaExceeded
         );
     }
+
+    // A new session to keep is refused at CONNECT, and a stored session's SUBSCRIBE per filter,
+    // with 0x97 (§3.2.2.2, §3.9.3): neither could be kept.
+    let mut keeper = v5::options(port, "newcomer");
+    keeper.set_session_expiry_interval(Some(3600));
+    assert_eq!(
+        refused_v5(keeper).await,
+        rumqttc::v5::mqttbytes::v5::ConnectReturnCode::QuotaExceeded
+    );
+    lister.subscribe("news", QoS5::AtLeastOnce).await.unwrap();
+    let suback = v5::expect_suback(&mut lister_inbox, support::WAIT).await;
+    assert_eq!(
+        suback.return_codes,
+        [rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::QuotaExceeded]
+    );
 
     std::fs::remove_file(&ballast).unwrap();
     // rumqttc numbers the PUBLISHes 1, 2, … (100 fit in its window): packet id n + 1 is message n.

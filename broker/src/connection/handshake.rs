@@ -25,6 +25,7 @@ use crate::limits::TokenBucket;
 use crate::message::Message;
 use crate::session::{NEVER_EXPIRES, PendingWill};
 use crate::stats::LimitKind;
+use crate::storage::Storage;
 
 /// Why no connection was established.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +132,12 @@ where
         return refuse(io, &connect, reason, why).await;
     }
     let (expiry, keep_alive) = session_terms(&broker.config().limits, &connect, &mut connack);
+    if expiry > 0 && broker.storage().is_some_and(Storage::is_failing) {
+        // A session to keep could not be kept while the store's commits fail (a full disk):
+        // 0x97 Quota exceeded (MQTT 3.1.1: 0x03 Server unavailable), and the client can try
+        // another node.
+        return refuse(io, &connect, ReasonCode::QUOTA_EXCEEDED, "storage failing").await;
+    }
     let will = will_of(&connect, &client);
 
     let attachment = broker

@@ -464,6 +464,17 @@ impl Connection {
                 ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
             ));
         }
+        if self
+            .slot
+            .broker()
+            .storage()
+            .is_some_and(Storage::is_failing)
+            && self.session.lock().journal().is_some()
+        {
+            // A stored session's subscription could not be kept while the store's commits
+            // fail (a full disk): refused (MQTT 3.1.1: 0x80) rather than granted and lost.
+            return Ok(SubscribeOutcome::refused(ReasonCode::QUOTA_EXCEEDED));
+        }
         if parsed.filter.has_wildcards() && !features.wildcard_subscriptions {
             return Ok(SubscribeOutcome::refused(
                 ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED,

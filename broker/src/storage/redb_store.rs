@@ -56,7 +56,7 @@ impl RedbStore {
     }
 
     fn open_with(dir: &Path, check: bool) -> Result<Self, StoreError> {
-        fs::create_dir_all(dir).map_err(|error| io_error(dir, &error))?;
+        create_private_dir(dir).map_err(|error| io_error(dir, &error))?;
         let path = dir.join(FILE_NAME);
         let mut builder = redb::Builder::new();
         builder.set_check_integrity_on_open(check);
@@ -183,6 +183,16 @@ impl Store for RedbStore {
     fn close(self: Box<Self>) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// Creates `dir` (and its parents) readable by the broker's user only, since the store holds
+/// messages and wills; a directory that exists (a mounted volume) is left as it is.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// The smallest key above every key that starts with `prefix`; `None` when there is none.
