@@ -3,9 +3,9 @@
 //!
 //! A session is stored when it outlives its connection (a Session Expiry Interval above 0) and the
 //! broker has a store; the session then records its own changes (`crate::session::SessionJournal`).
-//! After a restart each stored session is detached, as if its connection had ended when the broker
-//! stopped: its expiry and its will's delay count from that moment, so the time the broker was
-//! down counts.
+//! After a restart each stored session is detached: its expiry and its will's delay count from
+//! when its connection ended, so the time the broker was down counts; for a connection the crash
+//! itself ended, whose moment is not on disk, they count from the restart.
 
 use std::sync::Arc;
 use std::time::Duration;

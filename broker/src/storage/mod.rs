@@ -4,9 +4,9 @@
 //!
 //! The broker keeps working in memory as before and tells a [`Storage`] of every change to that
 //! state ([`Change`]); one writer thread turns the changes into table writes and commits them in
-//! groups (see `writer`). A message is stored once however many sessions hold it. In `sync`, an
-//! acknowledgement waits for a [`Receipt`] that the writer completes once what it covers is on
-//! disk ([`Storage::hold`]). At start, [`Storage::open`] reads everything back ([`Recovered`]) for
+//! groups (see `writer`). A message is stored once however many sessions hold it. In `sync` (and
+//! in `batched` once the disk has fallen behind), an acknowledgement waits for a [`Receipt`] that
+//! the writer completes once what it covers is on disk ([`Storage::hold`]). At start, [`Storage::open`] reads everything back ([`Recovered`]) for
 //! the broker to rebuild its state from.
 //!
 //! The store behind it is a [`Store`]: the built-in [`RedbStore`], or an embedding program's own.
