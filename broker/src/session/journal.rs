@@ -41,10 +41,6 @@ impl SessionJournal {
             live_will: None,
         }
     }
-
-    pub fn storage(&self) -> &Storage {
-        &self.storage
-    }
 }
 
 impl SessionState {

@@ -30,7 +30,6 @@ use thiserror::Error;
 
 pub use change::Change;
 pub use load::{Recovered, RecoveredDelivery, RecoveredSession};
-pub use metrics::StorageMetrics;
 pub use records::{SessionRecord, StoredWill, unix_millis_now};
 pub use redb_store::{FILE_NAME, RedbStore};
 pub use store::{Store, StoreError, Table, Visit, Write};
@@ -38,6 +37,7 @@ pub use store::{Store, StoreError, Table, Visit, Write};
 use crate::config::{Durability, StorageConfig};
 use crate::receipt::Receipt;
 use crate::stats::Stats;
+use metrics::StorageMetrics;
 
 /// Why the store could not be opened.
 #[derive(Debug, Error)]
@@ -212,18 +212,9 @@ impl Storage {
         Some(receipt)
     }
 
-    /// Whether acknowledgements wait for the disk.
-    pub fn is_sync(&self) -> bool {
-        self.shared.sync
-    }
-
     /// Commits are failing (a full disk): readiness is down until one goes through.
     pub fn is_failing(&self) -> bool {
         self.shared.metrics.failing.get() != 0
-    }
-
-    pub fn metrics(&self) -> &StorageMetrics {
-        &self.shared.metrics
     }
 
     /// Writes what is left and stops the writer: the broker's last step. Blocks until done.

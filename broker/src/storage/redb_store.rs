@@ -131,11 +131,6 @@ impl RedbStore {
         tx.commit().map_err(|error| commit_error(&path, error))
     }
 
-    /// The store's file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Checks every page of a store that is not open (`tern-broker storage check`): `Ok(true)`
     /// when it is intact, `Ok(false)` when it was not closed cleanly and had to be repaired.
     pub fn check(dir: &Path) -> Result<bool, StoreError> {

@@ -71,8 +71,10 @@ impl Writer {
         let mut failing = false;
         loop {
             let (changes, waiting, closing, through) = self.take(failing);
+            // One clock reading for the batch: stored expiries are absolute, made from it.
+            let (now, now_millis) = (Instant::now(), records::unix_millis_now());
             for change in changes {
-                self.translate(change, &mut writes);
+                self.translate(change, now, now_millis, &mut writes);
             }
             receipts.extend(waiting);
             if !writes.is_empty() || !receipts.is_empty() {
@@ -179,10 +181,34 @@ impl Writer {
         result
     }
 
+    /// One more reference to `message`; the first one writes it (stored once, however many hold it).
+    fn hold_message(
+        &mut self,
+        message: &crate::message::Message,
+        now: Instant,
+        now_millis: u64,
+        writes: &mut Vec<Write>,
+    ) {
+        if self.references.hold(message.id) {
+            let key = records::message_key(message.id);
+            let expiry = records::expiry_millis(message, now, now_millis);
+            let value = records::encode_message(&key, message, expiry);
+            writes.push(Write::Put {
+                table: Table::Messages,
+                key,
+                value,
+            });
+        }
+    }
+
     /// The table writes for one change, keeping the message references.
-    fn translate(&mut self, change: Change, writes: &mut Vec<Write>) {
-        let now = Instant::now();
-        let now_millis = records::unix_millis_now();
+    fn translate(
+        &mut self,
+        change: Change,
+        now: Instant,
+        now_millis: u64,
+        writes: &mut Vec<Write>,
+    ) {
         match change {
             Change::Session { id, record } => {
                 let key = records::session_key(id.0);
@@ -233,16 +259,7 @@ impl Writer {
                 delivery,
             } => {
                 let message = &delivery.message;
-                if self.references.hold(message.id) {
-                    let key = records::message_key(message.id);
-                    let expiry = records::expiry_millis(message, now, now_millis);
-                    let value = records::encode_message(&key, message, expiry);
-                    writes.push(Write::Put {
-                        table: Table::Messages,
-                        key,
-                        value,
-                    });
-                }
+                self.hold_message(message, now, now_millis, writes);
                 let key = records::delivery_key(session.0, seq);
                 let record = DeliveryRecord {
                     message: message.id,
@@ -318,16 +335,7 @@ impl Writer {
                 let old = self.references.retained.remove(&write.topic);
                 match &write.message {
                     Some(message) => {
-                        if self.references.hold(message.id) {
-                            let message_key = records::message_key(message.id);
-                            let expiry = records::expiry_millis(message, now, now_millis);
-                            let value = records::encode_message(&message_key, message, expiry);
-                            writes.push(Write::Put {
-                                table: Table::Messages,
-                                key: message_key,
-                                value,
-                            });
-                        }
+                        self.hold_message(message, now, now_millis, writes);
                         self.references
                             .retained
                             .insert(write.topic.clone(), message.id);
